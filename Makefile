@@ -1,0 +1,32 @@
+# make run   : set up and run the whole system on the embedded default (http://127.0.0.1:8501)
+# make test  : set up and run the test suite
+# make bench : print the benchmark tables
+PY := .venv/bin/python
+STAMP := .venv/.stamp-requirements
+
+.PHONY: run test bench system-deps clean-data
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Debian packages the tests need: chromium for the real-browser test of the page.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+run: $(STAMP)
+	$(PY) -m workers.launch
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+clean-data:
+	rm -rf data/vigie.duckdb* data/bus.sqlite* data/run data/logs data/supervisor* data/*.log

@@ -1,0 +1,239 @@
+"""Configuration in one place: `vigie.toml`, then environment overrides, checked at start-up.
+
+Every setting has a typed default below. A file or environment value with an unknown key or a
+value of the wrong type stops start-up with a message naming the key, rather than surfacing later
+as an odd behaviour in one worker.
+
+Environment overrides are `VIGIE_<SECTION>_<KEY>` (for example `VIGIE_SERIAL_BAUD=115200`,
+`VIGIE_PATHS_DATA_DIR=/tmp/vigie`); `VIGIE_CONFIG` names another file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = PROJECT_ROOT / "vigie.toml"
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class Serial:
+    # "sim" means the simulated Arduino's pseudo-terminal (published under the data folder);
+    # "auto" looks for an Arduino-like device; anything else is a device path.
+    port: str = "sim"
+    baud: int = 9600
+    timeout: float = 0.5
+    max_line: int = 512
+
+
+@dataclass(frozen=True)
+class Simulator:
+    rate: float = 20.0
+    seed: int = 42
+    scenario: str = "data/scenarios/demo.toml"
+    count: int = 0       # lines to write before going quiet (0: never stop)
+    ledger: str = ""     # a file recording every line written, for tests to compare with the store
+
+
+@dataclass(frozen=True)
+class Transport:
+    kind: str = "embedded"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = 1
+    max_poll_interval_ms: int = 300_000
+    spool_max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Store:
+    flush_interval: float = 0.25
+    max_batch: int = 50_000
+    bus_retention_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    window: int = 20
+    detectors: tuple[str, ...] = ("dbscan", "iforest")
+    # Per-detector parameters, `[detection.params.<name>]`; checked by the detector registry.
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Per-sensor overrides, `[detection.sensors.<sensor>]` with `detectors` and/or `params`.
+    sensors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Threshold rules, `[detection.rules.<sensor or "*">]`.
+    rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class App:
+    address: str = "127.0.0.1"
+    port: int = 8501
+    refresh_s: float = 2.0
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths = field(default_factory=Paths)
+    serial: Serial = field(default_factory=Serial)
+    simulator: Simulator = field(default_factory=Simulator)
+    transport: Transport = field(default_factory=Transport)
+    store: Store = field(default_factory=Store)
+    detection: Detection = field(default_factory=Detection)
+    app: App = field(default_factory=App)
+
+    # Derived locations; everything a run writes lives under the data folder.
+    @property
+    def data_dir(self) -> Path:
+        p = Path(self.paths.data_dir)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "vigie.duckdb"
+
+    @property
+    def bus_path(self) -> Path:
+        return self.data_dir / "bus.sqlite"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def sim_port_link(self) -> Path:
+        return self.run_dir / "arduino"
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_CLASSES = {
+    "paths": Paths, "serial": Serial, "simulator": Simulator, "transport": Transport,
+    "store": Store, "detection": Detection, "app": App,
+}
+_CHOICES = {("transport", "kind"): ("embedded", "kafka")}
+
+
+def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:
+    """Give `value` the type of `default`, or raise ConfigError naming `where`."""
+    if isinstance(default, bool):
+        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, int) or (from_env and str(value).strip().lstrip("-").isdigit()):
+                return int(value)
+        except ValueError:
+            pass
+    elif isinstance(default, float):
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if from_env:
+                return float(value)
+        except ValueError:
+            pass
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, tuple):
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif isinstance(default, Mapping):
+        if from_env and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: expected a JSON object ({exc})") from None
+        if isinstance(value, Mapping):
+            return value
+    kind = type(default).__name__ if not isinstance(default, Mapping) else "table"
+    raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+
+
+def _check(section: str, key: str, value: Any) -> None:
+    where = f"[{section}] {key}"
+    choices = _CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("simulator", "rate"),
+                    ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
+                    ("app", "refresh_s"), ("transport", "partitions"), ("app", "port")}
+        if (section, key) in positive and value <= 0:
+            raise ConfigError(f"{where}: must be positive, got {value!r}")
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Build the configuration: defaults, then the file, then `VIGIE_*` variables, then `overrides`.
+
+    >>> load_config(env={}, overrides={"serial": {"baud": 115200}}).serial.baud
+    115200
+    """
+    env = os.environ if env is None else env
+    path = Path(path or env.get("VIGIE_CONFIG") or DEFAULT_FILE)
+    raw: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    elif path != DEFAULT_FILE:
+        raise ConfigError(f"configuration file {path} does not exist")
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTION_CLASSES.items():
+        defaults = cls()
+        values: dict[str, Any] = {}
+        file_part = raw.pop(name, {})
+        if not isinstance(file_part, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(file_part) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}"
+                              f" (known: {', '.join(sorted(known))})")
+        for key, value in file_part.items():
+            values[key] = _coerce(f"{path}: [{name}] {key}", getattr(defaults, key), value, False)
+        prefix = f"VIGIE_{name.upper()}_"
+        for var, value in env.items():
+            if var.startswith(prefix):
+                key = var[len(prefix):].lower()
+                if key not in known:
+                    raise ConfigError(f"environment {var}: no key {key!r} in [{name}]"
+                                      f" (known: {', '.join(sorted(known))})")
+                values[key] = _coerce(f"environment {var}", getattr(defaults, key), value, True)
+        for key, value in (overrides or {}).get(name, {}).items():
+            if key not in known:
+                raise ConfigError(f"override: no key {key!r} in [{name}]")
+            values[key] = _coerce(f"override [{name}] {key}", getattr(defaults, key), value, False)
+        for key, value in values.items():
+            _check(name, key, value)
+        sections[name] = dataclasses.replace(defaults, **values)
+    if raw:
+        raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(raw))}"
+                          f" (known: {', '.join(_SECTION_CLASSES)})")
+    return Config(**sections)

@@ -1,0 +1,38 @@
+"""The detector registry: one name per detector class. Workers, the app and the evaluation all
+build detectors through `build`, so a name means the same thing everywhere."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from lib.detectors.base import Decision, Detector
+from lib.detectors.dbscan import DBSCANDetector
+from lib.detectors.iforest import IsolationForestDetector
+
+REGISTRY: dict[str, type[Detector]] = {
+    cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector)
+}
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError naming any unknown detector or parameter."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown detector {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    sig = inspect.signature(REGISTRY[name])
+    known = set(sig.parameters) | {"threshold"}
+    bad = set(params) - known
+    if bad:
+        raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(sorted(bad))}"
+                         f" (known: {', '.join(sorted(known))})")
+
+
+def build(name: str, params: Mapping[str, Any] | None = None) -> tuple[Detector, Decision]:
+    """A fresh detector and its decision step from a registry name and parameters."""
+    params = dict(params or {})
+    check_params(name, params)
+    cls = REGISTRY[name]
+    threshold = float(params.pop("threshold", cls.default_threshold))
+    try:
+        return cls(**params), Decision(threshold)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"detector {name!r}: {exc}") from None

@@ -1,0 +1,64 @@
+"""The one detector interface (after River's `score_one` / `learn_one`).
+
+Contract, checked for every registered detector by tests/test_detector_contract.py:
+- `score_one(x)` returns a float in [0, 1]; higher means more anomalous. It does not change the
+  detector: score first, then `learn_one(x)`, so a reading never judges itself.
+- `ready` is False until the detector has seen enough readings (`warmup`); while it is False the
+  reading's state is "initializing" and its score means nothing.
+- Deciding is separate from scoring: `Decision` turns a score into normal / anomaly with a
+  threshold that each detector suggests (`default_threshold`) and the configuration may change.
+- Constructors only store parameters and empty state; same parameters and seed, same scores.
+- Detectors are picklable, and `warmup` readings of history rebuild their state after a restart.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL
+
+
+class Detector(abc.ABC):
+    name: ClassVar[str]
+    default_threshold: ClassVar[float] = 0.5
+
+    #: readings needed before scores mean something, and readings of history that rebuild the state
+    warmup: int = 20
+
+    @property
+    def ready(self) -> bool:
+        return self.seen >= self.warmup
+
+    seen: int = 0
+
+    @abc.abstractmethod
+    def score_one(self, x: float) -> float: ...
+
+    @abc.abstractmethod
+    def learn_one(self, x: float) -> None: ...
+
+    def score_learn_many(self, xs: Sequence[float]) -> list[tuple[bool, float]]:
+        """(ready, score) for each reading in turn, learning each after scoring it. Detectors override
+        this where scoring many readings at once is cheaper than one at a time."""
+        out = []
+        for x in xs:
+            ready = self.ready
+            out.append((ready, self.score_one(x) if ready else 0.0))
+            self.learn_one(x)
+        return out
+
+    def learn_many(self, xs: Iterable[float]) -> None:
+        for x in xs:
+            self.learn_one(x)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Score -> state: anomaly when the score is above the threshold."""
+    threshold: float
+
+    def state(self, ready: bool, score: float) -> str:
+        if not ready:
+            return STATE_INITIALIZING
+        return STATE_ANOMALY if score > self.threshold else STATE_NORMAL

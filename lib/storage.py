@@ -1,0 +1,190 @@
+"""The DuckDB file: schema, the single writer's batched idempotent inserts, and read-only access.
+
+DuckDB lets one process hold a file read-write, and a read-only open from another process fails
+while it does ("Could not set lock on file"). So exactly one process (workers/store.py) writes: it
+opens the file, writes a batch in one transaction and closes it, a few times a second; readers
+open read-only between those moments and retry briefly on the lock error.
+
+Every table has a primary key built from what the wire carries (session id, per-session sequence
+number, detector), and inserts are `INSERT OR IGNORE`: a batch replayed after a crash between
+writing and committing the transport offset adds nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id VARCHAR PRIMARY KEY,
+    port       VARCHAR,
+    baud       INTEGER,
+    host       VARCHAR,
+    started_at TIMESTAMP,
+    ended_at   TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS readings (
+    session_id VARCHAR NOT NULL,
+    seq        BIGINT NOT NULL,      -- per-session line number: orders readings sharing a timestamp
+    sensor     VARCHAR NOT NULL,
+    ts         TIMESTAMP NOT NULL,   -- receive time, UTC
+    value      DOUBLE NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS states (
+    session_id VARCHAR NOT NULL,
+    seq        BIGINT NOT NULL,
+    sensor     VARCHAR NOT NULL,
+    ts         TIMESTAMP NOT NULL,
+    detector   VARCHAR NOT NULL,     -- a registry name, or "rule:<name>" for a threshold rule
+    state      VARCHAR NOT NULL,     -- initializing | normal | anomaly
+    score      DOUBLE,               -- in [0, 1], higher is more anomalous; NULL while initializing
+    PRIMARY KEY (session_id, seq, detector)
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    session_id VARCHAR NOT NULL,
+    seq        BIGINT NOT NULL,
+    ts         TIMESTAMP NOT NULL,
+    reason     VARCHAR NOT NULL,
+    raw        VARCHAR NOT NULL,     -- escaped bytes (see lib.protocol.escape_raw)
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    session_id VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    ended_at   TIMESTAMP,
+    reason     VARCHAR,
+    PRIMARY KEY (session_id, started_at)
+);
+CREATE TABLE IF NOT EXISTS truth (
+    run_id     VARCHAR NOT NULL,     -- one simulator run
+    sensor     VARCHAR NOT NULL,
+    kind       VARCHAR NOT NULL,     -- spike, dip, level_shift, drift, flatline, noise, dropout, malformed
+    started_at TIMESTAMP NOT NULL,
+    ended_at   TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, sensor, kind, started_at)
+);
+"""
+
+STATE_INITIALIZING, STATE_NORMAL, STATE_ANOMALY = "initializing", "normal", "anomaly"
+LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    return any(m in str(exc) for m in LOCK_MARKERS)
+
+
+@dataclass
+class Batch:
+    """Rows gathered from the transport for one write. Keys dedupe replays inside a batch."""
+    readings: dict = field(default_factory=dict)   # (session, seq) -> (sensor, ts_us, value)
+    states: dict = field(default_factory=dict)     # (session, seq, detector) -> (sensor, ts_us, state, score)
+    rejects: dict = field(default_factory=dict)    # (session, seq) -> (ts_us, reason, raw)
+    sessions: list = field(default_factory=list)   # session events, in order
+    truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.states) + len(self.rejects) + len(self.sessions) + len(self.truth)
+
+
+def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def init_db(path: Path, wait_s: float = 30.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path, False, wait_s)
+    try:
+        conn.execute(SCHEMA)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived read-only connection, retried while the writer holds the file."""
+    conn = _connect(Path(path), True, wait_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def write_batch(path: Path, batch: Batch, wait_s: float = 3600.0) -> None:
+    """Write one batch in one transaction, then close the file so readers can open it."""
+    conn = _connect(Path(path), False, wait_s)
+    try:
+        conn.execute("BEGIN")
+        _insert(conn, batch)
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise
+    finally:
+        conn.close()
+
+
+def _frame(rows: dict, names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([(*k, *v) if isinstance(v, tuple) else (*k, v) for k, v in rows.items()], columns=names)
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    for event in batch.sessions:
+        kind = event["event"]
+        if kind == "start":
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, make_timestamp(?), NULL) ON CONFLICT DO NOTHING",
+                         (event["session"], event.get("port"), event.get("baud"), event.get("host"), event["ts_us"]))
+        elif kind == "end":
+            conn.execute("UPDATE sessions SET ended_at = make_timestamp(?) WHERE session_id = ?",
+                         (event["ts_us"], event["session"]))
+        elif kind == "gap":
+            conn.execute("INSERT INTO gaps VALUES (?, make_timestamp(?), make_timestamp(?), ?) "
+                         "ON CONFLICT DO UPDATE SET ended_at = excluded.ended_at",
+                         (event["session"], event["start_us"], event.get("end_us"), event.get("reason")))
+        else:
+            log.warning("unknown session event %r ignored", kind)
+    if batch.readings:
+        df = _frame(batch.readings, ["session_id", "seq", "sensor", "ts_us", "value"])
+        conn.register("batch_df", df)
+        conn.execute("INSERT OR IGNORE INTO readings SELECT session_id, seq, sensor, make_timestamp(ts_us), value"
+                     " FROM batch_df")
+        conn.unregister("batch_df")
+    if batch.states:
+        df = _frame(batch.states, ["session_id", "seq", "detector", "sensor", "ts_us", "state", "score"])
+        conn.register("batch_df", df)
+        conn.execute("INSERT OR IGNORE INTO states SELECT session_id, seq, sensor, make_timestamp(ts_us), detector,"
+                     " state, score FROM batch_df")
+        conn.unregister("batch_df")
+    if batch.rejects:
+        df = _frame(batch.rejects, ["session_id", "seq", "ts_us", "reason", "raw"])
+        conn.register("batch_df", df)
+        conn.execute("INSERT OR IGNORE INTO rejects SELECT session_id, seq, make_timestamp(ts_us), reason, raw"
+                     " FROM batch_df")
+        conn.unregister("batch_df")
+    if batch.truth:
+        df = _frame(batch.truth, ["run_id", "sensor", "kind", "start_us", "end_us"])
+        conn.register("batch_df", df)
+        conn.execute("INSERT OR IGNORE INTO truth SELECT run_id, sensor, kind, make_timestamp(start_us),"
+                     " make_timestamp(end_us) FROM batch_df")
+        conn.unregister("batch_df")

@@ -1,0 +1,95 @@
+"""One transport interface between the producer, the detector workers and the store.
+
+The shape is Kafka's: named topics (one per sensor, as in the seed, plus internal `_vigie.*`
+topics), producers that send, consumer groups that poll and then commit what they have finished.
+`embedded` implements it with a local SQLite log (no broker); `kafka` with kafka-python.
+"""
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+# Internal topics. Sensor names may not use the "_vigie" prefix (see lib.protocol).
+STATES = "_vigie.states"
+REJECTS = "_vigie.rejects"
+SESSIONS = "_vigie.sessions"
+TRUTH = "_vigie.truth"
+INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH)
+
+
+@dataclass(slots=True)
+class Message:
+    topic: str
+    key: str | None
+    value: str
+    headers: dict[str, str] = field(default_factory=dict)
+    # Set on consumed messages: where the message sits, for commits and history look-ups.
+    partition: int = 0
+    offset: int = -1
+
+    def json(self):
+        return json.loads(self.value)
+
+
+def reading_message(sensor: str, value_text: str, session: str, seq: int, ts_us: int) -> Message:
+    """A reading as the seed sent it (the value as UTF-8 text) with its metadata in headers."""
+    return Message(sensor, sensor, value_text, {"session": session, "seq": str(seq), "ts_us": str(ts_us)})
+
+
+def json_message(topic: str, key: str | None, payload) -> Message:
+    return Message(topic, key, json.dumps(payload, separators=(",", ":")))
+
+
+class Producer(abc.ABC):
+    @abc.abstractmethod
+    def send(self, messages: Iterable[Message]) -> None:
+        """Queue messages; they are durable once `flush` returns."""
+
+    @abc.abstractmethod
+    def flush(self) -> None: ...
+
+    def close(self) -> None:
+        self.flush()
+
+
+class Consumer(abc.ABC):
+    """A member of a consumer group. `poll` returns messages after the last commit, in order per
+    sensor; `commit` marks everything polled so far as done, optionally producing `outputs` first
+    (atomically where the transport can)."""
+
+    @abc.abstractmethod
+    def poll(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]: ...
+
+    @abc.abstractmethod
+    def commit(self, outputs: Sequence[Message] = ()) -> None: ...
+
+    @abc.abstractmethod
+    def history(self, message: Message, n: int) -> list[Message]:
+        """Up to `n` messages of the same sensor stored just before `message`, oldest first: what a
+        worker needs to rebuild a window after a restart or a rebalance."""
+
+    def close(self) -> None:
+        pass
+
+
+class Transport(abc.ABC):
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def consumer(self, group: str, topics: Sequence[str] = (), sensors: bool = False) -> Consumer:
+        """Join `group`, reading the internal `topics` and, if `sensors`, every sensor topic."""
+
+    def close(self) -> None:
+        pass
+
+
+def open_transport(config) -> Transport:
+    """The transport the configuration names."""
+    if config.transport.kind == "kafka":
+        from lib.transport.kafka import KafkaTransport
+        return KafkaTransport(config)
+    from lib.transport.embedded import EmbeddedTransport
+    return EmbeddedTransport(config.bus_path)

@@ -1,0 +1,45 @@
+import pytest
+
+from lib.config import ConfigError, load_config
+from lib.detection import check_detection_config
+
+
+def test_defaults_match_the_seed():
+    c = load_config(env={})
+    assert c.serial.baud == 9600 and c.detection.window == 20 and c.transport.kind == "embedded"
+    assert c.app.address == "127.0.0.1"
+
+
+def test_environment_overrides_file(tmp_path):
+    c = load_config(env={"VIGIE_SERIAL_BAUD": "115200", "VIGIE_DETECTION_DETECTORS": "dbscan"})
+    assert c.serial.baud == 115200 and c.detection.detectors == ("dbscan",)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[serial]\nbaud = 'fast'\n", "[serial] baud"),
+    ("[serial]\nbuad = 9600\n", "buad"),
+    ("[seriall]\n", "seriall"),
+    ("[transport]\nkind = 'mqtt'\n", "kind"),
+    ("[serial]\nbaud = -1\n", "positive"),
+    ("[serial\n", "not valid TOML"),
+])
+def test_bad_file_values_name_the_key(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as exc:
+        load_config(path, env={})
+    assert needle in str(exc.value)
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match="VIGIE_SERIAL_BAUD"):
+        load_config(env={"VIGIE_SERIAL_BAUD": "fast"})
+    with pytest.raises(ConfigError, match="VIGIE_SERIAL_SPEED"):
+        load_config(env={"VIGIE_SERIAL_SPEED": "1"})
+
+
+def test_unknown_detector_or_parameter_stops_start_up():
+    with pytest.raises(ConfigError, match="unknown detector 'dbscna'"):
+        check_detection_config(load_config(env={"VIGIE_DETECTION_DETECTORS": "dbscna"}))
+    with pytest.raises(ConfigError, match="epsilon"):
+        check_detection_config(load_config(env={}, overrides={"detection": {"params": {"dbscan": {"epsilon": 1}}}}))

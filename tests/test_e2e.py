@@ -1,0 +1,68 @@
+"""The walking skeleton, end to end: supervisord, the simulated board on a real pseudo-terminal,
+the producer, the detector worker, the store and the app, checked by querying the DuckDB file."""
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from lib.protocol import parse_line
+from tests.system import System, wait_for
+
+pytestmark = pytest.mark.e2e
+
+N_LINES = 2000
+RATE = 100.0
+
+
+def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
+    ledger = tmp_path / "ledger.txt"
+    env = {"VIGIE_SIMULATOR_SCENARIO": "data/scenarios/spikes.toml", "VIGIE_SIMULATOR_RATE": str(RATE),
+           "VIGIE_SIMULATOR_COUNT": str(N_LINES), "VIGIE_SIMULATOR_LEDGER": str(ledger)}
+    with System(tmp_path, env) as system:
+        t0 = time.monotonic()
+        # Readings and both algorithms' states for every line, as the app would read them.
+        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] >= 2 * N_LINES,
+                 timeout=240, what=f"{2 * N_LINES} states")
+        elapsed = time.monotonic() - t0
+        page = urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()
+        assert b"<title>" in page.lower() or b"streamlit" in page.lower()
+        rc = system.stop()
+    assert rc == 0, system.log()[-3000:]
+    print(f"\n{N_LINES} lines at {RATE:.0f} lines/s stored and judged in {elapsed:.1f}s "
+          f"({N_LINES / elapsed:.0f} readings/s end to end, including start-up)")
+
+    written = Counter()
+    for raw in ledger.read_bytes().splitlines():
+        p = parse_line(raw)
+        written[(p.sensor, round(p.value, 2))] += 1
+    assert sum(written.values()) == N_LINES
+
+    stored = Counter({(s, round(v, 2)): n for s, v, n in system.query(
+        "SELECT sensor, value, count(*) FROM readings GROUP BY ALL")})
+    assert stored == written, "stored readings differ from the lines the board wrote"
+
+    per_detector = dict(system.query("SELECT detector, count(*) FROM states GROUP BY 1"))
+    assert per_detector == {"dbscan": N_LINES, "iforest": N_LINES}
+    unjudged = system.query("""
+        SELECT count(*) FROM readings r WHERE
+          (SELECT count(DISTINCT detector) FROM states s WHERE s.session_id = r.session_id AND s.seq = r.seq) <> 2""")
+    assert unjudged == [(0,)]
+
+    # Each sensor starts with exactly the window's worth of initializing readings.
+    init = dict(system.query("SELECT sensor, count(*) FROM states WHERE detector = 'dbscan' "
+                             "AND state = 'initializing' GROUP BY 1"))
+    assert init == {"humidite": 20, "temperature": 20}
+
+    spikes = system.query("SELECT sensor, started_at FROM truth WHERE kind = 'spike'")
+    assert len(spikes) >= 5
+    missed = system.query("""
+        SELECT t.sensor, t.started_at FROM truth t WHERE t.kind = 'spike' AND NOT EXISTS (
+          SELECT 1 FROM states s WHERE s.sensor = t.sensor AND s.detector = 'dbscan' AND s.state = 'anomaly'
+            AND s.ts BETWEEN t.started_at - INTERVAL 2 SECOND AND t.ended_at + INTERVAL 2 SECOND)""")
+    assert missed == [], f"spikes DBSCAN did not flag: {missed}"
+
+    sessions = system.query("SELECT port, baud, ended_at IS NOT NULL FROM sessions")
+    assert len(sessions) == 1 and sessions[0][1] == 9600 and sessions[0][2]

@@ -1,0 +1,58 @@
+"""The line protocol: split at the last `!`, strip `\\r\\n`, reject with a reason, never raise."""
+import pytest
+
+from lib import protocol
+from lib.protocol import Parsed, Rejected, parse_line
+
+
+@pytest.mark.parametrize("line, expected", [
+    # The seed's examples: `humidite!42.7` with the board's \r\n.
+    (b"humidite!42.7\r\n", Parsed("humidite", 42.7)),
+    (b"humidite!42.7", Parsed("humidite", 42.7)),
+    (b"temperature!21.5\n", Parsed("temperature", 21.5)),
+    (b"  pression!1013.25 \r\n", Parsed("pression", 1013.25)),
+    (b"humidite!42,7\r\n", Parsed("humidite", 42.7)),        # French decimal comma
+    (b"t!-3\r\n", Parsed("t", -3.0)),
+    (b"t!1e3", Parsed("t", 1000.0)),
+    (b"capteur.salle-1_a!0.5", Parsed("capteur.salle-1_a", 0.5)),
+])
+def test_good_lines(line, expected):
+    assert parse_line(line) == expected
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b"humidite 42.7\r\n", protocol.NO_SEPARATOR),
+    (b"!42.7", protocol.EMPTY_TOPIC),
+    (b"humidite!", protocol.EMPTY_VALUE),
+    (b"humidite!abc", protocol.NOT_A_NUMBER),
+    (b"humidite!42.7.1", protocol.NOT_A_NUMBER),
+    (b"humidite!nan", protocol.NOT_FINITE),
+    (b"humidite!inf", protocol.NOT_FINITE),
+    (b"humidite!1e999", protocol.NOT_FINITE),
+    (b"hum idite!4", protocol.BAD_TOPIC),
+    (b"a!b!3", protocol.BAD_TOPIC),            # split at the LAST "!": topic "a!b" is not a name
+    (b"_vigie.states!3", protocol.RESERVED_TOPIC),
+    (b"humidit\xe9!42", protocol.BAD_UTF8),
+    (b"x" * 600 + b"!1", protocol.TOO_LONG),
+])
+def test_rejected_lines_say_why(line, reason):
+    result = parse_line(line)
+    assert isinstance(result, Rejected)
+    assert result.reason == reason
+
+
+def test_split_is_at_the_last_separator():
+    # The seed's separateur_serial walks back from the end: the value is after the last "!".
+    assert parse_line(b"a!b!3").raw == "a!b!3"
+    assert protocol.parse_value("3") == 3.0
+    assert parse_line(b"ab!!3").reason == protocol.BAD_TOPIC
+
+
+def test_raw_bytes_are_escaped_for_storage():
+    r = parse_line(b"\x00\xffbad\\line")
+    assert r.raw == "\\x00\\xffbad\\x5cline"
+    assert r.raw.isascii() and r.raw.isprintable()
+
+
+def test_format_line_round_trips():
+    assert parse_line(protocol.format_line("humidite", 42.7)) == Parsed("humidite", 42.7)

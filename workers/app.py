@@ -1,0 +1,41 @@
+"""Serve the operator page: `python -m workers.app` runs `streamlit run app.py` with the address
+and port from the configuration."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+from lib.config import PROJECT_ROOT, ConfigError, load_config
+from lib.runtime import setup_logging
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    log = setup_logging("app")
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if not is_loopback(config.app.address) and not config.app.password:
+        log.warning("serving the page on %s without a password: anyone who can reach this machine sees "
+                    "the data. Set [app] password to turn the gate on.", config.app.address)
+    streamlit = os.path.join(os.path.dirname(sys.executable), "streamlit")
+    args = [streamlit, "run", str(PROJECT_ROOT / "app.py"),
+            "--server.address", config.app.address, "--server.port", str(config.app.port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"]
+    os.execv(streamlit, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

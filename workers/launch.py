@@ -1,0 +1,41 @@
+"""Start the whole system: `python -m workers.launch` (what `make run` does).
+
+Checks the configuration first, so a bad key is one clear line instead of five crash-looping
+programs, then runs supervisord in the foreground with the data folder in its environment.
+Ctrl-C stops everything cleanly (supervisord stops each program in turn).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from lib.config import PROJECT_ROOT, ConfigError, load_config
+from lib.detection import check_detection_config
+from lib.runtime import setup_logging
+
+
+def main(argv=None) -> int:
+    log = setup_logging("launch")
+    try:
+        config = load_config()
+        check_detection_config(config)
+    except ConfigError as exc:
+        log.error("configuration: %s", exc)
+        return 2
+    data = config.data_dir
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    env = dict(os.environ, VIGIE_DATA_DIR=str(data), VIGIE_PATHS_DATA_DIR=str(data))
+    supervisord = shutil.which("supervisord", path=str(PROJECT_ROOT / ".venv" / "bin")) or shutil.which("supervisord")
+    if not supervisord:
+        log.error("supervisord not found: run `make run` (it installs the requirements)")
+        return 2
+    print(f"\n  Vigie operator page: http://{config.app.address}:{config.app.port}\n"
+          f"  data: {data}   transport: {config.transport.kind}   port: {config.serial.port}\n"
+          f"  Ctrl-C stops everything.\n", flush=True)
+    os.execve(supervisord, [supervisord, "-n", "-c", str(PROJECT_ROOT / "supervisord.conf")], env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
