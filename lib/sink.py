@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from lib.storage import Batch
-from lib.transport.base import REJECTS, SESSIONS, STATES, TRUTH, Message
+from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,13 @@ def add_message(batch: Batch, msg: Message) -> None:
         elif msg.topic == TRUTH:
             p = msg.json()
             batch.truth[(p["run"], p["sensor"], p["kind"], p["start_us"])] = p["end_us"]
+        elif msg.topic == LABELS:
+            p = msg.json()
+            key = (p["session"], int(p["seq"]))
+            old = batch.labels.get(key)
+            if old is None or p["made_us"] >= old[5]:
+                batch.labels[key] = (p["sensor"], int(p["ts_us"]), p["verdict"], p.get("detector"),
+                                     p.get("note"), int(p["made_us"]))
         else:
             h = msg.headers
             batch.readings[(h["session"], int(h["seq"]))] = (msg.topic, int(h["ts_us"]), float(msg.value))

@@ -73,6 +73,17 @@ CREATE TABLE IF NOT EXISTS truth (
     ended_at   TIMESTAMP NOT NULL,
     PRIMARY KEY (run_id, sensor, kind, started_at)
 );
+CREATE TABLE IF NOT EXISTS labels (
+    session_id VARCHAR NOT NULL,     -- the reading an operator judged
+    seq        BIGINT NOT NULL,
+    sensor     VARCHAR NOT NULL,
+    ts         TIMESTAMP NOT NULL,   -- the reading's time
+    verdict    VARCHAR NOT NULL,     -- confirmed | rejected (a flag) | missed (an anomaly no one flagged)
+    detector   VARCHAR,              -- the flag judged, if any
+    note       VARCHAR,
+    made_at    TIMESTAMP NOT NULL,   -- the latest verdict on a reading wins
+    PRIMARY KEY (session_id, seq)
+);
 """
 
 STATE_INITIALIZING, STATE_NORMAL, STATE_ANOMALY = "initializing", "normal", "anomaly"
@@ -91,9 +102,11 @@ class Batch:
     rejects: dict = field(default_factory=dict)    # (session, seq) -> (ts_us, reason, raw)
     sessions: list = field(default_factory=list)   # session events, in order
     truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
+    labels: dict = field(default_factory=dict)     # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.states) + len(self.rejects) + len(self.sessions) + len(self.truth)
+        return (len(self.readings) + len(self.states) + len(self.rejects) + len(self.sessions) + len(self.truth)
+                + len(self.labels))
 
 
 def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -187,4 +200,12 @@ def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         conn.register("batch_df", df)
         conn.execute("INSERT OR IGNORE INTO truth SELECT run_id, sensor, kind, make_timestamp(start_us),"
                      " make_timestamp(end_us) FROM batch_df")
+        conn.unregister("batch_df")
+    if batch.labels:
+        df = _frame(batch.labels, ["session_id", "seq", "sensor", "ts_us", "verdict", "detector", "note", "made_us"])
+        conn.register("batch_df", df)
+        conn.execute("INSERT INTO labels SELECT session_id, seq, sensor, make_timestamp(ts_us), verdict, detector,"
+                     " note, make_timestamp(made_us) FROM batch_df ON CONFLICT DO UPDATE SET"
+                     " verdict = excluded.verdict, detector = excluded.detector, note = excluded.note,"
+                     " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at")
         conn.unregister("batch_df")

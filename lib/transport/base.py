@@ -16,7 +16,8 @@ STATES = "_vigie.states"
 REJECTS = "_vigie.rejects"
 SESSIONS = "_vigie.sessions"
 TRUTH = "_vigie.truth"
-INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH)
+LABELS = "_vigie.labels"      # operator verdicts from the app (the app never writes DuckDB)
+INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH, LABELS)
 
 
 @dataclass(slots=True)
