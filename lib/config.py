@@ -63,6 +63,11 @@ class Store:
     flush_interval: float = 0.25
     max_batch: int = 50_000
     bus_retention_s: float = 3600.0
+    # Readings, states and rejects older than this many days leave the DuckDB file (0: keep all),
+    # exported first to <data>/export/ as parquet or csv ("none": deleted only).
+    retention_days: float = 0.0
+    retention_export: str = "parquet"
+    retention_check_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,9 @@ _SECTION_CLASSES = {
     "paths": Paths, "serial": Serial, "simulator": Simulator, "transport": Transport,
     "store": Store, "detection": Detection, "app": App,
 }
-_CHOICES = {("transport", "kind"): ("embedded", "kafka")}
+_CHOICES = {("transport", "kind"): ("embedded", "kafka"),
+            ("store", "retention_export"): ("parquet", "csv", "none")}
+_NON_NEGATIVE = {("store", "retention_days")}
 
 
 def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:
@@ -181,9 +188,12 @@ def _check(section: str, key: str, value: Any) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("simulator", "rate"),
                     ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
-                    ("app", "refresh_s"), ("transport", "partitions"), ("app", "port")}
-        if (section, key) in positive and value <= 0:
+                    ("app", "refresh_s"), ("transport", "partitions"), ("app", "port"),
+                    ("store", "retention_check_s")}
+        if (section, key) in positive and not value > 0:
             raise ConfigError(f"{where}: must be positive, got {value!r}")
+        if (section, key) in _NON_NEGATIVE and not value >= 0:
+            raise ConfigError(f"{where}: must be zero or more, got {value!r}")
 
 
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,

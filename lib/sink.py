@@ -40,10 +40,11 @@ def add_message(batch: Batch, msg: Message) -> None:
 
 
 def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: int = 50_000,
-              on_flush=None) -> int:
+              on_flush=None, maintenance=None) -> int:
     """The single writer's loop: gather messages for `flush_interval`, write them to DuckDB in one
     transaction, and only then commit the consumer's position (at-least-once; the primary keys
-    make a replay harmless). Returns the number of messages stored."""
+    make a replay harmless). `maintenance()` runs between batches (retention), in this process
+    because it is the only writer. Returns the number of messages stored."""
     import time
 
     from lib.storage import write_batch
@@ -61,7 +62,10 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: 
             if remaining <= 0 or (stopping and not messages):
                 break
         if n:
-            write_batch(db_path, batch)
+            if not write_until_done(db_path, batch, stop, write_batch):
+                # Stopping while the disk is still full: the batch stays uncommitted on the
+                # transport and the next start writes it.
+                return stored
             consumer.commit()
             stored += n
             if on_flush:
@@ -69,3 +73,46 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: 
         elif stopping:
             # Drained: everything polled before the stop is written and committed.
             return stored
+        if maintenance is not None and not stopping:
+            maintenance()
+
+
+WRITE_BACKOFF_START_S, WRITE_BACKOFF_MAX_S = 0.5, 10.0
+
+
+def write_until_done(db_path, batch, stop, write) -> bool:
+    """`write(db_path, batch)` until it succeeds; True when written, False when a stop came first.
+
+    A full disk or any other I/O error is logged once per outage with what it is, and retried with
+    backoff: the batch is not committed on the transport, so nothing is lost while the store waits
+    (the transport holds the readings; the store holds at most one batch in memory). A foreign or
+    damaged file raises DatabaseFileError, which stops the store."""
+    import time
+
+    import duckdb
+
+    from lib.storage import DatabaseFileError, is_corruption, is_disk_full
+    backoff, failed_since, attempts = WRITE_BACKOFF_START_S, None, 0
+    while True:
+        try:
+            write(db_path, batch)
+        except (duckdb.Error, OSError) as exc:
+            if is_corruption(exc):
+                raise DatabaseFileError(f"{db_path} is damaged ({exc}); the store stops without touching it") from exc
+            attempts += 1
+            if failed_since is None:
+                failed_since = time.monotonic()
+                what = "disk full" if is_disk_full(exc) else "write failed"
+                log.error("%s: cannot write %d rows to %s (%s); keeping them on the transport and retrying "
+                          "with backoff up to %.0fs", what, len(batch), db_path, exc, WRITE_BACKOFF_MAX_S)
+            else:
+                log.debug("write retry %d failed: %s", attempts, exc)
+            if stop.wait(backoff):
+                log.warning("stopping with %d rows unwritten (%s); they stay on the transport", len(batch), exc)
+                return False
+            backoff = min(backoff * 2, WRITE_BACKOFF_MAX_S)
+            continue
+        if failed_since is not None:
+            log.warning("writing again after %.1fs and %d failed attempts; catching up",
+                        time.monotonic() - failed_since, attempts)
+        return True

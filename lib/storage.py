@@ -209,3 +209,115 @@ def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
                      " verdict = excluded.verdict, detector = excluded.detector, note = excluded.note,"
                      " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at")
         conn.unregister("batch_df")
+
+
+# -- start-up checks and write errors (issue 7) ------------------------------------------------
+# DuckDB files carry "DUCK" at byte 8. Anything else at the database path is someone else's file:
+# the store refuses to start rather than open (and possibly rewrite) it.
+DUCKDB_MAGIC, DUCKDB_MAGIC_OFFSET = b"DUCK", 8
+DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded", "could not write file",
+                     "Could not write file", "File too large")
+CORRUPT_MARKERS = ("Corrupt database", "not a valid DuckDB", "Could not read enough bytes", "checksum")
+
+
+class DatabaseFileError(RuntimeError):
+    """The file at the database path is foreign, corrupt or of another schema; the message says
+    which and what to do. The store stops (exit code 3, not restarted) instead of touching it."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in (28, 122) or any(m in str(exc) for m in DISK_FULL_MARKERS)
+
+
+def is_corruption(exc: BaseException) -> bool:
+    return any(m in str(exc) for m in CORRUPT_MARKERS)
+
+
+def _describe(head: bytes) -> str:
+    if head.startswith(b"SQLite format 3"):
+        return "an SQLite database"
+    if head.startswith(b"PAR1"):
+        return "a Parquet file"
+    if not head:
+        return "an empty file"
+    if all(32 <= b < 127 or b in b"\r\n\t" for b in head[:64]):
+        return f"a text file starting {head[:40].decode('ascii', 'replace')!r}"
+    return "not a DuckDB database"
+
+
+def check_database_file(path: Path) -> None:
+    """Raise DatabaseFileError when something other than a DuckDB database sits at `path`."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise DatabaseFileError(f"{path} is not a regular file; move it away (Vigie will not touch it)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[DUCKDB_MAGIC_OFFSET:DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC)] != DUCKDB_MAGIC:
+        raise DatabaseFileError(
+            f"{path} exists but is {_describe(head)} ({path.stat().st_size} bytes), not Vigie's DuckDB "
+            "database. Vigie never overwrites it: move the file away, or point [paths] data_dir elsewhere.")
+
+
+def _our_tables() -> dict[str, list[str]]:
+    """{table: [columns]} of the schema above, parsed from SCHEMA."""
+    tables, current = {}, None
+    for line in SCHEMA.splitlines():
+        line = line.strip()
+        if line.startswith("CREATE TABLE IF NOT EXISTS"):
+            current = line.split()[5]
+            tables[current] = []
+        elif current and line and not line.startswith(("PRIMARY KEY", ")")):
+            tables[current].append(line.split()[0])
+    return tables
+
+
+def check_schema(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A DuckDB file that holds tables but not Vigie's (another application's database), or
+    Vigie's tables with other columns, is refused rather than altered."""
+    found: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'").fetchall():
+        found.setdefault(table, set()).add(column)
+    if not found:
+        return
+    ours = _our_tables()
+    if "readings" not in found:
+        raise DatabaseFileError(
+            f"{path} is a DuckDB database of something else (tables: {', '.join(sorted(found)[:8])}); "
+            "Vigie will not add its tables to it: move it away, or point [paths] data_dir elsewhere.")
+    for table, columns in ours.items():
+        if table in found and not set(columns) <= found[table]:
+            missing = ", ".join(sorted(set(columns) - found[table]))
+            raise DatabaseFileError(f"{path}: table {table} lacks column(s) {missing}; this file was not written "
+                                    "by this version of Vigie. Move it away (or export it) before starting.")
+
+
+def open_checked(path: Path, wait_s: float = 30.0) -> None:
+    """The store's start-up: refuse a foreign or corrupt file with a clear message, else create the
+    schema. Reads every table once so that a damaged block shows up now, not hours later."""
+    path = Path(path)
+    check_database_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connect(path, False, wait_s)
+    except duckdb.Error as exc:
+        if is_lock_error(exc) or is_disk_full(exc):
+            raise
+        raise DatabaseFileError(f"{path} cannot be opened as a DuckDB database ({exc}); move it away "
+                                "or restore a backup. Vigie will not overwrite it.") from None
+    try:
+        check_schema(conn, path)
+        conn.execute(SCHEMA)
+        for table, columns in _our_tables().items():
+            # Names come from SCHEMA, not from input. Hashing every column reads every block
+            # (min/max may be answered from statistics without reading the data).
+            conn.execute(f"SELECT count(*), sum(hash({', '.join(columns)})) FROM {table}").fetchall()
+    except duckdb.Error as exc:
+        if not is_corruption(exc):
+            raise
+        raise DatabaseFileError(f"{path} is damaged ({exc}); move it away or restore a backup. "
+                                "Vigie will not overwrite it.") from None
+    finally:
+        conn.close()

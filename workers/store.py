@@ -7,9 +7,15 @@ import threading
 
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
+from lib.retention import Retention
 from lib.sink import run_store
-from lib.storage import init_db
+from lib.storage import DatabaseFileError, open_checked
 from lib.transport.base import INTERNAL, open_transport
+
+
+# A foreign or damaged database file: supervisord is told (exitcodes) not to restart the store
+# in a loop; the operator reads the one clear line in the log and moves the file.
+EXIT_BAD_DATABASE = 3
 
 
 def main(argv=None) -> int:
@@ -22,7 +28,11 @@ def main(argv=None) -> int:
         log.error("%s", exc)
         return 2
     stop = stop_event()
-    init_db(config.db_path)
+    try:
+        open_checked(config.db_path)
+    except DatabaseFileError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_DATABASE
     transport = open_transport(config)
     consumer = transport.consumer("store", topics=INTERNAL, sensors=True)
     pruner = None
@@ -37,8 +47,14 @@ def main(argv=None) -> int:
         pruner.start()
     log.info("writing %s", config.db_path)
     try:
-        n = run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch)
+        retention = Retention(config.db_path, config.store.retention_days, config.data_dir / "export",
+                              config.store.retention_export, config.store.retention_check_s)
+        n = run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch,
+                      maintenance=retention)
         log.info("stopped after storing %d messages", n)
+    except DatabaseFileError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_DATABASE
     finally:
         consumer.close()
         transport.close()

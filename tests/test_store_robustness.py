@@ -1,0 +1,192 @@
+"""The store's defences (issue 7): a foreign or damaged database file is refused and left as it
+was; a failing write (full disk) is retried with the batch kept uncommitted; retention prunes
+and exports through the single writer."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pandas as pd
+import pytest
+
+from lib.config import PROJECT_ROOT, load_config
+from lib.retention import Retention, prune
+from lib.sink import write_until_done
+from lib.storage import Batch, DatabaseFileError, init_db, open_checked, read_db, write_batch
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _batch(start: int, n: int, ts0_us: int) -> Batch:
+    b = Batch()
+    for i in range(start, start + n):
+        b.readings[("s1", i)] = ("temperature", ts0_us + i * 1_000_000, float(i))
+        b.states[("s1", i, "dbscan")] = ("temperature", ts0_us + i * 1_000_000, "normal", 0.1)
+    return b
+
+
+def _foreign_files(tmp_path):
+    text = tmp_path / "text"
+    text.write_text("sensor,value\nhumidite,42\n" * 50)
+    rnd = tmp_path / "random"
+    rnd.write_bytes(os.urandom(50_000))
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    lite = tmp_path / "sqlite"
+    c = sqlite3.connect(lite)
+    c.execute("CREATE TABLE t (x)")
+    c.commit()
+    c.close()
+    other = tmp_path / "other.duckdb"
+    c = duckdb.connect(str(other))
+    c.execute("CREATE TABLE invoices (id INTEGER, amount DOUBLE)")
+    c.close()
+    old = tmp_path / "old.duckdb"
+    c = duckdb.connect(str(old))
+    c.execute("CREATE TABLE readings (session_id VARCHAR, seq BIGINT)")
+    c.close()
+    good = tmp_path / "good.duckdb"
+    init_db(good)
+    rng = random.Random(7)
+    b = Batch()
+    for i in range(100_000):
+        b.readings[("s1", i)] = (f"t{rng.randrange(50)}", 1_700_000_000_000_000 + rng.randrange(10**12), rng.random())
+    write_batch(good, b)
+    c = duckdb.connect(str(good))
+    # Where the readings' values live: damage exactly those blocks (most of a DuckDB file is free blocks).
+    blocks = sorted({r[0] for r in c.execute("SELECT block_id FROM pragma_storage_info('readings') "
+                                              "WHERE segment_type = 'DOUBLE' AND block_id >= 0").fetchall()})
+    c.close()
+    data = bytearray(good.read_bytes())
+    last = 12288 + (max(blocks) + 1) * 262144
+    truncated = tmp_path / "truncated.duckdb"
+    truncated.write_bytes(bytes(data[: last - 262144]))
+    damaged = tmp_path / "damaged.duckdb"
+    start = 12288 + blocks[-1] * 262144 + 100
+    data[start:start + 60_000] = os.urandom(60_000)
+    damaged.write_bytes(bytes(data))
+    return {"text": (text, "text file"), "random": (rnd, "not a DuckDB"), "empty": (empty, "empty file"),
+            "sqlite": (lite, "SQLite"), "other duckdb": (other, "something else"),
+            "other schema": (old, "lacks column"), "truncated": (truncated, "Vigie will not overwrite"),
+            "damaged": (damaged, "")}
+
+
+def test_foreign_or_damaged_files_are_refused_and_left_untouched(tmp_path):
+    for name, (path, message) in _foreign_files(tmp_path).items():
+        before = _digest(path)
+        with pytest.raises(DatabaseFileError) as err:
+            open_checked(path)
+        assert message in str(err.value), (name, str(err.value))
+        assert str(path) in str(err.value)
+        assert _digest(path) == before, f"{name}: the file was modified"
+        assert not path.with_name(path.name + ".wal").exists() or name in ("truncated", "damaged")
+
+
+def test_store_exits_3_with_one_clear_line_on_a_foreign_file(tmp_path):
+    config = load_config()
+    config.data_dir.mkdir(parents=True)
+    config.db_path.write_text("not a database\n")
+    out = subprocess.run([sys.executable, "-m", "workers.store"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == 3, out.stderr
+    assert "is a text file" in out.stderr and "never overwrites" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert config.db_path.read_text() == "not a database\n"
+
+
+def test_store_accepts_its_own_file_and_an_absent_one(tmp_path):
+    path = tmp_path / "v.duckdb"
+    open_checked(path)          # created
+    write_batch(path, _batch(1, 10, 1_700_000_000_000_000))
+    open_checked(path)          # reopened
+    with read_db(path) as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (10,)
+
+
+def test_a_failing_write_is_retried_until_it_succeeds(tmp_path, caplog):
+    path = tmp_path / "v.duckdb"
+    init_db(path)
+    failures = iter([duckdb.IOException('Could not write file "x.wal": No space left on device')] * 3)
+
+    def write(p, batch):
+        exc = next(failures, None)
+        if exc:
+            raise exc
+        write_batch(p, batch)
+
+    import lib.sink as sink
+    old = sink.WRITE_BACKOFF_START_S
+    sink.WRITE_BACKOFF_START_S = 0.01
+    try:
+        assert write_until_done(path, _batch(1, 5, 1_700_000_000_000_000), threading.Event(), write)
+    finally:
+        sink.WRITE_BACKOFF_START_S = old
+    assert "disk full" in caplog.text and "writing again" in caplog.text
+    assert caplog.text.count("disk full") == 1  # one line per outage, not one per retry
+
+
+def test_a_stop_during_a_write_outage_leaves_the_batch_uncommitted(tmp_path):
+    stop = threading.Event()
+    stop.set()
+
+    def write(p, batch):
+        raise OSError(28, "No space left on device")
+
+    assert write_until_done(tmp_path / "v.duckdb", Batch(), stop, write) is False
+
+
+def test_a_damaged_file_met_while_writing_stops_the_store(tmp_path):
+    def write(p, batch):
+        raise duckdb.Error("Corrupt database file: computed checksum 1 does not match stored checksum 2")
+
+    with pytest.raises(DatabaseFileError):
+        write_until_done(tmp_path / "v.duckdb", Batch(), threading.Event(), write)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "none"])
+def test_retention_exports_then_deletes_only_old_rows(tmp_path, fmt):
+    path = tmp_path / "v.duckdb"
+    init_db(path)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    old_us = int((now - timedelta(days=10)).replace(tzinfo=timezone.utc).timestamp() * 1e6)
+    new_us = int((now - timedelta(hours=1)).replace(tzinfo=timezone.utc).timestamp() * 1e6)
+    b = _batch(1, 100, old_us)
+    b2 = _batch(101, 50, new_us)
+    b.readings.update(b2.readings)
+    b.states.update(b2.states)
+    write_batch(path, b)
+    removed = prune(path, now - timedelta(days=7), tmp_path / "export", fmt)
+    assert removed == {"readings": 100, "states": 100}
+    with read_db(path) as conn:
+        assert conn.execute("SELECT count(*), min(seq) FROM readings").fetchone() == (50, 101)
+    exported = sorted((tmp_path / "export").glob("*")) if fmt != "none" else []
+    if fmt == "none":
+        assert not (tmp_path / "export").exists()
+        return
+    assert [p.name.split("-")[0] for p in exported] == ["readings", "states"]
+    assert not any(p.suffix == ".tmp" for p in exported)
+    reader = pd.read_parquet if fmt == "parquet" else pd.read_csv
+    df = reader(exported[0]) if fmt == "csv" else duckdb.sql(f"SELECT * FROM '{exported[0]}'").df()
+    assert sorted(df["seq"]) == list(range(1, 101))
+
+
+def test_retention_is_off_by_default_and_runs_at_most_every_check(tmp_path):
+    path = tmp_path / "v.duckdb"
+    init_db(path)
+    assert load_config().store.retention_days == 0
+    assert Retention(path, 0, tmp_path / "e")() is None
+    t = [0.0]
+    r = Retention(path, 1, tmp_path / "e", check_s=60, clock=lambda: t[0])
+    assert r() == {}
+    assert r() is None
+    t[0] = 61
+    assert r() == {}
