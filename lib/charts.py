@@ -1,28 +1,120 @@
-"""Altair charts for the app: readings as a line, one marker layer per algorithm."""
+"""Altair charts for the app: readings as a line, one marker layer per algorithm on the exact
+readings it flagged, threshold rules as lines, the initializing stretch shaded; and the charts of
+the Compare view (agreement matrix, disagreement timeline, replay)."""
 from __future__ import annotations
+
+import math
+from typing import Mapping
 
 import altair as alt
 import pandas as pd
 
 INITIALIZING_COLOUR = "#9e9e9e"
+LINE_COLOUR = "#1f77b4"
+RULE_COLOUR = "#d62728"
+SHAPES = ["circle", "diamond", "triangle-up", "square", "cross", "triangle-down", "wedge"]
 
 
-def live_chart(readings: pd.DataFrame, states: pd.DataFrame) -> alt.LayerChart:
-    """Value over time, with a marker on each reading an algorithm flagged (colour per algorithm)
-    and initializing readings as grey ticks."""
-    base = alt.Chart(readings).mark_line(color="#1f77b4").encode(
+def _detector_scale(names: list[str]) -> tuple[alt.Scale, alt.Scale]:
+    palette = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    names = sorted(names)
+    return (alt.Scale(domain=names, range=[palette[i % len(palette)] for i in range(len(names))]),
+            alt.Scale(domain=names, range=[SHAPES[i % len(SHAPES)] for i in range(len(names))]))
+
+
+def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
+               limits: Mapping[str, float] | None = None, height: int = 260) -> alt.LayerChart:
+    """Value over time (`readings`: ts, value), a marker on each reading an algorithm flagged
+    (`marks`: ts, value, detector, score, verdicts; colour and shape per algorithm), the stretch
+    where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
+    dashed lines."""
+    line_tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q")]
+    layers = []
+    if init_spans is not None and not init_spans.empty:
+        spans = init_spans.groupby("session_id", as_index=False).agg(start=("start", "min"), end=("end", "max"))
+        spans["what"] = "initializing"
+        layers.append(alt.Chart(spans).mark_rect(color=INITIALIZING_COLOUR, opacity=0.18).encode(
+            x="start:T", x2="end:T", tooltip=[alt.Tooltip("what:N", title="detectors"),
+                                              alt.Tooltip("start:T", format="%H:%M:%S"),
+                                              alt.Tooltip("end:T", format="%H:%M:%S")]))
+    layers.append(alt.Chart(readings).mark_line(color=LINE_COLOUR, strokeWidth=1.2).encode(
         x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
-        tooltip=["ts:T", "value:Q", "seq:Q"])
-    layers = [base]
-    anomalies = states[states["state"] == "anomaly"]
-    if not anomalies.empty:
-        layers.append(alt.Chart(anomalies).mark_point(filled=True, size=70).encode(
+        tooltip=line_tip))
+    for name, value in (limits or {}).items():
+        if value is None or not math.isfinite(float(value)):
+            continue
+        rule = pd.DataFrame({"value": [float(value)], "rule": [f"rule {name} {value:g}"]})
+        layers.append(alt.Chart(rule).mark_rule(color=RULE_COLOUR, strokeDash=[6, 4], strokeWidth=1.5).encode(
+            y="value:Q", tooltip=[alt.Tooltip("rule:N", title="threshold")]))
+    if marks is not None and not marks.empty:
+        colours, shapes = _detector_scale(list(marks["detector"].unique()))
+        tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q"),
+               alt.Tooltip("detector:N", title="flagged by"), alt.Tooltip("score:Q", format=".3f")]
+        if "verdicts" in marks:
+            tip.append(alt.Tooltip("verdicts:N", title="all states"))
+        layers.append(alt.Chart(marks).mark_point(filled=True, size=80, opacity=0.85).encode(
             x="ts:T", y="value:Q",
-            color=alt.Color("detector:N", title="flagged by"),
-            shape=alt.Shape("detector:N", title="flagged by"),
-            tooltip=["ts:T", "value:Q", "detector:N", alt.Tooltip("score:Q", format=".3f")]))
-    init = states[states["state"] == "initializing"].drop_duplicates("ts")
-    if not init.empty:
-        layers.append(alt.Chart(init).mark_tick(color=INITIALIZING_COLOUR, thickness=2).encode(
-            x="ts:T", y="value:Q", tooltip=["ts:T", "value:Q", alt.Tooltip("state:N")]))
+            color=alt.Color("detector:N", title="flagged by", scale=colours),
+            shape=alt.Shape("detector:N", title="flagged by", scale=shapes),
+            tooltip=tip))
+    return alt.layer(*layers).properties(height=height)
+
+
+def agreement_heatmap(matrix: pd.DataFrame, measure: str) -> alt.Chart:
+    """Detector x detector matrix of an agreement measure, with the value written in each cell."""
+    long = matrix.reset_index(names="a").melt(id_vars="a", var_name="b", value_name="v")
+    base = alt.Chart(long).encode(x=alt.X("b:N", title=None), y=alt.Y("a:N", title=None))
+    cells = base.mark_rect().encode(
+        color=alt.Color("v:Q", title=measure, scale=alt.Scale(domain=[-1 if measure == "kappa" else 0, 1],
+                                                               scheme="blues")),
+        tooltip=[alt.Tooltip("a:N", title="detector"), alt.Tooltip("b:N", title="vs"),
+                 alt.Tooltip("v:Q", title=measure, format=".3f")])
+    text = base.mark_text(fontSize=14).encode(text=alt.Text("v:Q", format=".2f"),
+                                              color=alt.condition("datum.v > 0.6", alt.value("white"),
+                                                                  alt.value("black")))
+    return (cells + text).properties(height=60 + 45 * len(matrix))
+
+
+def disagreement_timeline(rows: pd.DataFrame) -> alt.Chart:
+    """One row per detector; a tick at each reading where the detectors disagree, filled where
+    that detector flagged it."""
+    return alt.Chart(rows).mark_tick(thickness=2, size=18).encode(
+        x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("detector:N", title=None),
+        color=alt.Color("verdict:N", scale=alt.Scale(domain=["flagged", "not flagged"],
+                                                     range=["#d62728", "#c7c7c7"])),
+        tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S.%L"), "sensor:N", "session_id:N", "seq:Q",
+                 "detector:N", "verdict:N"]).properties(height=40 + 35 * rows["detector"].nunique())
+
+
+def replay_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """A replayed series: the line, what was flagged live and what the replay flags."""
+    line = alt.Chart(rows).mark_line(color=LINE_COLOUR, strokeWidth=1).encode(
+        x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
+    marks = pd.concat([rows[rows["live"] == "anomaly"].assign(who="live"),
+                       rows[rows["replay"] == "anomaly"].assign(who="replay")])
+    layers = [line]
+    if not marks.empty:
+        layers.append(alt.Chart(marks).mark_point(size=90, filled=False, strokeWidth=2).encode(
+            x="ts:T", y="value:Q",
+            color=alt.Color("who:N", title="flagged", scale=alt.Scale(domain=["live", "replay"],
+                                                                       range=["#ff7f0e", "#9467bd"])),
+            shape=alt.Shape("who:N", scale=alt.Scale(domain=["live", "replay"], range=["circle", "diamond"])),
+            tooltip=[alt.Tooltip("ts:T", format="%H:%M:%S.%L"), "value:Q", "who:N", "seq:Q"]))
     return alt.layer(*layers).properties(height=260)
+
+
+def rule_limits(rules: Mapping[str, Mapping], sensor: str) -> dict[str, float]:
+    """The min/max threshold rules that apply to `sensor` from `[detection.rules.<sensor or "*">]`
+    (the sensor's own table overrides "*"), for drawing. Other rule kinds (rate of change, stuck
+    value, silence) have no line to draw: their hits show as markers like any detector's."""
+    merged: dict = {}
+    for scope in ("*", sensor):
+        table = rules.get(scope) or {}
+        if isinstance(table, Mapping):
+            merged.update(table)
+    out = {}
+    for name in ("min", "max"):
+        value = merged.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out

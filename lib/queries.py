@@ -1,12 +1,58 @@
-"""Read-side queries for the app and the tests. Each takes an open (read-only) connection and
-returns a pandas DataFrame; values always go in as parameters."""
+"""Read-side queries for the app, the tests and the bench. Each takes an open (read-only)
+connection and returns a pandas DataFrame (or plain values); values always go in as parameters.
+
+Charts stay fast on large tables because the database does the thinning: `chart_readings` returns
+at most two readings (the lowest and the highest) per horizontal pixel bucket, and the flagged
+readings come from `chart_marks` in full, so no alarm is ever thinned away.
+"""
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Sequence
 
 import duckdb
 import pandas as pd
 
+ANOMALY, NORMAL, INITIALIZING = "anomaly", "normal", "initializing"
+
+
+def utc_now() -> datetime:
+    """Now, as the naive UTC timestamps DuckDB stores."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the operator chose: empty tuples mean "all"; None bounds mean "open"."""
+    sessions: tuple[str, ...] = ()
+    sensors: tuple[str, ...] = ()
+    detectors: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def where(self, alias: str, detectors: bool = False) -> tuple[str, list]:
+        """A SQL condition on table `alias` (which has session_id, sensor, ts) and its parameters."""
+        parts, params = ["TRUE"], []
+        for column, values in (("session_id", self.sessions), ("sensor", self.sensors)) + (
+                (("detector", self.detectors),) if detectors else ()):
+            if values:
+                parts.append(f"{alias}.{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if self.start is not None:
+            parts.append(f"{alias}.ts >= ?")
+            params.append(self.start)
+        if self.end is not None:
+            parts.append(f"{alias}.ts <= ?")
+            params.append(self.end)
+        return " AND ".join(parts), params
+
+
+def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
+
+
+# --- what exists -------------------------------------------------------------------------------
 
 def sensors(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """One row per sensor: readings, last reading time and value."""
@@ -15,19 +61,37 @@ def sensors(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         FROM readings GROUP BY sensor ORDER BY sensor""").df()
 
 
+def sensor_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT sensor FROM readings ORDER BY sensor").fetchall()]
+
+
 def detectors(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT detector FROM states ORDER BY detector").fetchall()]
 
 
+def time_bounds(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> tuple[datetime | None, datetime | None]:
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors).where("r")
+    return conn.execute(f"SELECT min(ts), max(ts) FROM readings r WHERE {where}", params).fetchone()
+
+
+def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    row = conn.execute("""
+        SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM states),
+               (SELECT count(*) FROM rejects), (SELECT count(*) FROM sessions)""").fetchone()
+    return dict(zip(("readings", "states", "rejects", "sessions"), row))
+
+
+# --- live charts -------------------------------------------------------------------------------
+
 def recent_readings(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
-    """Readings of `sensor` since `since` (UTC), oldest first."""
+    """Readings of `sensor` since `since` (UTC), oldest first (every one of them)."""
     return conn.execute("""
         SELECT session_id, seq, ts, value FROM readings
         WHERE sensor = ? AND ts >= ? ORDER BY ts, session_id, seq""", [sensor, since]).df()
 
 
 def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
-                  states: tuple[str, ...] = ("anomaly", "initializing")) -> pd.DataFrame:
+                  states: tuple[str, ...] = (ANOMALY, INITIALIZING)) -> pd.DataFrame:
     """States of `sensor` since `since`, with the reading's value, for chart markers."""
     marks = ",".join("?" * len(states))
     return conn.execute(f"""
@@ -37,8 +101,279 @@ def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
         ORDER BY s.ts""", [sensor, since, *states]).df()
 
 
-def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    row = conn.execute("""
-        SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM states),
-               (SELECT count(*) FROM rejects), (SELECT count(*) FROM sessions)""").fetchone()
-    return dict(zip(("readings", "states", "rejects", "sessions"), row))
+def chart_readings(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
+                   buckets: int = 600, sessions: Sequence[str] = ()) -> pd.DataFrame:
+    """The line of a chart: readings of `sensor` in [start, end], thinned on the database side to
+    the lowest and the highest reading of each of `buckets` equal time buckets (one per pixel or
+    so), which keeps every peak and dip a plot of all readings would show. Oldest first."""
+    span_us = max(int((end - start).total_seconds() * 1e6), 1)
+    where, params = Filters(sessions=tuple(sessions)).where("r")
+    return conn.execute(f"""
+        WITH r AS (
+            SELECT session_id, seq, ts, value,
+                   least((epoch_us(ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1) AS b
+            FROM readings r WHERE sensor = ? AND ts >= ? AND ts <= ? AND {where}),
+        agg AS (
+            SELECT arg_min({{'session_id': session_id, 'seq': seq, 'ts': ts, 'value': value}}, value) AS lo,
+                   arg_max({{'session_id': session_id, 'seq': seq, 'ts': ts, 'value': value}}, value) AS hi
+            FROM r GROUP BY b)
+        SELECT DISTINCT * FROM (SELECT unnest(lo) FROM agg UNION ALL SELECT unnest(hi) FROM agg)
+        ORDER BY ts, session_id, seq""",
+        [start, buckets, span_us, buckets, sensor, start, end, *params]).df()
+
+
+def chart_marks(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
+                sessions: Sequence[str] = (), states: tuple[str, ...] = (ANOMALY,)) -> pd.DataFrame:
+    """Every flagged reading of `sensor` in [start, end] (all of them, never thinned), with the
+    reading's value, the detector, its score and every detector's verdict on that reading for the
+    tooltip. Oldest first."""
+    where, params = Filters(sessions=tuple(sessions)).where("s")
+    marks = ",".join("?" * len(states))
+    return conn.execute(f"""
+        WITH flagged AS (
+            SELECT s.session_id, s.seq, s.ts, s.detector, s.state, s.score FROM states s
+            WHERE s.sensor = ? AND s.ts >= ? AND s.ts <= ? AND s.state IN ({marks}) AND {where})
+        SELECT f.ts, r.value, f.detector, f.state, f.score, f.session_id, f.seq,
+               (SELECT string_agg(a.detector || ' ' || a.state ||
+                       coalesce(' ' || printf('%.2f', a.score), ''), ', ' ORDER BY a.detector)
+                FROM states a WHERE a.session_id = f.session_id AND a.seq = f.seq) AS verdicts
+        FROM flagged f JOIN readings r
+          ON r.session_id = f.session_id AND r.seq = f.seq AND r.sensor = ? AND r.ts >= ? AND r.ts <= ?
+        ORDER BY f.ts, f.detector""",
+        [sensor, start, end, *states, *params, sensor, start, end]).df()
+
+
+def initializing_spans(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime,
+                       end: datetime) -> pd.DataFrame:
+    """Per session and detector, the stretch of `sensor` in [start, end] where the detector was
+    still filling its window: columns session_id, detector, start, end, readings."""
+    return conn.execute("""
+        SELECT session_id, detector, min(ts) AS start, max(ts) AS "end", count(*) AS readings
+        FROM states WHERE sensor = ? AND ts >= ? AND ts <= ? AND state = 'initializing'
+        GROUP BY session_id, detector ORDER BY start""", [sensor, start, end]).df()
+
+
+# --- health ------------------------------------------------------------------------------------
+
+def health(conn: duckdb.DuckDBPyConnection, now: datetime, rate_window_s: float = 60.0) -> pd.DataFrame:
+    """Per sensor: last reading time, its age in seconds at `now`, readings/s over the last
+    `rate_window_s`, and readings not yet judged by the slowest detector."""
+    return conn.execute("""
+        WITH last AS (SELECT sensor, max(ts) AS last_ts FROM readings GROUP BY sensor),
+        recent AS (SELECT sensor, count(*) AS n FROM readings WHERE ts >= ? GROUP BY sensor)
+        SELECT l.sensor, l.last_ts, date_diff('millisecond', l.last_ts, ?::TIMESTAMP) / 1000.0 AS age_s,
+               coalesce(recent.n, 0) / ? AS per_s
+        FROM last l LEFT JOIN recent USING (sensor) ORDER BY l.sensor""",
+        [now - timedelta(seconds=rate_window_s), now, rate_window_s]).df()
+
+
+def detector_lag(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per detector: its latest verdict time and how far it is behind the newest reading (the
+    workers' status as the data shows it)."""
+    return conn.execute("""
+        SELECT detector, max(ts) AS last_verdict,
+               date_diff('millisecond', max(ts), (SELECT max(ts) FROM readings)) / 1000.0 AS behind_s
+        FROM states GROUP BY detector ORDER BY detector""").df()
+
+
+def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str) -> pd.DataFrame:
+    """For the newest session of `sensor`: per detector, whether it is still initializing and how
+    many readings it has seen (the seed's "initialisation i/N")."""
+    return conn.execute("""
+        WITH cur AS (SELECT session_id FROM readings WHERE sensor = ? ORDER BY ts DESC LIMIT 1)
+        SELECT detector, count(*) AS seen, arg_max(state, seq) = 'initializing' AS initializing
+        FROM states WHERE sensor = ? AND session_id = (SELECT session_id FROM cur)
+        GROUP BY detector ORDER BY detector""", [sensor, sensor]).df()
+
+
+def rejects_count(conn: duckdb.DuckDBPyConnection, since: datetime | None = None) -> int:
+    if since is None:
+        return conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM rejects WHERE ts >= ?", [since]).fetchone()[0]
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+def sessions(conn: duckdb.DuckDBPyConnection, start: datetime | None = None,
+             end: datetime | None = None) -> pd.DataFrame:
+    """Sessions that overlap [start, end] (both optional), newest first, with port, duration,
+    readings, rejects, gaps and anomalies per detector (columns `anomalies <detector>`)."""
+    df = conn.execute("""
+        WITH r AS (SELECT session_id, count(*) AS readings, min(ts) AS first_ts, max(ts) AS last_ts
+                   FROM readings GROUP BY session_id),
+        j AS (SELECT session_id, count(*) AS rejects FROM rejects GROUP BY session_id),
+        g AS (SELECT session_id, count(*) AS gaps FROM gaps GROUP BY session_id)
+        SELECT s.session_id, s.port, s.started_at, s.ended_at,
+               date_diff('millisecond', s.started_at, coalesce(s.ended_at, r.last_ts, s.started_at)) / 1000.0
+                   AS duration_s,
+               coalesce(r.readings, 0) AS readings, coalesce(j.rejects, 0) AS rejects, coalesce(g.gaps, 0) AS gaps
+        FROM sessions s LEFT JOIN r USING (session_id) LEFT JOIN j USING (session_id) LEFT JOIN g USING (session_id)
+        WHERE (?::TIMESTAMP IS NULL OR coalesce(s.ended_at, r.last_ts, s.started_at) >= ?)
+          AND (?::TIMESTAMP IS NULL OR s.started_at <= ?)
+        ORDER BY s.started_at DESC""", [start, start, end, end]).df()
+    if df.empty:
+        return df
+    ids = list(df["session_id"])
+    flagged = conn.execute(f"""
+        SELECT session_id, detector, count(*) FILTER (WHERE state = 'anomaly') AS n FROM states
+        WHERE session_id IN ({','.join('?' * len(ids))}) GROUP BY session_id, detector""", ids).df()
+    if not flagged.empty:
+        wide = flagged.pivot(index="session_id", columns="detector", values="n").fillna(0).astype("int64")
+        wide.columns = [f"anomalies {c}" for c in wide.columns]
+        df = df.merge(wide, left_on="session_id", right_index=True, how="left")
+        for c in wide.columns:
+            df[c] = df[c].fillna(0).astype("int64")
+    return df
+
+
+# --- anomalies and exports ---------------------------------------------------------------------
+
+def anomalies(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int | None = None) -> pd.DataFrame:
+    """The flagged readings for the filters: one row per (reading, detector) that flagged it."""
+    where, params = f.where("s", detectors=True)
+    return conn.execute(f"""
+        SELECT s.ts, s.session_id, s.seq, s.sensor, r.value, s.detector, s.score
+        FROM states s JOIN readings r USING (session_id, seq)
+        WHERE s.state = 'anomaly' AND {where}
+        ORDER BY s.ts, s.session_id, s.seq, s.detector {'LIMIT ?' if limit else ''}""",
+        [*params, *([limit] if limit else [])]).df()
+
+
+def readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Every reading for the filters (session, sensor, time range), oldest first."""
+    where, params = f.where("r")
+    return conn.execute(f"""
+        SELECT r.ts, r.session_id, r.seq, r.sensor, r.value FROM readings r WHERE {where}
+        ORDER BY r.ts, r.session_id, r.seq""", params).df()
+
+
+def count_readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> int:
+    where, params = f.where("r")
+    return conn.execute(f"SELECT count(*) FROM readings r WHERE {where}", params).fetchone()[0]
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+def labels(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Operator labels for the filters (an older database without the table gives none)."""
+    if not has_table(conn, "labels"):
+        return pd.DataFrame(columns=["ts", "session_id", "seq", "sensor", "verdict", "detector", "note", "made_at"])
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("l")
+    return conn.execute(f"""
+        SELECT l.ts, l.session_id, l.seq, l.sensor, l.verdict, l.detector, l.note, l.made_at
+        FROM labels l WHERE {where} ORDER BY l.ts""", params).df()
+
+
+# --- comparing algorithms ----------------------------------------------------------------------
+
+def _judged_sql(f: Filters) -> tuple[str, list]:
+    """(session_id, seq, sensor, ts, detector, flagged) for readings each detector has judged."""
+    where, params = f.where("s", detectors=True)
+    return (f"SELECT s.session_id, s.seq, s.sensor, s.ts, s.detector, s.state = 'anomaly' AS flagged "
+            f"FROM states s WHERE s.state <> 'initializing' AND {where}", params)
+
+
+def per_detector(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per detector: readings judged, anomalies flagged and their share."""
+    sql, params = _judged_sql(f)
+    return conn.execute(f"""
+        SELECT detector, count(*) AS judged, count(*) FILTER (WHERE flagged) AS flagged,
+               count(*) FILTER (WHERE flagged) / greatest(count(*), 1) AS share
+        FROM ({sql}) GROUP BY detector ORDER BY detector""", params).df()
+
+
+def pair_counts(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """For each ordered pair of detectors, over readings both judged: n11 (both flagged), n10,
+    n01, n00. Agreement measures (lib.compare) come from these four counts."""
+    sql, params = _judged_sql(f)
+    return conn.execute(f"""
+        WITH j AS ({sql})
+        SELECT a.detector AS a, b.detector AS b,
+               count(*) FILTER (WHERE a.flagged AND b.flagged) AS n11,
+               count(*) FILTER (WHERE a.flagged AND NOT b.flagged) AS n10,
+               count(*) FILTER (WHERE NOT a.flagged AND b.flagged) AS n01,
+               count(*) FILTER (WHERE NOT a.flagged AND NOT b.flagged) AS n00
+        FROM j a JOIN j b ON a.session_id = b.session_id AND a.seq = b.seq
+        GROUP BY a.detector, b.detector ORDER BY a.detector, b.detector""", params).df()
+
+
+def disagreements(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int = 5000) -> pd.DataFrame:
+    """Readings where the chosen detectors disagree (some flagged, some did not): one row per
+    (reading, detector) with its verdict, for a timeline."""
+    sql, params = _judged_sql(f)
+    return conn.execute(f"""
+        WITH j AS ({sql}),
+        split AS (SELECT session_id, seq FROM j GROUP BY session_id, seq
+                  HAVING bool_or(flagged) AND NOT bool_and(flagged) ORDER BY min(ts) LIMIT ?)
+        SELECT j.ts, j.session_id, j.seq, j.sensor, j.detector,
+               CASE WHEN j.flagged THEN 'flagged' ELSE 'not flagged' END AS verdict
+        FROM j SEMI JOIN split USING (session_id, seq) ORDER BY j.ts, j.detector""", [*params, limit]).df()
+
+
+def truth_sql(f: Filters) -> tuple[str, list]:
+    """(session_id, seq) of readings known to be anomalies, for the filters: an operator label
+    when there is one (confirmed or missed: yes; rejected: no), otherwise the simulator's injections
+    (each injection's first reading at or after its start, and every reading inside it)."""
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("r")
+    sql = f"""
+        WITH r AS (SELECT r.session_id, r.seq, r.sensor, r.ts FROM readings r WHERE {where}),
+        injected AS (
+            SELECT r.session_id, r.seq FROM truth t ASOF JOIN r ON t.sensor = r.sensor AND r.ts >= t.started_at
+            UNION
+            SELECT r.session_id, r.seq FROM truth t JOIN r
+              ON t.sensor = r.sensor AND r.ts >= t.started_at AND r.ts <= t.ended_at),
+        lab AS (SELECT session_id, seq, verdict IN ('confirmed', 'missed') AS yes FROM labels)
+        SELECT session_id, seq FROM injected ANTI JOIN lab USING (session_id, seq)
+        UNION
+        SELECT session_id, seq FROM lab WHERE yes"""
+    return sql, params
+
+
+def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, int]:
+    """How much truth the filters' range holds: simulator injections and operator labels."""
+    lw, lp = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("l")
+    tw_parts, tp = ["TRUE"], []
+    if f.sensors:
+        tw_parts.append(f"sensor IN ({','.join('?' * len(f.sensors))})")
+        tp.extend(f.sensors)
+    if f.start is not None:
+        tw_parts.append("ended_at >= ?")
+        tp.append(f.start)
+    if f.end is not None:
+        tw_parts.append("started_at <= ?")
+        tp.append(f.end)
+    injections = conn.execute(f"SELECT count(*) FROM truth WHERE {' AND '.join(tw_parts)}", tp).fetchone()[0]
+    labelled = (conn.execute(f"SELECT count(*) FROM labels l WHERE {lw}", lp).fetchone()[0]
+                if has_table(conn, "labels") else 0)
+    return {"injections": injections, "labels": labelled}
+
+
+def scores_vs_truth(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per detector, over the readings it judged: tp, fp, fn, tn against `truth_sql`."""
+    if not has_table(conn, "labels"):
+        return pd.DataFrame(columns=["detector", "tp", "fp", "fn", "tn"])
+    sql, params = _judged_sql(f)
+    tsql, tparams = truth_sql(f)
+    return conn.execute(f"""
+        WITH j AS ({sql}), t AS ({tsql}),
+        m AS (SELECT j.detector, j.flagged, t.seq IS NOT NULL AS yes
+              FROM j LEFT JOIN t ON t.session_id = j.session_id AND t.seq = j.seq)
+        SELECT detector, count(*) FILTER (WHERE flagged AND yes) AS tp,
+               count(*) FILTER (WHERE flagged AND NOT yes) AS fp,
+               count(*) FILTER (WHERE NOT flagged AND yes) AS fn,
+               count(*) FILTER (WHERE NOT flagged AND NOT yes) AS tn
+        FROM m GROUP BY detector ORDER BY detector""", [*params, *tparams]).df()
+
+
+def session_series(conn: duckdb.DuckDBPyConnection, session: str, sensor: str) -> pd.DataFrame:
+    """All readings of one sensor in one session, in order (what a replay feeds a detector)."""
+    return conn.execute("""
+        SELECT session_id, seq, ts, value FROM readings WHERE session_id = ? AND sensor = ?
+        ORDER BY seq""", [session, sensor]).df()
+
+
+def live_flags(conn: duckdb.DuckDBPyConnection, session: str, sensor: str, detector: str) -> pd.DataFrame:
+    """What `detector` said live on one sensor of one session: seq, state, score."""
+    return conn.execute("""
+        SELECT seq, state, score FROM states WHERE session_id = ? AND sensor = ? AND detector = ?
+        ORDER BY seq""", [session, sensor, detector]).df()

@@ -1,0 +1,75 @@
+"""A prepared DuckDB for the app's tests, the browser test and the README screenshots: three
+sessions on three days (the newest one live, ending now), three sensors, injected spikes and dips
+with their truth, verdicts of two detectors and a threshold rule, rejects, a gap, and a label.
+
+Written through lib.storage like the store writes it. Deterministic for a given `now`.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from lib.storage import Batch, init_db, write_batch
+
+SENSORS = {"humidite": (55.0, 6.0, 0.4), "temperature": (21.0, 2.0, 0.12), "pression": (1013.0, 3.0, 0.3)}
+DETECTORS = ("dbscan", "iforest")
+RULE = "rule:max"
+WINDOW = 20
+
+
+def _us(t: datetime) -> int:
+    return int(t.replace(tzinfo=timezone.utc).timestamp() * 1e6)
+
+
+def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s: float = 1.0) -> dict:
+    """Write the data; returns what the tests check against: session ids and their start times."""
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    init_db(db_path)
+    rng = np.random.default_rng(7)
+    sessions = [("20261125T080000-a1", now - timedelta(days=3), "/dev/ttyACM0"),
+                ("20261127T140000-b2", now - timedelta(days=1), "/dev/ttyACM0"),
+                ("live-c3", now - timedelta(seconds=per_sensor * step_s), "/dev/pts/4")]
+    batch = Batch()
+    for si, (session, start, port) in enumerate(sessions):
+        batch.sessions.append({"event": "start", "session": session, "port": port, "baud": 9600,
+                               "host": "serre", "ts_us": _us(start)})
+        seq = 0
+        for i in range(per_sensor):
+            for k, (sensor, (base, amp, noise)) in enumerate(SENSORS.items()):
+                seq += 1
+                t = start + timedelta(seconds=i * step_s + k * step_s / len(SENSORS))
+                value = base + amp * math.sin(2 * math.pi * i / 300) + rng.normal(0, noise)
+                injected = i > 40 and i % 37 == (5 + 3 * k) % 37
+                if injected:
+                    kind = "spike" if (i // 37) % 2 == 0 else "dip"
+                    value += (5 if kind == "spike" else -5) * amp
+                    batch.truth[(f"sim-{session}", sensor, kind, _us(t))] = _us(t)
+                batch.readings[(session, seq)] = (sensor, _us(t), round(value, 2))
+                for d, det in enumerate(DETECTORS):
+                    if i < WINDOW:
+                        state, score = "initializing", None
+                    else:
+                        noise_flag = rng.random() < (0.01 if det == "dbscan" else 0.02)
+                        caught = injected and rng.random() < (0.9 if det == "dbscan" else 0.75)
+                        state = "anomaly" if caught or noise_flag else "normal"
+                        score = round(float(0.7 + 0.3 * rng.random() if state == "anomaly" else 0.4 * rng.random()), 3)
+                    batch.states[(session, seq, det)] = (sensor, _us(t), state, score)
+                limit = base + 4 * amp
+                batch.states[(session, seq, RULE)] = (sensor, _us(t), "anomaly" if value > limit else "normal",
+                                                      1.0 if value > limit else 0.0)
+        end = start + timedelta(seconds=per_sensor * step_s)
+        if si < 2:
+            batch.sessions.append({"event": "end", "session": session, "ts_us": _us(end)})
+            batch.sessions.append({"event": "gap", "session": session, "start_us": _us(start + timedelta(seconds=100)),
+                                   "end_us": _us(start + timedelta(seconds=104)), "reason": "unplugged"})
+        for j in range(2 + si):
+            t = start + timedelta(seconds=50 + j)
+            batch.rejects[(session, 100_000 + j)] = (_us(t), "not_a_number", "humidite!4x.2")
+    # a sensor name that would be a formula in a spreadsheet, with a flagged reading
+    t = now - timedelta(seconds=30)
+    batch.readings[("live-c3", 99_999)] = ("=cmd|' /C calc'!A0", _us(t), -3.5)
+    batch.states[("live-c3", 99_999, "dbscan")] = ("=cmd|' /C calc'!A0", _us(t), "anomaly", 0.99)
+    write_batch(db_path, batch)
+    return {"now": now, "sessions": {s: start for s, start, _ in sessions}}
