@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Paths:
     data_dir: str = "data"
+    # The DuckDB file ("": vigie.duckdb in the data folder); relative paths are under the data folder.
+    database: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Config:
 
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "vigie.duckdb"
+        return self.data_dir / (self.paths.database or "vigie.duckdb")
 
     @property
     def bus_path(self) -> Path:
