@@ -49,6 +49,10 @@ class Simulator:
     scenario: str = "data/scenarios/demo.toml"
     count: int = 0       # lines to write before going quiet (0: never stop)
     ledger: str = ""     # a file recording every line written, for tests to compare with the store
+    replay: str = ""     # a NAB-format CSV (timestamp,value) to play as one sensor instead of the scenario
+    replay_sensor: str = ""  # the replayed sensor's name ("": from the file name)
+    speed: float = 1.0   # replay speed: 1 is the file's own pace
+    unplug_s: float = 2.0  # how long SIGUSR1 unplugs the simulated board
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ def _check(section: str, key: str, value: Any) -> None:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("simulator", "rate"),
+                    ("simulator", "speed"), ("simulator", "unplug_s"),
                     ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
                     ("app", "refresh_s"), ("transport", "partitions"), ("app", "port"),
                     ("store", "retention_check_s")}

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 import serial
 
@@ -23,6 +24,8 @@ from lib.transport.base import REJECTS, SESSIONS, Producer, json_message, readin
 
 log = logging.getLogger(__name__)
 
+# Lines are made durable (flushed to the transport) as soon as the port has nothing more waiting,
+# and at least this often under a steady stream: what a kill -9 can lose is what was read since.
 FLUSH_INTERVAL_S = 0.05
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 2.0
 
@@ -36,9 +39,14 @@ def now_us() -> int:
 
 
 class SerialProducer:
+    """`find_port`, when given, is asked for the device again before each reconnect (`--port auto`:
+    a replugged board may come back under another name)."""
+
     def __init__(self, out: Producer, port: str, baud: int, timeout: float = 0.5,
-                 max_line: int = protocol.MAX_LINE, session_id: str | None = None):
+                 max_line: int = protocol.MAX_LINE, session_id: str | None = None,
+                 find_port: Callable[[], str] | None = None):
         self.out, self.port, self.baud, self.timeout, self.max_line = out, port, baud, timeout, max_line
+        self.find_port = find_port
         self.session = session_id or new_session_id()
         self.seq = 0
         self.counts = {"readings": 0, "rejects": 0, "gaps": 0}
@@ -77,24 +85,34 @@ class SerialProducer:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        """Read until `stop`. Raises PortError only for a lasting problem (permission denied, bad
+        settings) on the first open; an absent or vanished port is waited for."""
         log.info("session %s: port %s at %d baud", self.session, self.port, self.baud)
         self._event({"event": "start", "port": self.port, "baud": self.baud, "host": socket.gethostname(),
                      "ts_us": now_us(), "pid": os.getpid()})
         self.maybe_flush(force=True)
         gap_start: int | None = None
         backoff = BACKOFF_START_S
+        opened_once = False
         try:
             while not stop.is_set():
                 try:
+                    if self.find_port is not None and gap_start is not None:
+                        self.port = self.find_port()
                     port = open_port(self.port, self.baud, self.timeout)
                 except PortError as exc:
+                    if exc.lasting and not opened_once:
+                        raise
                     if gap_start is None:
-                        # The very first open failing is a configuration problem worth a clear line.
-                        log.warning("%s; retrying", exc)
+                        log.warning("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S,
+                                    BACKOFF_MAX_S)
                         gap_start = now_us()
+                    else:
+                        log.debug("still unavailable: %s", exc)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
+                opened_once = True
                 backoff = BACKOFF_START_S
                 if gap_start is not None:
                     self._gap(gap_start, now_us(), "port unavailable")
@@ -104,6 +122,9 @@ class SerialProducer:
                 except (serial.SerialException, OSError) as exc:
                     gap_start = now_us()
                     log.warning("port %s lost (%s); reconnecting", self.port, exc)
+                    # Open the gap now, so that the app shows it while the board is away.
+                    self._event({"event": "gap", "start_us": gap_start, "end_us": None, "reason": "port lost"})
+                    self.maybe_flush(force=True)
                 finally:
                     port.close()
             if gap_start is not None:
@@ -127,17 +148,16 @@ class SerialProducer:
                 # at thousands of lines per second the per-call cost is what limits throughput.
                 data = port.read(max(1, port.in_waiting))
                 if data:
+                    waiting = port.in_waiting
+                    if waiting:
+                        data += port.read(waiting)
                     ts = now_us()
                     for line, too_long in splitter.feed(data):
                         self.handle_line(line, ts, too_long=too_long)
-                self.maybe_flush()
-        except (serial.SerialException, OSError):
+                # Nothing more waiting: make what was read durable before blocking on the port.
+                self.maybe_flush(force=not port.in_waiting)
+        finally:
             partial = splitter.take_partial()
             if partial.strip():
                 self.handle_line(partial, now_us(), partial=True)
             self.maybe_flush(force=True)
-            raise
-        partial = splitter.take_partial()
-        if partial.strip():
-            self.handle_line(partial, now_us(), partial=True)
-        self.maybe_flush(force=True)

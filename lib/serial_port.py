@@ -6,18 +6,26 @@ pseudo-terminal and nothing here knows the difference.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
 import serial
 from serial.tools import list_ports
 
+log = logging.getLogger(__name__)
+
 # USB vendor ids of Arduino boards and of the USB-serial chips their clones use.
 ARDUINO_VIDS = {0x2341, 0x2A03, 0x1A86, 0x0403, 0x10C4, 0x239A}
 
 
 class PortError(RuntimeError):
-    """A port that cannot be used, with a message for the operator (never a traceback)."""
+    """A port that cannot be used, with a message for the operator (never a traceback).
+    `lasting` errors (permission denied, bad settings) do not go away by waiting for the board."""
+
+    def __init__(self, message: str, lasting: bool = False):
+        super().__init__(message)
+        self.lasting = lasting
 
 
 def resolve_port(setting: str, sim_link: Path) -> str:
@@ -29,20 +37,30 @@ def resolve_port(setting: str, sim_link: Path) -> str:
     return setting
 
 
-def find_arduino() -> str:
-    ports = list(list_ports.comports())
-    fits = [p for p in ports if p.vid in ARDUINO_VIDS or "arduino" in f"{p.description} {p.manufacturer}".lower()
-            or p.device.startswith(("/dev/ttyACM", "/dev/ttyUSB"))]
+def arduino_like(port) -> bool:
+    """A `list_ports` entry that looks like an Arduino or one of its clones' USB-serial chips."""
+    return (port.vid in ARDUINO_VIDS or "arduino" in f"{port.description} {port.manufacturer}".lower()
+            or port.device.startswith(("/dev/ttyACM", "/dev/ttyUSB")))
+
+
+def find_arduino(ports=None) -> str:
+    """The device of the first Arduino-like port (an official board's vendor id first), saying
+    which it chose; a PortError naming every port seen when none fits."""
+    ports = list(list_ports.comports() if ports is None else ports)
+    fits = sorted((p for p in ports if arduino_like(p)), key=lambda p: (p.vid != 0x2341, p.device))
     if not fits:
         seen = ", ".join(f"{p.device} ({p.description})" for p in ports) or "none"
         raise PortError(f"--port auto: no Arduino-like serial device found; ports seen: {seen}")
-    return fits[0].device
+    chosen = fits[0]
+    others = f" (also fitting: {', '.join(p.device for p in fits[1:])})" if len(fits) > 1 else ""
+    log.info("--port auto chose %s (%s)%s", chosen.device, chosen.description, others)
+    return chosen.device
 
 
 def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
     """Open `path`, turning pyserial's errors into one clear `PortError`."""
     if baud not in serial.Serial.BAUDRATES and not (50 <= baud <= 4_000_000):
-        raise PortError(f"baud rate {baud} is not a rate a serial port accepts")
+        raise PortError(f"baud rate {baud} is not a rate a serial port accepts", lasting=True)
     try:
         return serial.Serial(port=path, baudrate=baud, timeout=timeout)
     except serial.SerialException as exc:
@@ -50,10 +68,13 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
         if err == errno.ENOENT or (not os.path.exists(path) and err is None):
             raise PortError(f"no such port: {path}") from None
         if err == errno.EACCES:
-            raise PortError(f"permission denied on {path} (is the user in the 'dialout' group?)") from None
+            raise PortError(f"permission denied on {path} (is the user in the 'dialout' group?)",
+                            lasting=True) from None
+        if err == errno.ENOTTY or isinstance(exc.__context__, Exception) and "Inappropriate ioctl" in str(exc):
+            raise PortError(f"{path} is not a serial device", lasting=True) from None
         raise PortError(f"cannot open {path} at {baud} baud: {exc}") from None
     except ValueError as exc:
-        raise PortError(f"bad serial settings for {path}: {exc}") from None
+        raise PortError(f"bad serial settings for {path}: {exc}", lasting=True) from None
 
 
 class LineSplitter:

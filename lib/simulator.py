@@ -7,11 +7,14 @@ The same seed gives the same lines.
 """
 from __future__ import annotations
 
+import csv
 import fcntl
+import json
 import logging
 import math
 import os
 import pty
+import queue
 import select
 import struct
 import termios
@@ -19,7 +22,9 @@ import time
 import tomllib
 import tty
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -58,6 +63,7 @@ class Scenario:
     sensors: tuple[SensorSpec, ...]
     anomalies: tuple[AnomalySpec, ...] = ()
     rate: float | None = None  # total lines/s; the configuration's rate when None
+    quiet_s: float = 5.0       # no anomaly before this, so the detectors' windows fill first
 
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
@@ -85,7 +91,7 @@ def _build(cls, where: str, values: dict, **fixed):
 
 
 def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
-    extra = set(raw) - {"sensors", "anomalies", "rate"}
+    extra = set(raw) - {"sensors", "anomalies", "rate", "quiet_s"}
     if extra:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
     sensors = []
@@ -108,7 +114,10 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
     rate = raw.get("rate")
     if rate is not None and (not isinstance(rate, (int, float)) or rate <= 0):
         raise ScenarioError(f"{where}: rate must be a positive number")
-    return Scenario(tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None)
+    quiet = raw.get("quiet_s", 5.0)
+    if not isinstance(quiet, (int, float)) or quiet < 0:
+        raise ScenarioError(f"{where}: quiet_s must be a number >= 0")
+    return Scenario(tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None, float(quiet))
 
 
 @dataclass
@@ -132,7 +141,7 @@ class SignalModel:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
         # Leave the start quiet so the windows fill before the first anomaly.
-        self.next_due = [5.0 + a.every_s * self.rng.random() for a in self.scenario.anomalies]
+        self.next_due = [self.scenario.quiet_s + a.every_s * self.rng.random() for a in self.scenario.anomalies]
         self._flat: dict[str, float] = {}
 
     def _schedule(self, t: float) -> list[Injection]:
@@ -153,15 +162,13 @@ class SignalModel:
         started = self._schedule(t)
         value = spec.base + spec.amplitude * math.sin(2 * math.pi * t / spec.period_s) \
             + spec.noise * float(self.rng.standard_normal())
-        mine = [a for a in self.active if a.sensor == spec.name]
-        for a in mine:
+        silent = malformed = False
+        for a in (a for a in self.active if a.sensor == spec.name):
             k = a.magnitude * max(spec.noise, 1e-3)
-            if a.kind == "spike":
+            if a.kind in ("spike", "level_shift"):
                 value += k
             elif a.kind == "dip":
                 value -= k
-            elif a.kind == "level_shift":
-                value += k
             elif a.kind == "drift":
                 value += k * (t - a.start) / max(a.end - a.start, 1e-9)
             elif a.kind == "flatline":
@@ -169,109 +176,419 @@ class SignalModel:
             elif a.kind == "noise":
                 value += k * float(self.rng.standard_normal())
             elif a.kind == "dropout":
-                value = None
+                silent = True
             elif a.kind == "malformed":
-                return f"{spec.name}!{value:.2f}x?".encode(), started
+                malformed = True
         # A one-reading injection ends with the reading it changed.
         self.active = [a for a in self.active if not (a.sensor == spec.name and a.end <= t)]
         if not any(a.kind == "flatline" and a.sensor == spec.name for a in self.active):
             self._flat.pop(spec.name, None)
-        if value is None:
+        if silent:
             return None, started
+        if malformed:
+            return self._garbage(spec.name, value), started
         return format_line(spec.name, value, spec.decimals), started
 
+    def _garbage(self, name: str, value: float) -> bytes:
+        """One of the ways a real board's line goes wrong (noisy cable, new firmware, a debug
+        print); each maps to one reject reason."""
+        forms = (
+            f"{name}!{value:.2f}x?".encode(),              # not_a_number
+            f"{name} {value:.2f}".encode(),                # no_separator
+            f"{name}!nan".encode(),                        # not_finite
+            f"{name}!".encode(),                           # empty_value
+            f"!{value:.2f}".encode(),                      # empty_topic
+            f"{name} debug!{value:.2f}".encode(),          # bad_topic
+            name.encode() + b"!\xff\xfe" + b"42",          # bad_utf8
+            b"#" * 600 + f"!{value:.2f}".encode(),         # too_long
+        )
+        return forms[int(self.rng.integers(len(forms)))] + b"\r\n"
+
+
+# -- what the board plays: a paced sequence of lines --------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    due_s: float                      # when the line is due, in seconds of playing (pauses excluded)
+    line: bytes | None                # None: silence (a dropout)
+    started: tuple[Injection, ...] = ()
+
+
+def scenario_ticks(model: SignalModel, rate: float) -> Iterator[Tick]:
+    """The scenario's sensors in turn, `rate` lines per second in total."""
+    sensors = model.scenario.sensors
+    i = 0
+    while True:
+        t = i / rate
+        line, started = model.line(sensors[i % len(sensors)], t)
+        yield Tick(t, line, tuple(started))
+        i += 1
+
+
+def _nab_time(text: str) -> float:
+    return datetime.fromisoformat(text.strip()).replace(tzinfo=timezone.utc).timestamp()
+
+
+def nab_windows(csv_path: str | os.PathLike) -> list[tuple[float, float]]:
+    """The labelled anomaly windows of a NAB file, from the `windows.json` beside its category
+    folder (NAB's layout); empty when there is none."""
+    csv_path = Path(csv_path)
+    windows = csv_path.parent.parent / "windows.json"
+    if not windows.exists():
+        return []
+    key = f"{csv_path.parent.name}/{csv_path.name}"
+    return [(_nab_time(a), _nab_time(b)) for a, b in json.loads(windows.read_text()).get(key, [])]
+
+
+def replay_ticks(path: str | os.PathLike, sensor: str, speed: float = 1.0, rate: float | None = None,
+                 windows: list[tuple[float, float]] | None = None) -> Iterator[Tick]:
+    """A NAB-format CSV (`timestamp,value`) as one sensor: at the file's own pace divided by `speed`
+    (1: real time), or at `rate` lines/s when given. Each labelled window becomes a truth
+    injection of kind `nab_window`. The value text is sent as written in the file."""
+    if valid_topic(sensor):
+        raise ScenarioError(f"replay: bad sensor name {sensor!r} ({valid_topic(sensor)})")
+    if speed <= 0 or (rate is not None and rate <= 0):
+        raise ScenarioError("replay: speed and rate must be positive")
+    windows = sorted(windows if windows is not None else nab_windows(path))
+    try:
+        f = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"replay {path}: {exc}") from None
+    with f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if not header or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
+            raise ScenarioError(f"replay {path}: expected a 'timestamp,value' header, got {header!r}")
+        data = []
+        for i, row in enumerate(rows):
+            if len(row) < 2:
+                continue
+            try:
+                data.append((_nab_time(row[0]), row[1].strip()))
+            except ValueError:
+                raise ScenarioError(f"replay {path}: line {i + 2}: bad timestamp {row[0]!r}") from None
+    if not data:
+        return
+    t0 = data[0][0]
+    dues = [i / rate for i in range(len(data))] if rate else [(ts - t0) / speed for ts, _ in data]
+    # A window starts at its first row and ends at its last one, in playing seconds.
+    starts: dict[int, list[Injection]] = {}
+    for w_start, w_end in windows:
+        rows_in = [i for i, (ts, _) in enumerate(data) if w_start <= ts <= w_end]
+        if rows_in:
+            first, last = rows_in[0], rows_in[-1]
+            starts.setdefault(first, []).append(Injection(sensor, "nab_window", dues[first], dues[last], 0.0))
+    for i, (_, value) in enumerate(data):
+        yield Tick(dues[i], f"{sensor}!{value}\r\n".encode(), tuple(starts.get(i, ())))
+
+
+# -- the pseudo-terminal ------------------------------------------------------------------------
 
 class PseudoBoard:
-    """A pseudo-terminal standing in for the board's USB serial port, published at `link`."""
+    """A pseudo-terminal standing in for the board's USB serial port, published at `link`.
 
-    def __init__(self, link: Path):
+    The board only writes while a reader has the port open, like an Arduino that restarts its
+    sketch when the port opens. The board keeps no slave descriptor of its own, so the master sees
+    POLLHUP exactly when no reader has the port open (Linux): that is how it notices a producer
+    killed with -9 and waits for the restarted one. Bytes the dead reader never took are read
+    back out of the terminal and sent again, from the start of the first line it had not taken
+    whole, so no line written is lost to a reader's crash (lines a reader took but did not make
+    durable are the reader's loss).
+    """
+
+    TAIL_MAX = 1 << 20       # recent bytes kept to resend from; far more than a terminal buffers
+    FLUSH_GRACE_S = 1.0      # a reader that never flushes (not pyserial) is taken as ready after this
+
+    def __init__(self, link: str | os.PathLike):
         self.link = Path(link)
         self.master: int | None = None
-        self.slave: int | None = None
+        self.name: str | None = None
+        self._tail = bytearray()     # bytes handed to the terminal lately (a suffix of the stream)
+        self._backlog = bytearray()  # bytes to write before anything new
+        self.resent = 0              # bytes sent again after a reader's crash
 
+    # -- cable ------------------------------------------------------------------------------
     def plug(self) -> str:
-        self.master, self.slave = pty.openpty()
-        # Raw mode: the bytes go through as a board sends them (no echo, no CR/LF translation).
-        tty.setraw(self.slave, termios.TCSANOW)
-        # Packet mode tells us when the reader flushes its input, which pyserial does on open.
-        fcntl.ioctl(self.master, termios.TIOCPKT, struct.pack("i", 1))
-        name = os.ttyname(self.slave)
+        master, slave = pty.openpty()
+        try:
+            # Raw mode: the bytes go through as a board sends them (no echo, no CR/LF translation).
+            tty.setraw(slave, termios.TCSANOW)
+            # Packet mode tells us when the reader flushes its input, which pyserial does on open.
+            fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
+            self.name = os.ttyname(slave)
+        finally:
+            # Not keeping the slave open is what makes a reader's close visible as POLLHUP.
+            os.close(slave)
+        os.set_blocking(master, False)
+        self.master = master
+        self._tail.clear()
         self.link.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.link.with_name(self.link.name + ".tmp")
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        os.symlink(name, tmp)
+        os.symlink(self.name, tmp)
         os.replace(tmp, self.link)
-        log.info("board plugged at %s -> %s", self.link, name)
-        return name
+        log.info("board plugged at %s -> %s", self.link, self.name)
+        return self.name
+
+    def unplug(self, partial: bytes = b"") -> None:
+        """Pull the cable: the device disappears (the link goes too) and the reader's next read
+        fails. `partial` is written first, without its end, as a line cut by the unplug."""
+        if self.master is None:
+            return
+        if self.reader_present():
+            self.drain()
+            if partial:
+                try:
+                    os.write(self.master, partial)
+                except OSError as exc:
+                    log.debug("partial line not written: %s", exc)
+                self.drain()
+            else:
+                self.drain()
+        else:
+            self.recover()
+        os.close(self.master)
+        self.master = None
+        if self.link.is_symlink() and os.readlink(self.link) == self.name:
+            self.link.unlink()
+        log.info("board unplugged")
+
+    # -- the reader ---------------------------------------------------------------------------
+    def _poll(self, timeout_ms: int) -> int:
+        p = select.poll()
+        p.register(self.master, select.POLLIN | select.POLLHUP)
+        events = p.poll(timeout_ms)
+        return events[0][1] if events else 0
+
+    def reader_present(self) -> bool:
+        return self.master is not None and not self._poll(0) & select.POLLHUP
+
+    def _packets(self) -> int:
+        """Read pending packet-mode status bytes; their flags OR-ed."""
+        flags = 0
+        while True:
+            try:
+                packet = os.read(self.master, 4096)
+            except (BlockingIOError, OSError):
+                return flags
+            if not packet:
+                return flags
+            flags |= packet[0]
 
     def wait_for_reader(self, stop, timeout: float | None = None) -> bool:
-        """Block until a reader opens the port (pyserial flushes its input on open), as an Arduino
-        restarts its sketch when the port opens; lines sent before that would be flushed unread.
-        Returns False on stop or timeout."""
+        """Block until a reader opens the port and flushes its input (pyserial does on open);
+        lines sent before that flush would be lost. Returns False on stop or timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        present_since = None
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            ready, _, _ = select.select([self.master], [], [], 0.1)
-            if ready:
-                packet = os.read(self.master, 1024)
-                if packet and packet[0] & termios.TIOCPKT_FLUSHREAD:
-                    log.info("reader opened the port")
-                    return True
+            events = self._poll(50)
+            if events & select.POLLHUP:
+                present_since = None
+                stop.wait(0.02)  # POLLHUP does not block: sleep between looks
+                continue
+            present_since = present_since or time.monotonic()
+            if events & select.POLLIN and self._packets() & termios.TIOCPKT_FLUSHREAD:
+                log.info("reader opened the port")
+                return True
+            if time.monotonic() - present_since >= self.FLUSH_GRACE_S:
+                log.info("reader on the port (no flush seen)")
+                return True
         return False
 
-    def drain(self, timeout: float = 2.0) -> None:
+    def idle(self, seconds: float) -> bool:
+        """Wait up to `seconds` between lines, returning early (False) if the reader goes away."""
+        events = self._poll(max(0, math.ceil(seconds * 1000)))
+        if events & select.POLLHUP:
+            return False
+        if events & select.POLLIN:
+            self._packets()
+        return True
+
+    def _slave_fd(self) -> int:
+        return os.open(self.name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+    def unread(self) -> int:
+        """Bytes written that no reader has taken yet (those in the line discipline's buffer)."""
+        fd = self._slave_fd()
+        try:
+            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        finally:
+            os.close(fd)
+
+    def drain(self, timeout: float = 2.0) -> bool:
         """Wait until the reader has taken what was written: closing the pseudo-terminal discards
-        unread bytes, and a stop should not lose lines that a board had already sent."""
+        unread bytes, and a stop or an unplug should not lose lines the board had already sent.
+        A write reaches the reader's buffer a moment later (the kernel pushes it from a queue), so
+        an empty buffer counts only when seen twice, a moment apart."""
         deadline = time.monotonic() + timeout
-        while self.slave is not None and time.monotonic() < deadline:
-            waiting = struct.unpack("i", fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0"))[0]
-            if waiting == 0:
-                return
-            time.sleep(0.02)
+        empty = 0
+        while self.master is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            empty = empty + 1 if self.unread() == 0 else 0
+            if empty >= 3:
+                return True
+        return False
 
-    def unplug(self) -> None:
-        for fd in (self.master, self.slave):
-            if fd is not None:
-                os.close(fd)
-        self.master = self.slave = None
-        log.info("board unplugged")
+    def recover(self) -> int:
+        """After the reader went away: take back what it never read and queue it to be sent again,
+        from the start of the first line it had not taken whole. Returns the bytes requeued."""
+        left = bytearray()
+        fd = self._slave_fd()
+        try:
+            # The terminal refills its buffer from the kernel's queue as we read, a moment later:
+            # done only when two looks a moment apart find nothing.
+            quiet = 0
+            while quiet < 2:
+                time.sleep(0.01)
+                got = 0
+                while True:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except (BlockingIOError, OSError):
+                        break
+                    if not chunk:
+                        break
+                    left += chunk
+                    got += len(chunk)
+                quiet = quiet + 1 if not got else 0
+        finally:
+            os.close(fd)
+        if not left:
+            return 0
+        cut = len(self._tail) - len(left)
+        if cut < 0 or self._tail[cut:] != left:
+            log.warning("%d unread bytes do not match what was sent; dropped", len(left))
+            return 0
+        start = self._tail.rfind(b"\n", 0, cut) + 1
+        again = bytes(self._tail[start:])
+        del self._tail[start:]
+        self._backlog[:0] = again
+        self.resent += len(again)
+        log.info("requeued %d bytes the reader did not take (%d of them unread)", len(again), len(left))
+        return len(again)
 
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.master, view)
-            view = view[n:]
+    # -- writing ------------------------------------------------------------------------------
+    def send(self, data: bytes, stop) -> bool:
+        """Write the backlog then `data`. False when the reader went away first (what was not
+        written stays queued) or on stop."""
+        self._backlog += data
+        while True:
+            if stop.is_set() or self._poll(0) & select.POLLHUP:
+                return False
+            if not self._backlog:
+                return True
+            try:
+                n = os.write(self.master, self._backlog)
+            except BlockingIOError:
+                # The reader is behind and the terminal is full: wait for room, as a board blocks.
+                p = select.poll()
+                p.register(self.master, select.POLLOUT)
+                p.poll(50)
+                continue
+            self._tail += self._backlog[:n]
+            del self._backlog[:n]
+            if len(self._tail) > self.TAIL_MAX:
+                del self._tail[: len(self._tail) - self.TAIL_MAX // 2]
+
+    def close(self) -> None:
+        """Stop: let the reader take what was sent, then unplug."""
+        if self.master is not None:
+            self.unplug()
 
 
-def run_board(board: PseudoBoard, model: SignalModel, rate: float, stop, on_injection=None,
-              ledger=None, count: int | None = None, clock=time.monotonic) -> int:
-    """Write lines at `rate` per second in total (sensors in turn) until `stop` or `count` lines.
-    Returns the number of lines written."""
-    sensors = model.scenario.sensors
-    t0 = clock()
-    wall0 = time.time()
+@dataclass(frozen=True)
+class Unplug:
+    seconds: float
+    partial: bool = False   # cut a line in the middle as the cable goes
+
+
+def run_board(board: PseudoBoard, ticks: Iterator[Tick], stop, on_injection=None, ledger=None,
+              count: int | None = None, unplugs: dict[int, Unplug] | None = None,
+              requests: "queue.SimpleQueue[Unplug] | None" = None, linger: bool = False,
+              clock=time.monotonic) -> int:
+    """Play `ticks` on `board`, paced, until `stop`, the end of `ticks` or `count` lines; lines due
+    together go out in one write. Pauses while no reader has the port open, without catching up
+    afterwards. `unplugs` maps a number of lines written to an unplug after them; `requests`
+    brings unplugs asked for while running (a signal). With `linger`, keeps the port open after the
+    last line until `stop` (closing it would look like an unplug), still resending what a crashed
+    reader left and serving unplug requests. Returns the number of lines written."""
+    unplugs = dict(unplugs or {})
+    base = clock()
     written = 0
-    i = 0
-    while not stop.is_set() and (count is None or written < count):
-        due = t0 + i / rate
-        delay = due - clock()
-        if delay > 0:
-            stop.wait(delay)
+    batch = bytearray()
+    pending: list[bytes] = []
+
+    def flush_batch() -> bool:
+        nonlocal base, batch, pending
+        while not board.send(bytes(batch), stop):
+            batch = bytearray()
             if stop.is_set():
+                return False
+            paused = clock()
+            board.recover()
+            log.info("no reader on the port: pausing")
+            if not board.wait_for_reader(stop):
+                return False
+            base += clock() - paused
+            log.info("reader back after %.1fs: resuming", clock() - paused)
+        batch = bytearray()
+        if ledger is not None and pending:
+            ledger.write(b"".join(pending))
+        pending = []
+        return True
+
+    def do_unplug(u: Unplug) -> bool:
+        nonlocal base
+        if not flush_batch():
+            return False
+        paused = clock()
+        board.unplug(partial=b"half_a_li" if u.partial else b"")
+        if stop.wait(u.seconds):
+            return False
+        board.plug()
+        if not board.wait_for_reader(stop):
+            return False
+        base += clock() - paused
+        return True
+
+    for tick in ticks:
+        if count is not None and written >= count:
+            break
+        while True:
+            if stop.is_set():
+                flush_batch()
+                return written
+            if requests is not None and not requests.empty():
+                if not do_unplug(requests.get()):
+                    return written
+            delay = base + tick.due_s - clock()
+            if delay <= 0:
                 break
-        spec = sensors[i % len(sensors)]
-        t_sim = i / rate
-        line, started = model.line(spec, t_sim)
-        for inj in started:
+            if batch and not flush_batch():
+                return written
+            if not board.idle(min(delay, 0.05)):
+                if not flush_batch():  # notices the reader is gone, pauses, resumes
+                    return written
+        for inj in tick.started:
             if on_injection:
-                on_injection(inj, wall0)
-        i += 1
-        if line is None:
+                on_injection(inj, time.time() - (tick.due_s - inj.start))
+        if tick.line is None:
             continue
-        board.write(line)
+        batch += tick.line
+        pending.append(tick.line)
         written += 1
-        if ledger is not None:
-            ledger.write(line)
+        if len(batch) >= 4096 and not flush_batch():
+            return written
+        if written in unplugs and not do_unplug(unplugs.pop(written)):
+            return written
+    if not flush_batch():
+        return written
+    while linger and not stop.is_set():
+        if requests is not None and not requests.empty() and not do_unplug(requests.get()):
+            break
+        if not board.idle(0.05) and not flush_batch():
+            break
     return written

@@ -28,8 +28,13 @@ def main(argv=None) -> int:
     stop = stop_event()
     transport = open_transport(config)
     out = transport.producer()
+    find_port = (lambda: resolve_port("auto", config.sim_port_link)) if config.serial.port == "auto" else None
     try:
-        SerialProducer(out, port, config.serial.baud, config.serial.timeout, config.serial.max_line).run(stop)
+        SerialProducer(out, port, config.serial.baud, config.serial.timeout, config.serial.max_line,
+                       find_port=find_port).run(stop)
+    except PortError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         out.close()
         transport.close()

@@ -1,65 +1,107 @@
-"""The simulated Arduino: `python -m workers.simulator [--rate N] [--count N] [--ledger FILE]`."""
+"""The simulated Arduino: `python -m workers.simulator [--scenario F | --replay CSV] [--rate N] [--count N]`.
+
+SIGUSR1 unplugs the board for `[simulator] unplug_s` seconds, as pulling the USB cable would.
+"""
 from __future__ import annotations
 
 import argparse
+import queue
+import re
+import signal
 import sys
 import time
+from pathlib import Path
 
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
-from lib.simulator import PseudoBoard, ScenarioError, SignalModel, load_scenario, run_board
+from lib.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
+                           scenario_ticks)
 from lib.transport.base import TRUTH, json_message, open_transport
+
+
+def parse_unplug(text: str) -> tuple[int, Unplug]:
+    """`LINES:SECONDS[:partial]`: after LINES lines, unplug for SECONDS (cutting a line if partial)."""
+    m = re.fullmatch(r"(\d+):(\d+(?:\.\d*)?)(:partial)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected LINES:SECONDS[:partial], got {text!r}")
+    return int(m[1]), Unplug(float(m[2]), bool(m[3]))
 
 
 def main(argv=None) -> int:
     log = setup_logging("simulator")
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scenario", help="scenario TOML (default: [simulator] scenario)")
-    ap.add_argument("--rate", type=float, help="lines per second in total (default: [simulator] rate)")
+    ap.add_argument("--replay", help="play a NAB-format CSV (timestamp,value) as one sensor instead of a scenario")
+    ap.add_argument("--sensor", help="the replayed sensor's name (default: from the file name)")
+    ap.add_argument("--speed", type=float, help="replay speed: 1 is the file's real pace (default: [simulator] speed)")
+    ap.add_argument("--rate", type=float, help="lines per second in total (default: [simulator] rate; "
+                                               "for a replay, overrides its timestamps)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--count", type=int, help="stop writing after this many lines (the port stays open)")
     ap.add_argument("--ledger", help="append every line written to this file (for tests)")
+    ap.add_argument("--unplug", type=parse_unplug, action="append", default=[], metavar="LINES:SECONDS[:partial]",
+                    help="unplug for SECONDS after LINES lines (repeatable)")
     args = ap.parse_args(argv)
     try:
         config = load_config()
-        scenario = load_scenario(config.resolve(args.scenario or config.simulator.scenario))
+        sim = config.simulator
+        seed = sim.seed if args.seed is None else args.seed
+        replay = args.replay or sim.replay
+        if replay:
+            path = config.resolve(replay)
+            sensor = args.sensor or sim.replay_sensor or re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)
+            ticks = replay_ticks(path, sensor, args.speed or sim.speed, args.rate)
+            run_id = f"replay-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{sensor}"
+            what = f"replay of {path} as {sensor!r}"
+        else:
+            scenario = load_scenario(config.resolve(args.scenario or sim.scenario))
+            rate = args.rate or scenario.rate or sim.rate
+            ticks = scenario_ticks(SignalModel(scenario, seed), rate)
+            run_id = f"sim-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{seed}"
+            what = f"{len(scenario.sensors)} sensor(s) at {rate:g} lines/s, seed {seed}"
+        # A replay reads its file lazily: look at its first line now, so a bad file fails here.
+        first = next(ticks, None)
     except (ConfigError, ScenarioError) as exc:
         log.error("%s", exc)
         return 2
     if config.serial.port != "sim":
         log.info("[serial] port is %s, not the simulator: nothing to simulate", config.serial.port)
         return 0
-    rate = args.rate or scenario.rate or config.simulator.rate
-    seed = config.simulator.seed if args.seed is None else args.seed
     stop = stop_event()
+    requests: queue.SimpleQueue[Unplug] = queue.SimpleQueue()
+    signal.signal(signal.SIGUSR1, lambda *_: requests.put(Unplug(sim.unplug_s)))
     transport = open_transport(config)
     out = transport.producer()
-    run_id = f"sim-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{seed}"
 
-    def on_injection(inj, wall0):
+    def on_injection(inj, start_wall):
         out.send([json_message(TRUTH, inj.sensor, {
-            "run": run_id, "sensor": inj.sensor, "kind": inj.kind,
-            "start_us": int((wall0 + inj.start) * 1e6), "end_us": int((wall0 + max(inj.end, inj.start)) * 1e6)})])
+            "run": run_id, "sensor": inj.sensor, "kind": inj.kind, "start_us": int(start_wall * 1e6),
+            "end_us": int((start_wall + max(inj.end - inj.start, 0.0)) * 1e6)})])
         out.flush()
+
+    def all_ticks():
+        if first is not None:
+            yield first
+        yield from ticks
 
     board = PseudoBoard(config.sim_port_link)
     board.plug()
-    ledger_path = args.ledger or config.simulator.ledger
-    count = args.count if args.count is not None else (config.simulator.count or None)
+    ledger_path = args.ledger or sim.ledger
+    count = args.count if args.count is not None else (sim.count or None)
     ledger = open(ledger_path, "ab", buffering=0) if ledger_path else None
+    log.info("playing %s (run %s)", what, run_id)
     try:
         if not board.wait_for_reader(stop):
             return 0
-        n = run_board(board, SignalModel(scenario, seed), rate, stop, on_injection, ledger, count)
-        log.info("wrote %d lines at %.1f lines/s", n, rate)
-        # Keep the port open after --count: closing it would look like an unplugged board.
-        stop.wait()
+        n = run_board(board, all_ticks(), stop, on_injection, ledger, count, dict(args.unplug), requests,
+                      linger=True)
+        log.info("wrote %d lines (%d bytes sent again after a reader crashed)", n, board.resent)
     finally:
         if ledger:
             ledger.close()
         out.close()
-        board.drain()
-        board.unplug()
+        board.close()
+        transport.close()
     return 0
 
 
