@@ -7,6 +7,8 @@ are written as numbers (a negative reading stays a negative number).
 """
 from __future__ import annotations
 
+import csv
+
 import pandas as pd
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -39,4 +41,5 @@ def to_csv(df: pd.DataFrame) -> bytes:
     for col in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[col]):
             out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return out.to_csv(index=False).encode("utf-8")
+    # Text is always quoted: a cell with a bare carriage return then stays one cell.
+    return out.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")

@@ -1,41 +1,208 @@
-"""The operator page renders with data (Streamlit's AppTest), on a real DuckDB file."""
-from datetime import datetime, timezone
+"""The operator page (Streamlit's AppTest) on a real, prepared DuckDB file: every view renders,
+the date filter changes the sessions listed, and the CSV download holds exactly the rows of the
+filters, safe to open in a spreadsheet."""
+import csv
+import io
+from datetime import datetime, time, timedelta
 
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from lib.config import PROJECT_ROOT, load_config
-from lib.storage import Batch, init_db, write_batch
+from lib.storage import read_db
+from tests.appdata import prepare
+
+VIEWS = ["Live", "Compare", "Sessions", "Anomalies", "Labels"]
+OLD, MIDDLE, LIVE = "20261125T080000-a1", "20261127T140000-b2", "live-c3"
 
 
 @pytest.fixture
 def prepared_db():
     config = load_config()
-    init_db(config.db_path)
-    now_us = int(datetime.now(timezone.utc).timestamp() * 1e6)
-    batch = Batch()
-    batch.sessions.append({"event": "start", "session": "s1", "port": "/dev/pts/9", "baud": 9600,
-                           "host": "h", "ts_us": now_us - 60_000_000})
-    for i in range(60):
-        ts = now_us - (60 - i) * 1_000_000
-        value = 60.0 if i == 45 else 50.0 + 0.1 * (i % 3)
-        batch.readings[("s1", i + 1)] = ("humidite", ts, value)
-        for det in ("dbscan", "iforest"):
-            state = "initializing" if i < 20 else ("anomaly" if i == 45 else "normal")
-            batch.states[("s1", i + 1, det)] = ("humidite", ts, state, None if i < 20 else 0.9 if i == 45 else 0.1)
-    write_batch(config.db_path, batch)
-    return config
+    info = prepare(config.db_path)
+    return config, info
 
 
-def test_app_renders_live_charts_with_data(prepared_db):
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
-    assert not at.exception
-    assert [s.value for s in at.subheader] == ["humidite"]
+@pytest.fixture
+def downloads(monkeypatch):
+    """What each download button would serve, by media file id (as the browser fetches it)."""
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        served[file_id] = path_or_data
+        return file_id
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+
+    def csv_of(at, key):
+        button = next(b for b in at.get("download_button") if b.proto.id.endswith(key))
+        data = served[button.proto.url.rsplit("/", 1)[1].split(".")[0]]
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    return csv_of
+
+
+def frame(at, column: str):
+    """The first table on the page with `column` (AppTest does not expose a table's key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def open_view(view: str) -> AppTest:
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
+    at.sidebar.radio(key="view").set_value(view).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_each_view_renders_on_a_prepared_database(prepared_db):
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
+    for view in VIEWS:
+        at.sidebar.radio(key="view").set_value(view).run()
+        assert not at.exception, (view, at.exception)
+        assert not at.error, view
+        assert at.title[0].value.startswith(view)
+
+
+def test_live_view_shows_each_sensor_and_totals(prepared_db):
+    at = open_view("Live")
+    assert {"humidite", "temperature", "pression"} <= {s.value for s in at.subheader}
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Readings"] == "60" and metrics["States"] == "120"
+    assert metrics["Readings"] == "5,401" and metrics["Rejects"] == "9"
+    assert len(at.get("vega_lite_chart")) >= 3
+
+
+def test_compare_view_reports_agreement_and_scores_against_the_truth(prepared_db):
+    at = open_view("Compare")
+    at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
+    assert not at.exception
+    assert any("simulator injections" in c.value for c in at.caption)
+    assert {"dbscan", "iforest", "rule:max"} == set(frame(at, "judged")["detector"])
+    prf = frame(at, "precision")
+    assert ((prf["precision"] >= 0) & (prf["precision"] <= 1)).all()
+    at.button(key="replay_run").click().run()
+    assert not at.exception and not at.error
+    assert any(m.label == "Flagged by the replay" for m in at.metric)
+
+
+def test_the_date_filter_changes_the_sessions_listed(prepared_db):
+    config, info = prepared_db
+    at = open_view("Sessions")
+    listed = lambda: set(frame(at, "duration_s")["session_id"])  # noqa: E731
+    assert listed() == {OLD, MIDDLE, LIVE}
+    now = info["now"]
+    at.date_input(key="sessions_dates").set_value(((now - timedelta(days=2)).date(), now.date())).run()
+    assert listed() == {MIDDLE, LIVE}
+    day = (now - timedelta(days=3)).date()
+    at.date_input(key="sessions_dates").set_value((day, day)).run()
+    assert listed() == {OLD}
+    far = (now - timedelta(days=30)).date()
+    at.date_input(key="sessions_dates").set_value((far, far)).run()
+    assert not at.exception and "No session between" in at.info[0].value
+
+
+def expected_anomalies(config, session, sensor, detector, start=None, end=None):
+    with read_db(config.db_path) as conn:
+        return conn.execute("""
+            SELECT s.session_id, s.seq, s.detector FROM states s
+            WHERE s.state = 'anomaly' AND s.session_id = ? AND s.sensor = ? AND s.detector = ?
+              AND s.ts >= coalesce(?::TIMESTAMP, s.ts) AND s.ts <= coalesce(?::TIMESTAMP, s.ts)
+            ORDER BY s.ts""", [session, sensor, detector, start, end]).fetchall()
+
+
+def test_the_csv_holds_exactly_the_rows_of_the_filters(prepared_db, downloads):
+    config, info = prepared_db
+    at = open_view("Anomalies")
+    at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
+    at.sidebar.multiselect(key="sensors").set_value(["humidite"]).run()
+    at.sidebar.multiselect(key="detectors").set_value(["dbscan"]).run()
+    rows = downloads(at, "download_anomalies")
+    want = expected_anomalies(config, MIDDLE, "humidite", "dbscan")
+    assert len(want) > 5
+    assert [(r["session_id"], int(r["seq"]), r["detector"]) for r in rows] == want
+    assert all(r["sensor"] == "humidite" for r in rows)
+    assert len(frame(at, "detector")) == len(want)
+
+    # a time range inside the session: only the flagged readings in it
+    start = info["sessions"][MIDDLE] + timedelta(minutes=2)
+    at.sidebar.toggle(key="whole_range").set_value(False).run()
+    at.sidebar.date_input(key="range_dates").set_value((start.date(), start.date())).run()
+    at.sidebar.time_input(key="range_from").set_value(time(start.hour, start.minute)).run()
+    end_minute = start + timedelta(minutes=4)
+    at.sidebar.time_input(key="range_to").set_value(time(end_minute.hour, end_minute.minute)).run()
+    assert not at.exception
+    if end_minute.date() != start.date():
+        pytest.skip("the chosen range crosses midnight")
+    lo = start.replace(second=0, microsecond=0)
+    hi = end_minute.replace(second=59, microsecond=999999)
+    narrowed = downloads(at, "download_anomalies")
+    want = expected_anomalies(config, MIDDLE, "humidite", "dbscan", lo, hi)
+    assert 0 < len(want) < len(rows)
+    assert [(r["session_id"], int(r["seq"]), r["detector"]) for r in narrowed] == want
+
+
+def test_the_csv_is_safe_to_open_in_a_spreadsheet(prepared_db, downloads):
+    at = open_view("Anomalies")
+    at.sidebar.selectbox(key="session").set_value(LIVE).run()
+    at.sidebar.multiselect(key="sensors").set_value(["=cmd|' /C calc'!A0"]).run()
+    rows = downloads(at, "download_anomalies")
+    assert len(rows) == 1
+    assert rows[0]["sensor"] == "'=cmd|' /C calc'!A0"   # text, not a formula
+    assert rows[0]["value"] == "-3.5"                   # a negative number stays a number
 
 
 def test_app_explains_an_empty_system():
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
+    for view in VIEWS:
+        at.sidebar.radio(key="view").set_value(view).run()
+        assert not at.exception, view
+        assert "No data yet" in at.info[0].value
+
+
+def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepared_db, monkeypatch):
+    monkeypatch.setenv("VIGIE_APP_PASSWORD", "s3cret-Ω")
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
-    assert "No data yet" in at.info[0].value
+    assert not at.sidebar.radio and not at.metric          # nothing but the gate
+    at.text_input(key="password").input("s3cret").run()
+    at.button(key="login").click().run()
+    assert at.error and "Wrong password" in at.error[0].value and not at.metric
+    at.text_input(key="password").input("s3cret-Ω").run()
+    at.button(key="login").click().run()
+    assert not at.exception and at.sidebar.radio(key="view").value == "Live" and at.metric
+
+
+def test_check_password_compares_in_constant_time(monkeypatch):
+    import hmac
+
+    from lib import auth
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    assert auth.check_password("pw", "pw") and not auth.check_password("pw", "pW")
+    assert calls == [(b"pw", b"pw"), (b"pw", b"pW")]
+    assert not auth.check_password("", "") and not auth.check_password("pw", None)
+    assert not auth.gate_enabled("") and auth.gate_enabled("x")
+
+
+def test_export_neutralises_every_formula_start():
+    import pandas as pd
+
+    from lib.export import to_csv
+    cells = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", "a=b"]
+    out = list(csv.reader(io.StringIO(to_csv(pd.DataFrame({"c": cells, "v": [-1.5] * 8})).decode(), newline="")))
+    assert [r[0] for r in out[1:]] == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ok", "a=b"]
+    assert {r[1] for r in out[1:]} == {"-1.5"}
+
+
+def test_labelling_a_flagged_reading_sends_it_to_the_store(prepared_db):
+    from tests.test_app_labels import store_until_drained
+    config, _ = prepared_db
+    at = open_view("Labels")
+    at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
+    at.button(key="label_confirmed").click().run()
+    assert not at.exception and at.success
+    assert store_until_drained(config) == 1
+    with read_db(config.db_path) as conn:
+        (session, verdict), = conn.execute("SELECT session_id, verdict FROM labels").fetchall()
+    assert (session, verdict) == (MIDDLE, "confirmed")
