@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from lib import detectors
 from lib.config import Config, ConfigError
+from lib.rules import RuleState, check_rules, rules_for
 
 
 def sensor_plan(config: Config, sensor: str) -> dict[str, dict[str, Any]]:
@@ -19,22 +20,22 @@ def sensor_plan(config: Config, sensor: str) -> dict[str, dict[str, Any]]:
     names = override.get("detectors", det.detectors)
     plan = {}
     for name in names:
-        params = {"window": det.window} if "window" in _accepted(name) else {}
+        cls = detectors.REGISTRY.get(name)
+        params = {"window": det.window} if cls is not None and cls.seed_window else {}
         params.update(det.params.get(name, {}))
         params.update(override.get("params", {}).get(name, {}))
         plan[name] = params
     return plan
 
 
-def _accepted(name: str) -> set[str]:
-    import inspect
-    cls = detectors.REGISTRY.get(name)
-    return set(inspect.signature(cls).parameters) if cls else set()
-
-
 def check_detection_config(config: Config) -> None:
-    """Build every configured detector once, so a bad name or parameter stops start-up clearly."""
+    """Build every configured detector once and read every rule table, so a bad name, parameter
+    or rule stops start-up with a message naming it."""
     det = config.detection
+    try:
+        check_rules(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for sensor in ["*", *det.sensors]:
         extra = set(det.sensors.get(sensor, {})) - {"detectors", "params"}
         if extra:
@@ -52,12 +53,22 @@ class Judge:
     def __init__(self, config: Config):
         self.config = config
         self._sensors: dict[str, list[tuple[str, detectors.Detector, detectors.Decision]]] = {}
+        self._rules: dict[str, RuleState] = {}
+        # the last reading of each sensor, (session, seq, ts_us), and whether its silence was told
+        self._last: dict[str, tuple[str, int, int]] = {}
+        self._silence_told: set[str] = set()
 
     def known(self, sensor: str) -> bool:
         return sensor in self._sensors
 
     def history_needed(self, sensor: str) -> int:
-        return max((d.warmup for _, d, _ in self._setup(sensor)), default=0)
+        return max([d.warmup for _, d, _ in self._setup(sensor)] + [self._rule_state(sensor).rules.history_needed])
+
+    def _rule_state(self, sensor: str) -> RuleState:
+        found = self._rules.get(sensor)
+        if found is None:
+            found = self._rules[sensor] = RuleState(rules_for(self.config, sensor))
+        return found
 
     def _setup(self, sensor: str):
         found = self._sensors.get(sensor)
@@ -69,18 +80,46 @@ class Judge:
             self._sensors[sensor] = found
         return found
 
-    def warm(self, sensor: str, values: Iterable[float]) -> None:
-        """Feed history to the sensor's detectors without judging it (it was judged before)."""
+    def warm(self, sensor: str, values: Iterable[float], ts_us: Iterable[int] | None = None) -> None:
+        """Feed history to the sensor's detectors and rules without judging it (it was judged before)."""
         values = list(values)
         for _, det, _ in self._setup(sensor):
             det.learn_many(values)
+        rules = self._rule_state(sensor)
+        for x, t in zip(values, ts_us if ts_us is not None else [None] * len(values)):
+            rules.learn(float(x), t)
 
-    def judge_many(self, sensor: str, values: list[float]) -> list[list[tuple[str, str, float | None]]]:
-        """For each value in order: [(detector, state, score)], scoring each before learning it."""
+    def judge_many(self, sensor: str, values: list[float],
+                   ts_us: list[int] | None = None) -> list[list[tuple[str, str, float | None]]]:
+        """For each value in order: [(detector or "rule:<name>", state, score)], scoring each
+        before learning it. `ts_us` (the readings' times) lets the rate rule work per second."""
         out: list[list] = [[] for _ in values]
         for name, det, decision in self._setup(sensor):
             for row, (ready, score) in zip(out, det.score_learn_many(values)):
                 row.append((name, decision.state(ready, score), round(score, 6) if ready else None))
+        rules = self._rule_state(sensor)
+        if rules.rules.active:
+            for row, x, t in zip(out, values, ts_us if ts_us is not None else [None] * len(values)):
+                row.extend(rules.judge(float(x), t))
+        else:
+            for x, t in zip(values, ts_us if ts_us is not None else [None] * len(values)):
+                rules.learn(float(x), t)
+        return out
+
+    def note_last(self, sensor: str, session: str, seq: int, ts_us: int) -> None:
+        """Remember the sensor's latest reading, the anchor of a "no data" row should it go silent."""
+        self._last[sensor] = (session, seq, ts_us)
+        self._silence_told.discard(sensor)
+
+    def silent(self, now_us: int) -> list[tuple[str, str, int, int]]:
+        """(sensor, session, seq, ts_us) of the last reading of each sensor silent longer than its
+        `no_data_s` at `now_us`, each silence once."""
+        out = []
+        for sensor, (session, seq, ts) in self._last.items():
+            limit = self._rule_state(sensor).rules.no_data_s
+            if limit and sensor not in self._silence_told and now_us - ts > limit * 1e6:
+                self._silence_told.add(sensor)
+                out.append((sensor, session, seq, ts))
         return out
 
     def progress(self, sensor: str) -> float:
@@ -105,14 +144,27 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
         if not judge.known(sensor):
             need = judge.history_needed(sensor)
             if need:
-                judge.warm(sensor, [float(h.value) for h in consumer.history(msgs[0], need)])
+                history = consumer.history(msgs[0], need)
+                judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
         values = [float(m.value) for m in msgs]
-        for m, states in zip(msgs, judge.judge_many(sensor, values)):
+        ts = [int(m.headers["ts_us"]) for m in msgs]
+        last = msgs[-1].headers
+        for m, states in zip(msgs, judge.judge_many(sensor, values, ts)):
             h = m.headers
             outputs.append(json_message(STATES, sensor, {
                 "session": h["session"], "seq": int(h["seq"]), "sensor": sensor, "ts_us": int(h["ts_us"]),
                 "states": states}))
+        judge.note_last(sensor, last["session"], int(last["seq"]), int(last["ts_us"]))
     return outputs
+
+
+def silence_messages(judge: Judge, now_us: int) -> list:
+    """A "rule:no_data" anomaly row for each sensor silent too long, keyed on its last reading
+    (session, seq, time): storage needs no new table, and the row says where the silence began."""
+    from lib.transport.base import STATES, json_message
+    return [json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
+                                          "states": [["rule:no_data", "anomaly", 1.0]]})
+            for sensor, session, seq, ts in judge.silent(now_us)]
 
 
 def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
@@ -121,12 +173,22 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
     transaction on the embedded transport). Returns the number of readings judged."""
     import logging
     log = logging.getLogger(__name__)
+    import time
     done = 0
+    data_now = 0   # the latest reading time seen: the clock for silences while readings flow
     while not stop.is_set() and (count is None or done < count):
         messages = consumer.poll(max_records, poll_timeout)
         if not messages:
+            # caught up: wall-clock time is now the right clock for a silent sensor
+            silent = silence_messages(judge, max(data_now, int(time.time() * 1e6)))
+            if silent:
+                consumer.commit(silent)
             continue
         outputs = judge_messages(judge, consumer, messages)
+        # while a backlog is replayed, readings' own times (not the wall clock) tell whether a
+        # sensor fell silent, so catching up after a restart does not look like silence
+        data_now = max([data_now] + [int(m.headers["ts_us"]) for m in messages])
+        outputs += silence_messages(judge, data_now)
         consumer.commit(outputs)
         done += len(messages)
         log.debug("judged %d readings", len(messages))

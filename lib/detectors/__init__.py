@@ -6,12 +6,21 @@ import inspect
 from typing import Any, Mapping
 
 from lib.detectors.base import Decision, Detector
+from lib.detectors.cusum import CUSUMDetector
 from lib.detectors.dbscan import DBSCANDetector
 from lib.detectors.iforest import IsolationForestDetector
+from lib.detectors.likelihood import LikelihoodDetector
+from lib.detectors.lof import LOFDetector
+from lib.detectors.zscore import RobustZScoreDetector
 
 REGISTRY: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector)
+    cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector, RobustZScoreDetector,
+                              CUSUMDetector, LOFDetector, LikelihoodDetector)
 }
+
+from lib.detectors.ensemble import EnsembleDetector  # noqa: E402  (it builds members through REGISTRY)
+
+REGISTRY[EnsembleDetector.name] = EnsembleDetector
 
 
 def check_params(name: str, params: Mapping[str, Any]) -> None:

@@ -25,6 +25,10 @@ class Detector(abc.ABC):
 
     #: readings needed before scores mean something, and readings of history that rebuild the state
     warmup: int = 20
+    #: True for the seed-style detectors whose `window` follows `[detection] window` (the seed's 20);
+    #: the longer-memory detectors keep their own default, since 20 readings are too little
+    #: context on real series (daily cycles, plateaus, level shifts).
+    seed_window: ClassVar[bool] = False
 
     @property
     def ready(self) -> bool:

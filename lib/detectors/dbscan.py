@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from lib.detectors.base import Detector
-from lib.detectors.window import Window, robust_scale
+from lib.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
 
 
 def new_point_distance(window: np.ndarray, x: float, eps: float, min_samples: int) -> float:
@@ -43,7 +43,25 @@ def dbscan_score(distance: float, eps: float) -> float:
     return 1.0 - 0.5 * eps / distance
 
 
-class DBSCANDetector(Detector):
+def new_point_distances(windows: np.ndarray, xs: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    """`new_point_distance` for many (window, x) pairs at once: windows is (n, w), xs is (n,).
+    All pairwise distances of w + 1 points are cheap at the seed's window sizes, and one numpy
+    pass over a batch costs far less than a Python call per reading."""
+    pts = np.concatenate((windows, xs[:, None]), axis=1)                 # (n, w + 1)
+    near = np.abs(pts[:, :, None] - pts[:, None, :]) <= eps              # (n, w + 1, w + 1)
+    core = near.sum(axis=2) >= min_samples                               # (n, w + 1)
+    d = np.abs(pts - xs[:, None])
+    d = np.where(core, d, np.inf).min(axis=1)
+    return np.where(core[:, -1], 0.0, d)
+
+
+def dbscan_scores(distances: np.ndarray, eps: float) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        far = 1.0 - 0.5 * eps / distances
+    return np.where(distances <= eps, 0.5 * distances / eps, far)
+
+
+class DBSCANDetector(WindowDetectorMixin, Detector):
     """Parameters: `window` (previous readings, the seed's 20), `eps` in robust units, `min_samples`
     (counting the point itself, as scikit-learn does).
 
@@ -54,6 +72,7 @@ class DBSCANDetector(Detector):
     """
     name = "dbscan"
     default_threshold = 0.5
+    seed_window = True
 
     def __init__(self, window: int = 20, eps: float = 1.0, min_samples: int = 4):
         self.window_size, self.eps, self.min_samples = window, eps, min_samples
@@ -70,3 +89,9 @@ class DBSCANDetector(Detector):
     def learn_one(self, x: float) -> None:
         self._window.push(x)
         self.seen += 1
+
+    def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        centre, spread = robust_scale_rows(prev)
+        d = new_point_distances((prev - centre[:, None]) / spread[:, None], (xs - centre) / spread,
+                                self.eps, self.min_samples)
+        return dbscan_scores(d, self.eps)

@@ -1,0 +1,67 @@
+"""Two-sided CUSUM for level shifts and drift.
+
+A slow exponentially weighted mean and variance (`alpha`) give the expected level; each reading's
+standardised residual feeds two cumulative sums that grow while readings stay on one side of it
+by more than `k` deviations. A level shift or a drift too small for a point detector adds up until
+a sum reaches `h`; the score is `S / (S + h)`, so the default threshold 0.5 is the classic CUSUM
+alarm `S > h`. After an alarm the sums restart, so a lasting shift alarms again only if it keeps
+going once the baseline has caught up.
+"""
+from __future__ import annotations
+
+import math
+
+from lib.detectors.base import Detector
+
+
+class CUSUMDetector(Detector):
+    """Parameters: `alpha` (baseline adaptation per reading), `k` (slack, in deviations), `h`
+    (alarm level), `warmup` (readings that set the baseline).
+
+    >>> d = CUSUMDetector(warmup=20)
+    >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(20)])
+    >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
+    True
+    """
+    name = "cusum"
+    default_threshold = 0.5
+
+    def __init__(self, alpha: float = 0.01, k: float = 0.5, h: float = 5.0, warmup: int = 50):
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if h <= 0:
+            raise ValueError(f"h must be positive, got {h}")
+        self.alpha, self.k, self.h, self.warmup = alpha, k, h, warmup
+        self.seen = 0
+        self._mean = 0.0
+        self._var = 0.0
+        self._pos = 0.0
+        self._neg = 0.0
+
+    def _residual(self, x: float) -> float:
+        sd = math.sqrt(self._var) if self._var > 0 else max(abs(self._mean) * 1e-3, 1e-6)
+        return (x - self._mean) / sd
+
+    def _sums(self, x: float) -> tuple[float, float]:
+        r = self._residual(x)
+        return max(0.0, self._pos + r - self.k), max(0.0, self._neg - r - self.k)
+
+    def score_one(self, x: float) -> float:
+        s = max(self._sums(x))
+        return s / (s + self.h)
+
+    def learn_one(self, x: float) -> None:
+        if self.seen < self.warmup:
+            # plain running mean and variance while warming up: every early reading counts alike
+            n = self.seen + 1
+            delta = x - self._mean
+            self._mean += delta / n
+            self._var += (delta * (x - self._mean) - self._var) / n
+        else:
+            self._pos, self._neg = self._sums(x)
+            if max(self._pos, self._neg) > self.h:
+                self._pos = self._neg = 0.0
+            delta = x - self._mean
+            self._mean += self.alpha * delta
+            self._var = (1 - self.alpha) * (self._var + self.alpha * delta * delta)
+        self.seen += 1

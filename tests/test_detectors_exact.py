@@ -1,0 +1,69 @@
+"""The seed's algorithms done fast must stay the seed's algorithms: DBSCAN labels and
+IsolationForest scores equal scikit-learn's on the same windows."""
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+
+from lib.detectors.dbscan import DBSCANDetector, new_point_distance, new_point_distances
+from lib.detectors.iforest import IsolationForestDetector, step_table, table_scores
+from lib.detectors.lof import lof_scores
+from lib.detectors.window import robust_scale
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_dbscan_noise_label_matches_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    window = np.round(rng.normal(0, 1, 20), 2)
+    x = float(rng.normal(0, 3))
+    eps, min_samples = 0.5, 4
+    labels = DBSCAN(eps=eps, min_samples=min_samples).fit(np.append(window, x).reshape(-1, 1)).labels_
+    ours_one = new_point_distance(window, x, eps, min_samples)
+    ours_many = new_point_distances(window[None, :], np.array([x]), eps, min_samples)[0]
+    assert (labels[-1] == -1) == (ours_one > eps) == (ours_many > eps)
+
+
+def test_dbscan_detector_flags_what_scikit_learn_calls_noise():
+    rng = np.random.default_rng(7)
+    xs = 50 + rng.normal(0, 1, 400)
+    xs[::37] += 6
+    det = DBSCANDetector(window=20)
+    rows = det.score_learn_many(list(xs))
+    for i in range(20, len(xs)):
+        w = xs[i - 20:i]
+        c, s = robust_scale(w)
+        pts = (np.append(w, xs[i]) - c) / s
+        noise = DBSCAN(eps=1.0, min_samples=4).fit(pts.reshape(-1, 1)).labels_[-1] == -1
+        assert noise == (rows[i][1] > 0.5), i
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_iforest_table_equals_score_samples(seed):
+    rng = np.random.default_rng(seed)
+    window = rng.normal(50, 3, 20)
+    model = IsolationForest(n_estimators=50, random_state=seed).fit(window.reshape(-1, 1))
+    q = np.concatenate([rng.normal(50, 8, 500), window, [-1e9, 1e9]])
+    np.testing.assert_array_equal(table_scores(step_table(model), q), -model.score_samples(q.reshape(-1, 1)))
+
+
+def test_iforest_refit_every_reading_is_the_seed_way():
+    rng = np.random.default_rng(1)
+    xs = list(50 + rng.normal(0, 1, 30))
+    det = IsolationForestDetector(window=20, n_estimators=20, refit_every=1)
+    rows = det.score_learn_many(xs)
+    for i in (20, 25, 29):
+        m = IsolationForest(n_estimators=20, random_state=0).fit(np.array(xs[i - 20:i]).reshape(-1, 1))
+        assert rows[i][1] == pytest.approx(-m.score_samples([[xs[i]]])[0])
+
+
+def test_lof_matches_scikit_learn_novelty_on_distinct_values():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        w = rng.normal(0, 1, 20)
+        x = float(rng.normal(0, 2))
+        c, s = robust_scale(w)
+        lof = LocalOutlierFactor(n_neighbors=5, novelty=True).fit(((w - c) / s).reshape(-1, 1))
+        want = -lof.score_samples([[(x - c) / s]])[0]
+        got = lof_scores(w[None, :], np.array([x]), 5)[0]
+        assert got == pytest.approx(max(0.0, 1 - 1 / want), abs=1e-6)
