@@ -15,8 +15,14 @@ def add_message(batch: Batch, msg: Message) -> None:
     try:
         if msg.topic == STATES:
             p = msg.json()
-            for detector, state, score in p["states"]:
-                batch.states[(p["session"], p["seq"], detector)] = (p["sensor"], p["ts_us"], state, score)
+            sensor, states = p["sensor"], batch.states
+            if "rows" in p:  # many readings per message (lib.transport.base.states_message)
+                for session, seq, ts_us, judged in p["rows"]:
+                    for detector, state, score in judged:
+                        states[(session, seq, detector)] = (sensor, ts_us, state, score)
+            else:
+                for detector, state, score in p["states"]:
+                    states[(p["session"], p["seq"], detector)] = (sensor, p["ts_us"], state, score)
         elif msg.topic == REJECTS:
             p = msg.json()
             batch.rejects[(p["session"], p["seq"])] = (p["ts_us"], p["reason"], p["raw"])
