@@ -85,9 +85,25 @@ def _build(cls, where: str, values: dict, **fixed):
     except TypeError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
     for name, default in ((f, cls.__dataclass_fields__[f].default) for f in values):
-        if isinstance(default, (int, float)) and not isinstance(getattr(obj, name), (int, float)):
-            raise ScenarioError(f"{where}: {name} must be a number")
+        value = getattr(obj, name)
+        if isinstance(default, (int, float)):
+            # Finite numbers only (TOML has nan and inf), and whole ones where the default is.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ScenarioError(f"{where}: {name} must be a finite number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ScenarioError(f"{where}: {name} must be a whole number, got {value!r}")
+            if ((name in _NON_NEGATIVE and value < 0) or (name in _POSITIVE and value <= 0)
+                    or (name in _AT_MOST and value > _AT_MOST[name])):
+                raise ScenarioError(f"{where}: {name} out of range, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ScenarioError(f"{where}: {name} must be a string, got {value!r}")
     return obj
+
+
+# Checked by _build (issue 7's fuzzing found each as a crash while playing).
+_POSITIVE = {"period_s", "every_s"}
+_NON_NEGATIVE = {"noise", "duration_s", "decimals"}
+_AT_MOST = {"decimals": 10}
 
 
 def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
@@ -95,7 +111,11 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
     if extra:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
     sensors = []
+    if not isinstance(raw.get("sensors") or {}, dict) or not isinstance(raw.get("anomalies") or [], list):
+        raise ScenarioError(f"{where}: [sensors.<name>] must be tables and [[anomalies]] a list of tables")
     for name, spec in (raw.get("sensors") or {}).items():
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"{where}: [sensors.{name}] must be a table, got {spec!r}")
         if valid_topic(name):
             raise ScenarioError(f"{where}: bad sensor name {name!r} ({valid_topic(name)})")
         sensors.append(_build(SensorSpec, f"{where}: [sensors.{name}]", spec, name=name))
@@ -103,6 +123,8 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
         raise ScenarioError(f"{where}: no [sensors.<name>] table")
     anomalies = []
     for i, spec in enumerate(raw.get("anomalies") or []):
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"{where}: anomalies[{i}] must be a table, got {spec!r}")
         a = _build(AnomalySpec, f"{where}: anomalies[{i}]", spec)
         if a.kind not in ANOMALY_KINDS:
             raise ScenarioError(f"{where}: anomalies[{i}]: unknown kind {a.kind!r} (known: {', '.join(ANOMALY_KINDS)})")
@@ -112,7 +134,7 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
             raise ScenarioError(f"{where}: anomalies[{i}]: every_s must be positive")
         anomalies.append(a)
     rate = raw.get("rate")
-    if rate is not None and (not isinstance(rate, (int, float)) or rate <= 0):
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf):
         raise ScenarioError(f"{where}: rate must be a positive number")
     quiet = raw.get("quiet_s", 5.0)
     if not isinstance(quiet, (int, float)) or quiet < 0:
