@@ -62,6 +62,10 @@ class Transport:
     partitions: int = 1
     max_poll_interval_ms: int = 300_000
     spool_max_bytes: int = 256 * 1024 * 1024
+    # Kafka only (see README "## Kafka"): failure detection, new-topic discovery, topic creation.
+    session_timeout_ms: int = 10_000
+    metadata_max_age_ms: int = 5_000
+    replication_factor: int = -1     # -1: the broker's default.replication.factor
 
 
 @dataclass(frozen=True)

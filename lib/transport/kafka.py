@@ -1,0 +1,465 @@
+"""The Kafka transport (kafka-python): the same producer, detectors and store across many boards,
+worker processes and machines, on any Kafka-protocol broker.
+
+- Producing: a reading goes to its sensor's topic, keyed by the sensor (one partition per sensor,
+  so its order holds), its value the reading as UTF-8 text like the seed, its session, sequence
+  and receive time in headers and its receive time as the message timestamp. Every record passes
+  through a local durable spool (`lib.spool`) and is deleted only once the broker acknowledged it
+  (acks=all, idempotent producer), so a broker outage costs no reading. Missing topics are created
+  with `[transport] partitions`.
+- Consuming: a consumer group subscribed to a pattern (every sensor topic, plus the internal
+  topics asked for), partitions spread round-robin so a second worker takes half of the sensors.
+  Offsets are committed by hand, after the work is done (`commit`). `history` re-reads the
+  messages before one from its partition, so a worker that takes a sensor over rebuilds its
+  window instead of starting "initializing" again.
+- A broker that comes back empty (a new cluster, or Tansu's memory storage) has lost topics and
+  committed offsets: positions past the new log end are reset to the earliest offset, and before
+  each commit the group's committed offsets are checked against ours; if they went back, the
+  consumer re-reads from what the cluster has. Replays are harmless downstream (primary keys).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from typing import Iterable, Sequence
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from lib.spool import DeliveryLock, Spool
+from lib.transport.base import INTERNAL, Consumer, Message, Producer, Transport
+
+log = logging.getLogger(__name__)
+
+# Sensor topics (see lib.protocol.valid_topic: no "_vigie" or "__" prefix), for pattern subscriptions.
+SENSOR_PATTERN = r"(?!_vigie|__)[A-Za-z0-9._-]+"
+DELIVERY_BATCH = 5000
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0
+OUTAGE_WARN_EVERY_S = 10.0
+
+
+def subscription_pattern(topics: Sequence[str], sensors: bool) -> str:
+    parts = [re.escape(t) for t in topics]
+    if sensors:
+        parts.append(SENSOR_PATTERN)
+    if not parts:
+        raise ValueError("a consumer needs topics or sensors")
+    return "^(?:" + "|".join(parts) + ")$"
+
+
+def _quiet_kafka_logs() -> None:
+    # kafka-python logs every refused connection at ERROR, several times a second during an
+    # outage; the spool and the consumers say it once, clearly, instead.
+    if os.environ.get("VIGIE_LOG_LEVEL", "").upper() != "DEBUG":
+        for name in ("kafka.net", "kafka.conn", "kafka.client_async", "kafka.cluster"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _record(m: Message) -> dict:
+    ts_us = m.headers.get("ts_us")
+    return {"key": m.key.encode() if m.key is not None else None, "value": m.value.encode(),
+            "headers": [(k, str(v).encode()) for k, v in m.headers.items()],
+            "timestamp_ms": int(ts_us) // 1000 if ts_us else None}
+
+
+class KafkaTransport(Transport):
+    def __init__(self, config):
+        _quiet_kafka_logs()
+        self.config = config
+        t = config.transport
+        self.settings = t
+        self.bootstrap = [s.strip() for s in t.bootstrap_servers.split(",") if s.strip()]
+        self.spool_path = config.data_dir / "spool" / "outbox.sqlite"
+        self.client_id = f"vigie-{os.getpid()}"
+
+    def common(self) -> dict:
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id,
+                "reconnect_backoff_max_ms": 1000, "metadata_max_age_ms": self.settings.metadata_max_age_ms,
+                "request_timeout_ms": 15000, "bootstrap_timeout_ms": 5000}
+
+    def kafka_producer(self):
+        return KafkaProducer(**self.common(), acks="all", enable_idempotence=True, linger_ms=5,
+                             batch_size=256 * 1024, max_block_ms=10000, delivery_timeout_ms=30000)
+
+    def producer(self) -> "SpooledProducer":
+        return SpooledProducer(self)
+
+    def consumer(self, group: str, topics: Sequence[str] = (), sensors: bool = False) -> "KafkaGroupConsumer":
+        return KafkaGroupConsumer(self, group, topics, sensors)
+
+
+class TopicMaker:
+    """Creates missing topics with the configured partitions before the first record goes to them."""
+
+    def __init__(self, transport: KafkaTransport):
+        self.transport = transport
+        self.known: set[str] = set()
+        self._admin = None
+
+    def ensure(self, topics: Iterable[str]) -> None:
+        missing = sorted(set(topics) - self.known)
+        if not missing:
+            return
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**self.transport.common())
+        s = self.transport.settings
+        for name in missing:
+            try:
+                self._admin.create_topics([NewTopic(name, s.partitions, s.replication_factor)])
+                log.info("created topic %s (%d partition(s))", name, s.partitions)
+            except TopicAlreadyExistsError:
+                pass
+            self.known.add(name)
+
+    def reset(self) -> None:
+        """After an outage the broker may be a new, empty cluster: check every topic again."""
+        self.known.clear()
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception:  # closing a broken client must not hide the outage being handled
+                log.debug("closing admin client", exc_info=True)
+            self._admin = None
+
+
+def deliver(kafka_producer, maker: TopicMaker, messages: Sequence[Message], timeout_s: float) -> int:
+    """Send messages in order and wait for the broker's acknowledgements; returns how many from the
+    start of `messages` are acknowledged (all of them unless something failed)."""
+    maker.ensure(m.topic for m in messages)
+    futures = [kafka_producer.send(m.topic, **_record(m)) for m in messages]
+    kafka_producer.flush(timeout=timeout_s)
+    done = 0
+    for f in futures:
+        if not f.is_done or f.failed():
+            break
+        done += 1
+    return done
+
+
+class SpooledProducer(Producer):
+    """`send` queues, `flush` makes the records durable in the local spool (and wakes the delivery
+    thread), the delivery thread moves them to the broker in order."""
+
+    def __init__(self, transport: KafkaTransport):
+        self.transport = transport
+        s = transport.settings
+        self.spool = Spool(transport.spool_path, s.spool_max_bytes)
+        self._pending: list[Message] = []
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._lock = DeliveryLock(transport.spool_path)
+        self._refused_logged = 0
+        self._thread = threading.Thread(target=self._deliver_loop, daemon=True, name="kafka-delivery")
+        self._thread.start()
+
+    def send(self, messages: Iterable[Message]) -> None:
+        self._pending.extend(messages)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        refused = self.spool.append(self._pending)
+        self._pending.clear()
+        if refused:
+            n, used = self.spool.pending()
+            log.error("SPOOL FULL (%d records, %.1f MB of [transport] spool_max_bytes %.1f MB) while the broker "
+                      "is unreachable: %d record(s) just refused and LOST. Bring the broker back or raise "
+                      "spool_max_bytes.", n, used / 1e6, self.spool.max_bytes / 1e6, refused)
+        self._wake.set()
+
+    # -- delivery -----------------------------------------------------------------------------
+    def _deliver_loop(self) -> None:
+        spool = Spool(self.transport.spool_path, self.transport.settings.spool_max_bytes)
+        maker = TopicMaker(self.transport)
+        kp = None
+        backoff = BACKOFF_START_S
+        outage_since: float | None = None
+        last_warn = 0.0
+        try:
+            while True:
+                if not self._lock.try_acquire():
+                    # Another process on this data folder delivers the spool (ours included).
+                    if self._closing.is_set():
+                        return
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                batch = spool.peek(DELIVERY_BATCH)
+                if not batch:
+                    if self._closing.is_set():
+                        return
+                    # Other processes may append too: look again soon even without a wake-up.
+                    self._wake.wait(0.2)
+                    self._wake.clear()
+                    continue
+                try:
+                    if kp is None:
+                        kp = self.transport.kafka_producer()
+                    done = deliver(kp, maker, [m for _, m in batch], timeout_s=30.0)
+                except Exception as exc:  # any broker or network failure: the records stay spooled
+                    done, error = 0, exc
+                else:
+                    error = None
+                if done:
+                    spool.ack(batch[done - 1][0])
+                if done == len(batch):
+                    if outage_since is not None:
+                        n, _ = spool.pending()
+                        log.warning("broker reachable again after %.0f s; delivering the spool in order "
+                                    "(%d record(s) left)", time.monotonic() - outage_since, n)
+                        outage_since = None
+                    backoff = BACKOFF_START_S
+                    continue
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                if now - last_warn >= OUTAGE_WARN_EVERY_S:
+                    last_warn = now
+                    n, used = spool.pending()
+                    log.warning("Kafka broker %s unreachable (%s): readings are kept in the local spool %s "
+                                "(%d record(s), %.1f MB of %.0f MB) and will be delivered in order when it is back",
+                                ",".join(self.transport.bootstrap), error or "not acknowledged", spool.path,
+                                n, used / 1e6, spool.max_bytes / 1e6)
+                # Start over with a fresh client: the broker may come back as a new, empty cluster.
+                if kp is not None:
+                    try:
+                        kp.close(timeout=0)
+                    except Exception:
+                        log.debug("closing producer", exc_info=True)
+                    kp = None
+                maker.reset()
+                if self._closing.wait(backoff):
+                    return
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        except Exception:
+            log.exception("spool delivery thread failed; records stay in %s", spool.path)
+        finally:
+            if kp is not None:
+                try:
+                    kp.close(timeout=5)
+                except Exception:
+                    log.debug("closing producer", exc_info=True)
+            maker.reset()
+            spool.close()
+
+    def close(self, drain_timeout: float = 10.0) -> None:
+        """Flush, give delivery `drain_timeout` seconds to empty the spool, then stop. Whatever is
+        left stays in the spool for the next process."""
+        self.flush()
+        deadline = time.monotonic() + drain_timeout
+        while self._lock.held and self.spool.pending()[0] and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.05)
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout=drain_timeout + 5)
+        n, _ = self.spool.pending()
+        if n:
+            log.warning("%d record(s) still in the spool %s: the next producer on this data folder delivers them",
+                        n, self.spool.path)
+        self._lock.close()
+        self.spool.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Logs which partitions (sensors) this worker gains and loses."""
+
+    def on_partitions_revoked(self, revoked):
+        if revoked:
+            log.info("pid %d: partitions revoked: %s", os.getpid(), ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
+
+    def on_partitions_assigned(self, assigned):
+        log.info("pid %d: partitions assigned: %s", os.getpid(),
+                 ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none")
+
+
+class KafkaGroupConsumer(Consumer):
+    def __init__(self, transport: KafkaTransport, group: str, topics: Sequence[str], sensors: bool):
+        self.transport, self.group = transport, group
+        self._consumer = self._connect(group, topics, sensors)
+        self._history = None
+        self._outputs = None
+        self._maker = TopicMaker(transport)
+        self._last: dict = {}        # TopicPartition -> last offset polled
+        self._committed: dict = {}   # TopicPartition -> offset this process committed last
+        self._moved: set[str] = set()
+
+    def _connect(self, group, topics, sensors):
+        s = self.transport.settings
+        pattern = subscription_pattern(topics, sensors)
+        warned = False
+        while True:
+            try:
+                c = KafkaConsumer(
+                    **self.transport.common(), group_id=group, enable_auto_commit=False,
+                    auto_offset_reset="earliest", max_poll_interval_ms=s.max_poll_interval_ms,
+                    session_timeout_ms=s.session_timeout_ms,
+                    heartbeat_interval_ms=max(100, min(3000, s.session_timeout_ms // 3)),
+                    # One partition per sensor topic: round-robin spreads topics over the members
+                    # (the range assignor would give every topic's partition 0 to one member).
+                    partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+                break
+            except KafkaError as exc:
+                if not warned:
+                    log.warning("Kafka broker %s unreachable (%s); retrying", ",".join(self.transport.bootstrap), exc)
+                    warned = True
+                time.sleep(1.0)
+        c.subscribe(pattern=pattern, listener=_Rebalance())
+        log.info("group %s on %s, topics matching %s", group, ",".join(self.transport.bootstrap), pattern)
+        return c
+
+    def _join_wait_ms(self, timeout_ms: int) -> int:
+        """Work around a kafka-python 3.0.12 race: when a poll's timer expires while a rebalance that
+        metadata triggered (a new topic) is in flight, the next poll can find nothing to rejoin and
+        never apply the assignment it got, leaving the member silent with no partitions for good.
+        So while a join is pending: keep the "rejoin needed" flag set until the join is applied,
+        and give the poll long enough to see the join through (Tansu answers after about half the
+        session timeout; Apache Kafka as soon as every member has rejoined)."""
+        coord = getattr(self._consumer, "_coordinator", None)
+        try:
+            pending = coord is not None and (coord._join_task is not None or coord.need_rejoin())
+        except AttributeError:
+            return timeout_ms
+        if not pending:
+            return timeout_ms
+        coord.rejoin_needed = True
+        s = self.transport.settings
+        return max(timeout_ms, min(s.max_poll_interval_ms, 2 * s.session_timeout_ms))
+
+    def poll(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
+        timeout_ms = self._join_wait_ms(int(timeout * 1000))
+        records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        out = []
+        for tp, recs in records.items():
+            if not recs:
+                continue
+            last = self._last.get(tp)
+            if last is not None and recs[0].offset != last + 1:
+                # Others handled this partition in between (a rebalance), or it was re-read:
+                # a window kept in memory for it may be stale.
+                self._moved.add(tp.topic)
+            self._last[tp] = recs[-1].offset
+            for r in recs:
+                out.append(Message(r.topic, r.key.decode() if r.key is not None else None,
+                                   r.value.decode() if r.value is not None else "",
+                                   {k: v.decode() for k, v in (r.headers or [])}, r.partition, r.offset))
+        return out
+
+    def moved(self) -> set[str]:
+        found, self._moved = self._moved, set()
+        return found
+
+    def commit(self, outputs: Sequence[Message] = ()) -> None:
+        if outputs:
+            self._produce(outputs)
+        assigned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(last + 1, "", -1) for tp, last in self._last.items()
+                   if tp in assigned and self._committed.get(tp) != last + 1}
+        if not offsets:
+            return
+        try:
+            if self._cluster_went_back(offsets):
+                return
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # The work is done and stored; the next commit covers it, or the partition's new owner
+            # re-reads it (idempotent downstream).
+            log.warning("offset commit failed (%s); will be covered by a later commit or re-read", exc)
+            return
+        for tp, om in offsets.items():
+            self._committed[tp] = om.offset
+
+    def _cluster_went_back(self, offsets) -> bool:
+        """True (after re-positioning) when the group's committed offsets are behind what this process
+        committed: the broker came back empty (a new cluster) or someone reset the group."""
+        ours = {tp: self._committed[tp] for tp in offsets if tp in self._committed}
+        if not ours:
+            return False
+        theirs = self._consumer._coordinator.fetch_committed_offsets(list(ours), timeout_ms=10000)
+        behind = [tp for tp, off in ours.items() if tp not in theirs or theirs[tp] is None or theirs[tp].offset < off]
+        if not behind:
+            return False
+        assigned = self._consumer.assignment()
+        log.warning("group %s: committed offsets went back (a new or emptied cluster?): re-reading %d "
+                    "partition(s) from what the cluster has; downstream writes are idempotent", self.group, len(assigned))
+        all_committed = self._consumer._coordinator.fetch_committed_offsets(list(assigned), timeout_ms=10000)
+        for tp in assigned:
+            c = all_committed.get(tp)
+            if c is None or c.offset is None or c.offset < 0:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, c.offset)
+            self._committed.pop(tp, None)
+            self._last.pop(tp, None)
+        return True
+
+    def _produce(self, outputs: Sequence[Message]) -> None:
+        """Outputs (states) must be acknowledged before the offsets that produced them are committed;
+        retried until the broker takes them."""
+        warned = False
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                if self._outputs is None:
+                    self._outputs = self.transport.kafka_producer()
+                done = deliver(self._outputs, self._maker, outputs, timeout_s=30.0)
+                if done == len(outputs):
+                    if warned:
+                        log.warning("broker reachable again; outputs delivered")
+                    return
+                outputs = outputs[done:]
+                error = "not acknowledged"
+            except Exception as exc:  # broker or network failure: retry with a fresh client
+                error = exc
+            if not warned:
+                log.warning("Kafka broker unreachable (%s): holding %d output(s) until it is back", error, len(outputs))
+                warned = True
+            if self._outputs is not None:
+                try:
+                    self._outputs.close(timeout=0)
+                except Exception:
+                    log.debug("closing producer", exc_info=True)
+                self._outputs = None
+            self._maker.reset()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def history(self, message: Message, n: int) -> list[Message]:
+        if n <= 0 or message.offset <= 0:
+            return []
+        if self._history is None:
+            self._history = KafkaConsumer(**self.transport.common(), group_id=None, enable_auto_commit=False,
+                                          auto_offset_reset="earliest")
+        hc = self._history
+        tp = TopicPartition(message.topic, message.partition)
+        hc.assign([tp])
+        hc.seek(tp, max(0, message.offset - n))
+        found: list[Message] = []
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            recs = hc.poll(timeout_ms=500, max_records=n).get(tp, [])
+            for r in recs:
+                if r.offset >= message.offset:
+                    break
+                found.append(Message(r.topic, r.key.decode() if r.key is not None else None,
+                                     r.value.decode() if r.value is not None else "",
+                                     {k: v.decode() for k, v in (r.headers or [])}, r.partition, r.offset))
+            if (found and found[-1].offset >= message.offset - 1) or hc.position(tp) >= message.offset:
+                break
+        return found[-n:]
+
+    def close(self) -> None:
+        for c in (self._history, self._outputs):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:
+                    log.debug("closing client", exc_info=True)
+        self._maker.reset()
+        self._consumer.close(autocommit=False)
