@@ -37,10 +37,18 @@ if auth.gate_enabled(config.app.password) and not st.session_state.get("authenti
 
 
 @st.cache_data(ttl=1.0, show_spinner=False)
-def live_query(db: str, name: str, *args):
-    """A live query: cached for a second, so several charts and reruns share one read."""
+def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> dict:
+    """Everything one refresh of the Live view draws, read through one short read-only connection
+    (cached for a second, so reruns share it)."""
     with read_db(db) as conn:
-        return getattr(queries, name)(conn, *args)
+        health = queries.health(conn, now)
+        snap = {"totals": queries.totals(conn), "health": health, "lag": queries.detector_lag(conn, now), "sensors": {}}
+        for sensor in sensors or tuple(health["sensor"]):
+            line, marks = queries.chart_data(conn, sensor, since, now)
+            snap["sensors"][sensor] = {"line": line, "marks": marks,
+                                       "init": queries.initializing_spans(conn, sensor, since, now),
+                                       "progress": queries.init_progress(conn, sensor, since)}
+        return snap
 
 
 @st.cache_data(ttl=10.0, show_spinner=False)
@@ -106,10 +114,8 @@ def live_view() -> None:
     def live() -> None:
         now = queries.utc_now()
         since = now - timedelta(minutes=SPANS[span])
-        db = str(DB)
-        totals = live_query(db, "totals")
-        health = live_query(db, "health", now)
-        lag = live_query(db, "detector_lag")
+        snap = live_snapshot(str(DB), tuple(chosen), since, now)
+        totals, health, lag = snap["totals"], snap["health"], snap["lag"]
         cols = st.columns(5)
         cols[0].metric("Readings", f"{totals['readings']:,}")
         cols[1].metric("Readings/s (last min)", f"{health['per_s'].sum():.1f}" if not health.empty else "0")
@@ -119,10 +125,10 @@ def live_view() -> None:
         if health.empty:
             st.info("No readings yet: waiting for the board.")
             return
+        # stale: silent for 10 s, or for 5 of its usual intervals if it is a slow sensor
+        limit = (5.0 / health["per_s"].where(health["per_s"] > 0)).fillna(10.0).clip(lower=10.0)
+        h = health.assign(stale=health["age_s"] > limit)
         with st.expander("Health: sensors and workers", expanded=False):
-            # stale: silent for 10 s, or for 5 of its usual intervals if it is a slow sensor
-            limit = (5.0 / health["per_s"].where(health["per_s"] > 0)).fillna(10.0).clip(lower=10.0)
-            h = health.assign(stale=health["age_s"] > limit)
             st.dataframe(h.style.apply(lambda r: ["color: #d62728; font-weight: bold" if r["stale"] else ""] * len(r),
                                        axis=1), hide_index=True, key="health_table",
                          column_config={"last_ts": st.column_config.DatetimeColumn("last reading (UTC)"),
@@ -137,23 +143,17 @@ def live_view() -> None:
         if not stale.empty:
             st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
                                                        zip(stale["sensor"], stale["age_s"])))
-        for sensor in (chosen or list(health["sensor"])):
+        for sensor, data in snap["sensors"].items():
             st.subheader(sensor)
-            progress = live_query(db, "init_progress", sensor)
+            progress = data["progress"]
             for row in progress[progress["initializing"]].itertuples():
                 st.progress(min(1.0, row.seen / config.detection.window),
                             text=f"{row.detector}: initialisation {row.seen}/{config.detection.window}")
-            line = live_query(db, "chart_readings", sensor, since, now)
-            if line.empty:
+            if data["line"].empty:
                 st.caption(f"No reading in the last {span} (sensor silent).")
                 continue
-            marks = live_query(db, "chart_marks", sensor, since, now)
-            init = live_query(db, "initializing_spans", sensor, since, now)
-            if not marks.empty:  # the line passes through every flagged reading, never thinned away
-                line = pd.concat([line, marks[["session_id", "seq", "ts", "value"]]]).drop_duplicates(
-                    ["session_id", "seq"]).sort_values("ts")
-            st.altair_chart(charts.live_chart(line, marks, init, charts.rule_limits(config.detection.rules, sensor)),
-                            width="stretch")
+            st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
+                                              charts.rule_limits(config.detection.rules, sensor)), width="stretch")
 
     live()
 

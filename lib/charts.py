@@ -25,7 +25,7 @@ def _detector_scale(names: list[str]) -> tuple[alt.Scale, alt.Scale]:
 def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
                limits: Mapping[str, float] | None = None, height: int = 260) -> alt.LayerChart:
     """Value over time (`readings`: ts, value), a marker on each reading an algorithm flagged
-    (`marks`: ts, value, detector, score, verdicts; colour and shape per algorithm), the stretch
+    (`marks`: ts, value, detector, score, flagged_by; colour and shape per algorithm), the stretch
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
     dashed lines."""
     line_tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q")]
@@ -50,8 +50,8 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
         colours, shapes = _detector_scale(list(marks["detector"].unique()))
         tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q"),
                alt.Tooltip("detector:N", title="flagged by"), alt.Tooltip("score:Q", format=".3f")]
-        if "verdicts" in marks:
-            tip.append(alt.Tooltip("verdicts:N", title="all states"))
+        if "flagged_by" in marks:
+            tip.append(alt.Tooltip("flagged_by:N", title="all that flagged it"))
         layers.append(alt.Chart(marks).mark_point(filled=True, size=80, opacity=0.85).encode(
             x="ts:T", y="value:Q",
             color=alt.Color("detector:N", title="flagged by", scale=colours),

@@ -129,12 +129,12 @@ class Judge:
 
 
 def judge_messages(judge: Judge, consumer, messages) -> list:
-    """States messages for a polled batch of reading messages, in the readings' order.
+    """States messages for a polled batch of reading messages: one per sensor, in the readings' order.
 
     A sensor this process has not seen yet is first warmed with its history from the transport
     (readings before the first one polled were judged by an earlier run, so they are learnt, not
     judged again)."""
-    from lib.transport.base import STATES, json_message
+    from lib.transport.base import states_message
 
     by_sensor: dict[str, list] = {}
     for m in messages:
@@ -149,11 +149,7 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
         values = [float(m.value) for m in msgs]
         ts = [int(m.headers["ts_us"]) for m in msgs]
         last = msgs[-1].headers
-        for m, states in zip(msgs, judge.judge_many(sensor, values, ts)):
-            h = m.headers
-            outputs.append(json_message(STATES, sensor, {
-                "session": h["session"], "seq": int(h["seq"]), "sensor": sensor, "ts_us": int(h["ts_us"]),
-                "states": states}))
+        outputs.append(states_message(sensor, msgs, judge.judge_many(sensor, values, ts)))
         judge.note_last(sensor, last["session"], int(last["seq"]), int(last["ts_us"]))
     return outputs
 

@@ -1,9 +1,9 @@
 """Read-side queries for the app, the tests and the bench. Each takes an open (read-only)
 connection and returns a pandas DataFrame (or plain values); values always go in as parameters.
 
-Charts stay fast on large tables because the database does the thinning: `chart_readings` returns
-at most two readings (the lowest and the highest) per horizontal pixel bucket, and the flagged
-readings come from `chart_marks` in full, so no alarm is ever thinned away.
+Charts stay fast on large tables because the database does the thinning: `chart_data` returns at
+most two readings (the lowest and the highest) per horizontal pixel bucket for the line, and the
+flagged readings in full, so no alarm is ever thinned away.
 """
 from __future__ import annotations
 
@@ -101,46 +101,42 @@ def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
         ORDER BY s.ts""", [sensor, since, *states]).df()
 
 
-def chart_readings(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
-                   buckets: int = 600, sessions: Sequence[str] = ()) -> pd.DataFrame:
-    """The line of a chart: readings of `sensor` in [start, end], thinned on the database side to
-    the lowest and the highest reading of each of `buckets` equal time buckets (one per pixel or
-    so), which keeps every peak and dip a plot of all readings would show. Oldest first."""
+def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
+               buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What one sensor's chart draws over [start, end], in one query that reads each table once
+    through its time range (zone maps skip the rest):
+
+    - the line (ts, value): the readings thinned on the database side to the lowest and the highest
+      reading of each of `buckets` equal time buckets (about one per pixel), which keeps every peak
+      and dip a plot of all readings would show, plus every flagged reading;
+    - the marks (ts, value, detector, score, session_id, seq, flagged_by): every reading an
+      algorithm flagged, never thinned, one row per algorithm.
+    Both oldest first."""
     span_us = max(int((end - start).total_seconds() * 1e6), 1)
-    where, params = Filters(sessions=tuple(sessions)).where("r")
-    return conn.execute(f"""
-        WITH r AS (
-            SELECT session_id, seq, ts, value,
-                   least((epoch_us(ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1) AS b
-            FROM readings r WHERE sensor = ? AND ts >= ? AND ts <= ? AND {where}),
-        agg AS (
-            SELECT arg_min({{'session_id': session_id, 'seq': seq, 'ts': ts, 'value': value}}, value) AS lo,
-                   arg_max({{'session_id': session_id, 'seq': seq, 'ts': ts, 'value': value}}, value) AS hi
-            FROM r GROUP BY b)
-        SELECT DISTINCT * FROM (SELECT unnest(lo) FROM agg UNION ALL SELECT unnest(hi) FROM agg)
-        ORDER BY ts, session_id, seq""",
-        [start, buckets, span_us, buckets, sensor, start, end, *params]).df()
-
-
-def chart_marks(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
-                sessions: Sequence[str] = (), states: tuple[str, ...] = (ANOMALY,)) -> pd.DataFrame:
-    """Every flagged reading of `sensor` in [start, end] (all of them, never thinned), with the
-    reading's value, the detector, its score and every detector's verdict on that reading for the
-    tooltip. Oldest first."""
-    where, params = Filters(sessions=tuple(sessions)).where("s")
-    marks = ",".join("?" * len(states))
-    return conn.execute(f"""
-        WITH flagged AS (
-            SELECT s.session_id, s.seq, s.ts, s.detector, s.state, s.score FROM states s
-            WHERE s.sensor = ? AND s.ts >= ? AND s.ts <= ? AND s.state IN ({marks}) AND {where})
-        SELECT f.ts, r.value, f.detector, f.state, f.score, f.session_id, f.seq,
-               (SELECT string_agg(a.detector || ' ' || a.state ||
-                       coalesce(' ' || printf('%.2f', a.score), ''), ', ' ORDER BY a.detector)
-                FROM states a WHERE a.session_id = f.session_id AND a.seq = f.seq) AS verdicts
-        FROM flagged f JOIN readings r
-          ON r.session_id = f.session_id AND r.seq = f.seq AND r.sensor = ? AND r.ts >= ? AND r.ts <= ?
-        ORDER BY f.ts, f.detector""",
-        [sensor, start, end, *states, *params, sensor, start, end]).df()
+    rw, rp = Filters(sessions=tuple(sessions)).where("r")
+    sw, sp = Filters(sessions=tuple(sessions)).where("f")
+    # The flagged readings are few: join them to the readings by (ts, seq), two integers, which is
+    # cheaper than hashing the session id of every reading in range (a state carries its reading's
+    # ts, and ts + seq of one sensor never repeat across sessions in practice).
+    line = conn.execute(f"""
+        WITH b AS (
+            SELECT arg_min(ts, value) AS lo_ts, min(value) AS lo, arg_max(ts, value) AS hi_ts, max(value) AS hi
+            FROM readings r WHERE sensor = ? AND ts >= ? AND ts <= ? AND {rw}
+            GROUP BY least((epoch_us(ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1))
+        SELECT lo_ts AS ts, lo AS value FROM b UNION ALL SELECT hi_ts, hi FROM b""",
+        [sensor, start, end, *rp, start, buckets, span_us, buckets]).df()
+    marks = conn.execute(f"""
+        WITH f AS (SELECT session_id, seq, ts, detector, score FROM states f
+                   WHERE sensor = ? AND ts >= ? AND ts <= ? AND state = 'anomaly' AND {sw})
+        SELECT r.ts, r.value, f.detector, f.score, f.session_id, f.seq,
+               string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.session_id, f.seq) AS flagged_by
+        FROM f JOIN readings r ON r.ts = f.ts AND r.seq = f.seq
+        WHERE r.sensor = ? AND r.ts >= ? AND r.ts <= ? AND {rw}
+        ORDER BY r.ts, f.detector""",
+        [sensor, start, end, *sp, sensor, start, end, *rp]).df()
+    if not marks.empty:
+        line = pd.concat([line, marks[["ts", "value"]]], ignore_index=True)
+    return line.drop_duplicates().sort_values("ts", ignore_index=True), marks
 
 
 def initializing_spans(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime,
@@ -155,35 +151,37 @@ def initializing_spans(conn: duckdb.DuckDBPyConnection, sensor: str, start: date
 
 # --- health ------------------------------------------------------------------------------------
 
-def health(conn: duckdb.DuckDBPyConnection, now: datetime, rate_window_s: float = 60.0) -> pd.DataFrame:
-    """Per sensor: last reading time, its age in seconds at `now`, readings/s over the last
-    `rate_window_s`, and readings not yet judged by the slowest detector."""
+def health(conn: duckdb.DuckDBPyConnection, now: datetime, rate_window_s: float = 60.0,
+           horizon: timedelta = timedelta(days=1)) -> pd.DataFrame:
+    """Per sensor heard from within `horizon` of `now`: last reading time, its age in seconds,
+    and readings/s over the last `rate_window_s`. Only the horizon is read (zone maps skip the
+    rest), so a refresh costs the same on a year of history."""
     return conn.execute("""
-        WITH last AS (SELECT sensor, max(ts) AS last_ts FROM readings GROUP BY sensor),
-        recent AS (SELECT sensor, count(*) AS n FROM readings WHERE ts >= ? GROUP BY sensor)
-        SELECT l.sensor, l.last_ts, date_diff('millisecond', l.last_ts, ?::TIMESTAMP) / 1000.0 AS age_s,
-               coalesce(recent.n, 0) / ? AS per_s
-        FROM last l LEFT JOIN recent USING (sensor) ORDER BY l.sensor""",
-        [now - timedelta(seconds=rate_window_s), now, rate_window_s]).df()
+        SELECT sensor, max(ts) AS last_ts, date_diff('millisecond', max(ts), ?::TIMESTAMP) / 1000.0 AS age_s,
+               count(*) FILTER (WHERE ts >= ?) / ? AS per_s
+        FROM readings WHERE ts >= ? GROUP BY sensor ORDER BY sensor""",
+        [now, now - timedelta(seconds=rate_window_s), rate_window_s, now - horizon]).df()
 
 
-def detector_lag(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per detector: its latest verdict time and how far it is behind the newest reading (the
-    workers' status as the data shows it)."""
+def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
+                 horizon: timedelta = timedelta(days=1)) -> pd.DataFrame:
+    """Per detector heard from within `horizon`: its latest verdict time and how far it is behind
+    the newest reading (the workers' status as the data shows it)."""
+    since = (now or utc_now()) - horizon
     return conn.execute("""
         SELECT detector, max(ts) AS last_verdict,
-               date_diff('millisecond', max(ts), (SELECT max(ts) FROM readings)) / 1000.0 AS behind_s
-        FROM states GROUP BY detector ORDER BY detector""").df()
+               date_diff('millisecond', max(ts), (SELECT max(ts) FROM readings WHERE ts >= ?)) / 1000.0 AS behind_s
+        FROM states WHERE ts >= ? GROUP BY detector ORDER BY detector""", [since, since]).df()
 
 
-def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str) -> pd.DataFrame:
-    """For the newest session of `sensor`: per detector, whether it is still initializing and how
-    many readings it has seen (the seed's "initialisation i/N")."""
+def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
+    """For the newest session of `sensor` since `since`: per detector, how many readings it has
+    judged and whether it is still initializing (the seed's "initialisation i/N")."""
     return conn.execute("""
-        WITH cur AS (SELECT session_id FROM readings WHERE sensor = ? ORDER BY ts DESC LIMIT 1)
+        WITH cur AS (SELECT arg_max(session_id, ts) AS session_id FROM readings WHERE sensor = ? AND ts >= ?)
         SELECT detector, count(*) AS seen, arg_max(state, seq) = 'initializing' AS initializing
-        FROM states WHERE sensor = ? AND session_id = (SELECT session_id FROM cur)
-        GROUP BY detector ORDER BY detector""", [sensor, sensor]).df()
+        FROM states WHERE sensor = ? AND ts >= ? AND session_id = (SELECT session_id FROM cur)
+        GROUP BY detector ORDER BY detector""", [sensor, since, sensor, since]).df()
 
 
 def rejects_count(conn: duckdb.DuckDBPyConnection, since: datetime | None = None) -> int:

@@ -23,7 +23,8 @@ def _us(t: datetime) -> int:
     return int(t.replace(tzinfo=timezone.utc).timestamp() * 1e6)
 
 
-def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s: float = 1.0) -> dict:
+def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s: float = 1.0,
+            hostile: bool = True) -> dict:
     """Write the data; returns what the tests check against: session ids and their start times."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     init_db(db_path)
@@ -69,7 +70,8 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
             batch.rejects[(session, 100_000 + j)] = (_us(t), "not_a_number", "humidite!4x.2")
     # a sensor name that would be a formula in a spreadsheet, with a flagged reading
     t = now - timedelta(seconds=30)
-    batch.readings[("live-c3", 99_999)] = ("=cmd|' /C calc'!A0", _us(t), -3.5)
-    batch.states[("live-c3", 99_999, "dbscan")] = ("=cmd|' /C calc'!A0", _us(t), "anomaly", 0.99)
+    if hostile:
+        batch.readings[("live-c3", 99_999)] = ("=cmd|' /C calc'!A0", _us(t), -3.5)
+        batch.states[("live-c3", 99_999, "dbscan")] = ("=cmd|' /C calc'!A0", _us(t), "anomaly", 0.99)
     write_batch(db_path, batch)
     return {"now": now, "sessions": {s: start for s, start, _ in sessions}}

@@ -43,6 +43,14 @@ def json_message(topic: str, key: str | None, payload) -> Message:
     return Message(topic, key, json.dumps(payload, separators=(",", ":")))
 
 
+def states_message(sensor: str, readings: Sequence[Message], states: Sequence) -> Message:
+    """One message with the states of many readings of one sensor (`states[i]` is
+    [[detector, state, score], ...] for `readings[i]`): one encoding per polled batch rather than per
+    reading. Payload: {"sensor": ..., "rows": [[session, seq, ts_us, states], ...]}."""
+    rows = [[m.headers["session"], int(m.headers["seq"]), int(m.headers["ts_us"]), s] for m, s in zip(readings, states)]
+    return json_message(STATES, sensor, {"sensor": sensor, "rows": rows})
+
+
 class Producer(abc.ABC):
     @abc.abstractmethod
     def send(self, messages: Iterable[Message]) -> None:

@@ -1,0 +1,127 @@
+"""Chart query time against stored size: `python -m bench.bench_queries [--sizes 100000,1000000,10000000]`.
+
+Generates readings straight into a DuckDB file in a temporary folder with SQL (`range()`), with the
+store's schema (primary keys included), 20 sensors at 100 readings/s in all ending now, and two
+detectors' states for every reading (about 0.1 % flagged). At each size it times what the Live view
+asks per sensor chart (`lib.queries.chart_data`: the line thinned to 600 buckets and every flagged
+reading) over three spans, on an open read-only connection as one Live refresh uses it; opening
+that connection (once per refresh, whatever the number of charts) is timed on its own. The
+skeleton's way (every reading and state of the span) is timed for comparison. Wall-clock p50/p95 over `--repeat` runs, and the process's
+CPU time per query (both threads), in milliseconds: on a shared, busy machine the wall time
+includes waiting for a core, the CPU time does not.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from lib import queries
+from lib.storage import SCHEMA, read_db
+
+SENSORS = 20
+STEP_US = 10_000            # 100 readings/s in all, 5/s per sensor
+SPANS = {"5 min": 5, "1 h": 60, "24 h": 1440}
+
+
+def grow(path: Path, start: int, stop: int, end_us: int, total: int) -> None:
+    """Add readings start..stop-1 (and their states); reading `total - 1` lands at `end_us`."""
+    conn = duckdb.connect(str(path))
+    try:
+        conn.execute("BEGIN")
+        conn.execute(f"""
+            INSERT INTO readings
+            SELECT 'bench-' || (i // 1000000), i, 'sensor' || lpad((i % {SENSORS})::VARCHAR, 2, '0'),
+                   make_timestamp({end_us} - ({total} - 1 - i) * {STEP_US}),
+                   50 + 10 * sin(i / 50000.0) + (hash(i) % 100) / 50.0 + CASE WHEN i % 997 = 0 THEN 40 ELSE 0 END
+            FROM range({start}, {stop}) t(i)""")
+        conn.execute(f"""
+            INSERT INTO states
+            SELECT r.session_id, r.seq, r.sensor, r.ts, d.detector,
+                   CASE WHEN r.seq % 1000000 < 20 THEN 'initializing'
+                        WHEN r.seq % d.every = 0 OR r.seq % 997 = 0 THEN 'anomaly' ELSE 'normal' END,
+                   CASE WHEN r.seq % 1000000 < 20 THEN NULL ELSE (hash(r.seq) % 1000) / 1000.0 END
+            FROM readings r CROSS JOIN (VALUES ('dbscan', 1499), ('iforest', 2003)) d(detector, every)
+            WHERE r.seq >= {start} AND r.seq < {stop}
+            ORDER BY r.seq, d.detector""")  # in time order, as the store writes them
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def timed(fn, repeat: int) -> tuple[float, float, float]:
+    """Wall-clock p50 and p95, and median CPU time, in ms."""
+    times, cpu = [], []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    times.sort()
+    return (statistics.median(times), times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
+            statistics.median(cpu))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000,10000000", help="stored readings, comma-separated")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--naive-max", type=int, default=1_000_000,
+                    help="skip the skeleton's way above this many stored readings (it fetches everything)")
+    args = ap.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    total = sizes[-1]
+    end = queries.utc_now()
+    end_us = int((end - datetime(1970, 1, 1)).total_seconds() * 1e6)
+    print(f"{SENSORS} sensors, 100 readings/s in all ending now, 2 detectors' states per reading; "
+          f"one sensor's chart; {args.repeat} runs each")
+    print(f"{'stored readings':>15} {'file MB':>8} {'span':>6} {'rows drawn':>10} {'marks':>6} "
+          f"{'p50 ms':>7} {'p95 ms':>7} {'CPU ms':>7} {'naive p50':>10} {'naive p95':>10}")
+    worst_p95 = 0.0
+    with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp:
+        path = Path(tmp) / "vigie.duckdb"
+        conn = duckdb.connect(str(path))
+        conn.execute(SCHEMA)
+        conn.close()
+        have = 0
+        for size in sizes:
+            # readings are numbered so that the newest always ends now, whatever the final size
+            grow(path, total - size, total - have, end_us, total)
+            have = size
+            mb = path.stat().st_size / 1e6
+
+            def connect():
+                with read_db(path):
+                    pass
+            c50, c95, ccpu = timed(connect, args.repeat)
+            print(f"{size:>15,} {mb:>8.0f} {'open a read-only connection':>25} {c50:>14.1f} {c95:>7.1f} {ccpu:>7.1f}")
+            sensor = "sensor07"
+            for label, minutes in SPANS.items():
+                since = end - timedelta(minutes=minutes)
+
+                with read_db(path) as c:
+                    line, marks = queries.chart_data(c, sensor, since, end)
+                    p50, p95, cpu = timed(lambda: queries.chart_data(c, sensor, since, end), args.repeat)
+                    n50 = n95 = float("nan")
+                    if size <= args.naive_max:
+                        n50, n95, _ = timed(lambda: (queries.recent_readings(c, sensor, since),
+                                                     queries.recent_states(c, sensor, since)),
+                                            max(3, args.repeat // 4))
+                worst_p95 = max(worst_p95, p95)
+                print(f"{size:>15,} {mb:>8.0f} {label:>6} {len(line):>10,} {len(marks):>6} "
+                      f"{p50:>7.1f} {p95:>7.1f} {cpu:>7.1f} {n50:>10.1f} {n95:>10.1f}", flush=True)
+    load = os.getloadavg()[0]
+    print(f"worst chart query p95: {worst_p95:.1f} ms (target: under 100 ms with 10 million readings stored); "
+          f"load average {load:.1f} on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

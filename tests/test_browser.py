@@ -1,0 +1,162 @@
+"""The operator page in a real browser: Debian's chromium driven by Playwright opens the page
+served by `streamlit run` on a prepared DuckDB, waits for the chart, downloads the anomalies CSV
+and saves screenshots under test-artifacts/ (kept out of git).
+
+`python -m tests.test_browser DIR` serves the same prepared data and saves a screenshot of every
+view into DIR (how docs/screenshots/ is made).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from lib.config import PROJECT_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+VIEWS = ["Live", "Compare", "Sessions", "Anomalies", "Labels"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(data_dir: Path, extra_env: dict | None = None):
+    """`streamlit run app.py` on 127.0.0.1 with VIGIE_PATHS_DATA_DIR=data_dir; stopped on exit."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+    env.update(VIGIE_PATHS_DATA_DIR=str(data_dir), **(extra_env or {}))
+    streamlit = Path(sys.executable).parent / "streamlit"
+    log = open(data_dir / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [str(streamlit), "run", str(PROJECT_ROOT / "app.py"), "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start: {(data_dir / 'streamlit.log').read_text()}")
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def open_view(page, view: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
+    page.get_by_role("heading", name=view if view != "Compare" else "Compare algorithms").first.wait_for()
+    page.wait_for_load_state("networkidle")
+
+
+def wait_for_charts(page, n: int = 1) -> None:
+    """A Vega chart has drawn when its canvas or svg exists inside the chart element."""
+    page.wait_for_function(
+        "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
+        "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= n", arg=n)
+
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps")
+
+
+def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_path):
+    from lib.config import load_config
+    from tests.appdata import prepare
+    data_dir = tmp_path / "data"
+    info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with served(data_dir) as url, browser_page() as page:
+        page.goto(url)
+        page.get_by_role("heading", name="Live").first.wait_for()
+        wait_for_charts(page, 3)
+        page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
+
+        open_view(page, "Anomalies")
+        button = page.get_by_test_id("stDownloadButton").filter(has_text="Download CSV (anomalies)")
+        with page.expect_download() as download:
+            button.click()
+        saved = ARTIFACTS / "browser-anomalies.csv"
+        download.value.save_as(saved)
+        page.screenshot(path=str(ARTIFACTS / "browser-anomalies.png"), full_page=True)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"), newline="")))
+    # every flagged (reading, algorithm) of the prepared data, the hostile sensor name made harmless
+    from lib.storage import read_db
+    with read_db(data_dir / "vigie.duckdb") as conn:
+        flagged = conn.execute("SELECT count(*) FROM states WHERE state = 'anomaly'").fetchone()[0]
+    assert len(rows) == flagged > 100
+    assert {r["session_id"] for r in rows} == set(info["sessions"])
+    assert all(not r["sensor"].startswith(("=", "+", "-", "@")) for r in rows)
+    assert any(r["sensor"] == "'=cmd|' /C calc'!A0" for r in rows)
+
+
+def screenshots(out: Path) -> None:
+    """Every view of the page on the prepared data, for the README."""
+    import tempfile
+    from datetime import datetime, timezone
+
+    from lib.config import load_config
+    from tests.appdata import prepare
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path,
+                now=datetime.now(timezone.utc).replace(tzinfo=None), hostile=False)
+        with served(data_dir) as url, browser_page(1400, 1500) as page:
+            page.goto(url)
+            page.get_by_role("heading", name="Live").first.wait_for()
+            wait_for_charts(page, 3)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "live.png"))
+            for view in VIEWS[1:]:
+                open_view(page, view)
+                if view == "Compare":
+                    page.get_by_test_id("stSidebar").get_by_text("All sessions").click()
+                    page.get_by_role("option", name="20261127T140000-b2").click()
+                    page.wait_for_load_state("networkidle")
+                    wait_for_charts(page, 2)
+                    page.get_by_role("button", name="Replay").click()
+                    wait_for_charts(page, 3)
+                page.wait_for_timeout(2000)
+                page.screenshot(path=str(out / f"{view.lower()}.png"))
+
+
+if __name__ == "__main__":
+    screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots"))
