@@ -40,13 +40,16 @@ def now_us() -> int:
 
 class SerialProducer:
     """`find_port`, when given, is asked for the device again before each reconnect (`--port auto`:
-    a replugged board may come back under another name)."""
+    a replugged board may come back under another name). With `ack`, each flush is acknowledged
+    back on the port (`ACK <bytes of complete lines read since open> LF`): the simulated board then
+    resends whatever a producer killed with -9 had read but not stored. Off for real boards."""
 
     def __init__(self, out: Producer, port: str, baud: int, timeout: float = 0.5,
                  max_line: int = protocol.MAX_LINE, session_id: str | None = None,
-                 find_port: Callable[[], str] | None = None):
+                 find_port: Callable[[], str] | None = None, ack: bool = False):
         self.out, self.port, self.baud, self.timeout, self.max_line = out, port, baud, timeout, max_line
         self.find_port = find_port
+        self.ack = ack
         self.session = session_id or new_session_id()
         self.seq = 0
         self.counts = {"readings": 0, "rejects": 0, "gaps": 0}
@@ -77,11 +80,13 @@ class SerialProducer:
                 "session": self.session, "seq": self.seq, "ts_us": ts_us,
                 "reason": parsed.reason, "raw": parsed.raw})])
 
-    def maybe_flush(self, force: bool = False) -> None:
+    def maybe_flush(self, force: bool = False) -> bool:
         now = time.monotonic()
         if force or now - self._last_flush >= FLUSH_INTERVAL_S:
             self.out.flush()
             self._last_flush = now
+            return True
+        return False
 
     # -- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -134,6 +139,15 @@ class SerialProducer:
             self.maybe_flush(force=True)
             log.info("session %s ended: %s", self.session, self.counts)
 
+    def _acknowledge(self, port: serial.Serial, done: int) -> int:
+        """Tell the board that `done` bytes are stored; 0 when the board did not take it."""
+        try:
+            port.write(b"\x06%d\n" % done)
+        except serial.SerialTimeoutException:
+            log.debug("acknowledgement of %d bytes not taken", done)
+            return 0
+        return done
+
     def _gap(self, start_us: int, end_us: int, reason: str) -> None:
         self.counts["gaps"] += 1
         self._event({"event": "gap", "start_us": start_us, "end_us": end_us, "reason": reason})
@@ -142,6 +156,10 @@ class SerialProducer:
 
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         splitter = LineSplitter(self.max_line)
+        read_total = acked = 0
+        if self.ack:
+            # An acknowledgement the board is slow to take is skipped, never waited for.
+            port.write_timeout = 0.05
         try:
             while not stop.is_set():
                 # Read what is waiting in one call rather than byte by byte (pyserial's readline):
@@ -151,11 +169,24 @@ class SerialProducer:
                     waiting = port.in_waiting
                     if waiting:
                         data += port.read(waiting)
+                    read_total += len(data)
                     ts = now_us()
                     for line, too_long in splitter.feed(data):
                         self.handle_line(line, ts, too_long=too_long)
-                # Nothing more waiting: make what was read durable before blocking on the port.
-                self.maybe_flush(force=not port.in_waiting)
+                done = read_total - splitter.pending()
+                if not self.ack:
+                    # Nothing more waiting: make what was read durable before blocking on the port,
+                    # since what a kill -9 loses is what was read and not yet flushed.
+                    self.maybe_flush(force=not port.in_waiting)
+                    continue
+                # With acknowledgements a kill loses nothing read (the board resends what was not
+                # acknowledged) but duplicates what was committed and not yet acknowledged: flush
+                # at a steady pace, letting the port's buffer batch the lines, so that the few
+                # milliseconds of a commit are a small share of the time.
+                if done > acked and not port.in_waiting:
+                    stop.wait(max(0.0, FLUSH_INTERVAL_S - (time.monotonic() - self._last_flush)))
+                if done > acked and self.maybe_flush():
+                    acked = self._acknowledge(port, done) or acked
         finally:
             partial = splitter.take_partial()
             if partial.strip():

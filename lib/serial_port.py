@@ -105,6 +105,10 @@ class LineSplitter:
             else:
                 out.append((line, False))
 
+    def pending(self) -> int:
+        """Bytes fed that are not yet part of a complete line."""
+        return len(self._buf) + self._overflow
+
     def take_partial(self) -> bytes:
         """The incomplete line left when the port went away (empty if none)."""
         rest = bytes(self._buf)

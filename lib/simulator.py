@@ -32,6 +32,8 @@ from lib.protocol import format_line, valid_topic
 
 log = logging.getLogger(__name__)
 
+ACK = b"\x06"  # what a reader writes back, with a byte count, for what it has stored
+
 ANOMALY_KINDS = ("spike", "dip", "level_shift", "drift", "flatline", "noise", "dropout", "malformed")
 
 
@@ -316,6 +318,11 @@ class PseudoBoard:
     back out of the terminal and sent again, from the start of the first line it had not taken
     whole, so no line written is lost to a reader's crash (lines a reader took but did not make
     durable are the reader's loss).
+
+    A reader may also acknowledge what it has made durable by writing `ACK <n> LF` (ACK being the
+    0x06 byte) back to the port, n counting bytes of complete lines since it opened the port (Vigie's
+    producer does on the simulator). The board then resends from the last acknowledged byte, so a
+    reader killed between reading lines and storing them loses none of them either.
     """
 
     TAIL_MAX = 1 << 20       # recent bytes kept to resend from; far more than a terminal buffers
@@ -326,6 +333,10 @@ class PseudoBoard:
         self.master: int | None = None
         self.name: str | None = None
         self._tail = bytearray()     # bytes handed to the terminal lately (a suffix of the stream)
+        self._tail_base = 0          # stream offset of _tail[0]
+        self._conn_base = 0          # stream offset where the current reader's bytes start
+        self._acked: int | None = None  # stream offset up to which the current reader acknowledged
+        self._ack_buf = bytearray()
         self._backlog = bytearray()  # bytes to write before anything new
         self.resent = 0              # bytes sent again after a reader's crash
 
@@ -343,6 +354,7 @@ class PseudoBoard:
             os.close(slave)
         os.set_blocking(master, False)
         self.master = master
+        self._tail_base += len(self._tail)
         self._tail.clear()
         self.link.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.link.with_name(self.link.name + ".tmp")
@@ -386,17 +398,36 @@ class PseudoBoard:
     def reader_present(self) -> bool:
         return self.master is not None and not self._poll(0) & select.POLLHUP
 
-    def _packets(self) -> int:
-        """Read pending packet-mode status bytes; their flags OR-ed."""
+    def _packets(self, opening: bool = False) -> int:
+        """Read what the reader side sent: packet-mode status bytes (returned, OR-ed) and data,
+        in which acknowledgements are looked for. A flush seen when no reader was expected
+        (`opening` False) is a new reader that came before the board saw the old one go."""
         flags = 0
         while True:
             try:
                 packet = os.read(self.master, 4096)
             except (BlockingIOError, OSError):
-                return flags
+                break
             if not packet:
-                return flags
-            flags |= packet[0]
+                break
+            if packet[0] == termios.TIOCPKT_DATA:
+                self._take_acks(packet[1:])
+            else:
+                flags |= packet[0]
+        if not opening and flags & termios.TIOCPKT_FLUSHREAD:
+            log.warning("a new reader opened the port before the board saw the last one go; "
+                        "what that one left unread was flushed")
+            self._connected()
+        return flags
+
+    def _take_acks(self, data: bytes) -> None:
+        self._ack_buf += data
+        *complete, rest = self._ack_buf.split(b"\n")
+        self._ack_buf = bytearray(rest[-64:])
+        for token in reversed(complete):
+            if token[:1] == ACK and token[1:].isdigit():
+                self._acked = max(self._acked or 0, self._conn_base + int(token[1:]))
+                return
 
     def wait_for_reader(self, stop, timeout: float | None = None) -> bool:
         """Block until a reader opens the port and flushes its input (pyserial does on open);
@@ -412,13 +443,19 @@ class PseudoBoard:
                 stop.wait(0.02)  # POLLHUP does not block: sleep between looks
                 continue
             present_since = present_since or time.monotonic()
-            if events & select.POLLIN and self._packets() & termios.TIOCPKT_FLUSHREAD:
+            if events & select.POLLIN and self._packets(opening=True) & termios.TIOCPKT_FLUSHREAD:
                 log.info("reader opened the port")
-                return True
+                return self._connected()
             if time.monotonic() - present_since >= self.FLUSH_GRACE_S:
                 log.info("reader on the port (no flush seen)")
-                return True
+                return self._connected()
         return False
+
+    def _connected(self) -> bool:
+        self._conn_base = self._tail_base + len(self._tail)
+        self._acked = None
+        self._ack_buf.clear()
+        return True
 
     def idle(self, seconds: float) -> bool:
         """Wait up to `seconds` between lines, returning early (False) if the reader goes away."""
@@ -465,7 +502,9 @@ class PseudoBoard:
             quiet = 0
             while quiet < 2:
                 time.sleep(0.01)
-                got = 0
+                acked = self._acked
+                self._packets()  # the last acknowledgements the reader wrote before it went
+                got = int(self._acked != acked)
                 while True:
                     try:
                         chunk = os.read(fd, 65536)
@@ -478,18 +517,22 @@ class PseudoBoard:
                 quiet = quiet + 1 if not got else 0
         finally:
             os.close(fd)
-        if not left:
-            return 0
         cut = len(self._tail) - len(left)
         if cut < 0 or self._tail[cut:] != left:
-            log.warning("%d unread bytes do not match what was sent; dropped", len(left))
-            return 0
-        start = self._tail.rfind(b"\n", 0, cut) + 1
+            log.warning("%d unread bytes do not match what was sent; resending from the last acknowledgement",
+                        len(left))
+            cut = len(self._tail)
+        start = self._tail.rfind(b"\n", 0, cut) + 1 if left else cut
+        if self._acked is not None:
+            start = max(0, min(start, self._acked - self._tail_base))
         again = bytes(self._tail[start:])
         del self._tail[start:]
+        self._acked = None
+        if not again:
+            return 0
         self._backlog[:0] = again
         self.resent += len(again)
-        log.info("requeued %d bytes the reader did not take (%d of them unread)", len(again), len(left))
+        log.info("requeued %d bytes the reader did not store (%d of them unread)", len(again), len(left))
         return len(again)
 
     # -- writing ------------------------------------------------------------------------------
@@ -498,8 +541,11 @@ class PseudoBoard:
         written stays queued) or on stop."""
         self._backlog += data
         while True:
-            if stop.is_set() or self._poll(0) & select.POLLHUP:
+            events = self._poll(0)
+            if stop.is_set() or events & select.POLLHUP:
                 return False
+            if events & select.POLLIN:
+                self._packets()
             if not self._backlog:
                 return True
             try:
@@ -513,7 +559,9 @@ class PseudoBoard:
             self._tail += self._backlog[:n]
             del self._backlog[:n]
             if len(self._tail) > self.TAIL_MAX:
-                del self._tail[: len(self._tail) - self.TAIL_MAX // 2]
+                drop = len(self._tail) - self.TAIL_MAX // 2
+                del self._tail[:drop]
+                self._tail_base += drop
 
     def close(self) -> None:
         """Stop: let the reader take what was sent, then unplug."""

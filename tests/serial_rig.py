@@ -58,9 +58,9 @@ class Rig:
         self.threads.append((t, stop))
         return producer
 
-    def producer_process(self, port: Path) -> subprocess.Popen:
+    def producer_process(self, port: Path, *args: str) -> subprocess.Popen:
         env = dict(os.environ, VIGIE_PATHS_DATA_DIR=str(self.data), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "workers.producer", "--port", str(port)], cwd=PROJECT_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "workers.producer", "--port", str(port), *args], cwd=PROJECT_ROOT,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc

@@ -17,6 +17,8 @@ def main(argv=None) -> int:
     ap.add_argument("--port", help="device path, 'auto' to find an Arduino, 'sim' for the simulator")
     ap.add_argument("--baud", type=int)
     ap.add_argument("--timeout", type=float)
+    ap.add_argument("--ack", action="store_true",
+                    help="acknowledge stored lines back on the port (on by itself for the simulator)")
     args = ap.parse_args(argv)
     try:
         overrides = {k: v for k, v in (("port", args.port), ("baud", args.baud), ("timeout", args.timeout)) if v is not None}
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     find_port = (lambda: resolve_port("auto", config.sim_port_link)) if config.serial.port == "auto" else None
     try:
         SerialProducer(out, port, config.serial.baud, config.serial.timeout, config.serial.max_line,
-                       find_port=find_port).run(stop)
+                       find_port=find_port, ack=args.ack or config.serial.port == "sim").run(stop)
     except PortError as exc:
         log.error("%s", exc)
         return 2
