@@ -213,9 +213,15 @@ def replay_panel(f: Filters) -> None:
         st.caption("No stored session to replay.")
         return
     c1, c2, c3 = st.columns(3)
-    session = c1.selectbox("Session", ids, index=ids.index(f.sessions[0]) if f.sessions else 0, key="replay_session")
-    sensor = c2.selectbox("Sensor", f.sensors or all_sensors, key="replay_sensor")
-    name = c3.selectbox("Algorithm", sorted(detectors.REGISTRY), key="replay_detector")
+    session = c1.selectbox("Session", ids, index=ids.index(f.sessions[0]) if f.sessions else 0,
+                           key=f"replay_session_{f.sessions}")
+    in_session = query(str(DB), "session_sensors", session)
+    sensor = c2.selectbox("Sensor", [s for s in in_session if not f.sensors or s in f.sensors] or in_session,
+                          key="replay_sensor")
+    ran_live = [d for d in all_detectors if d in detectors.REGISTRY]
+    names = ran_live + sorted(set(detectors.REGISTRY) - set(ran_live))
+    name = c3.selectbox("Algorithm", names, key="replay_detector",
+                        help="Those that ran live come first; the others are replayed alone.")
     default = sensor_plan(config, sensor).get(name, {})
     text = st.text_input("Parameters (JSON)", value=json.dumps(default), key=f"replay_params_{name}",
                          help="The detector's constructor parameters, plus `threshold`.")

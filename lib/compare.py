@@ -80,5 +80,6 @@ def replay_vs_live(series: pd.DataFrame, replayed: pd.DataFrame, live: pd.DataFr
     a = judged["replay"] == STATE_ANOMALY
     b = judged["live"] == STATE_ANOMALY
     counts = dict(n11=int((a & b).sum()), n10=int((a & ~b).sum()), n01=int((~a & b).sum()), n00=int((~a & ~b).sum()))
-    return {"rows": merged, "replay_flagged": int(a.sum()), "live_flagged": int(b.sum()),
+    return {"rows": merged, "replay_flagged": int((merged["replay"] == STATE_ANOMALY).sum()),
+            "live_flagged": int((merged["live"] == STATE_ANOMALY).sum()),
             "judged": len(judged), **counts, "jaccard": jaccard(**counts), "kappa": kappa(**counts)}

@@ -363,6 +363,11 @@ def scores_vs_truth(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame
         FROM m GROUP BY detector ORDER BY detector""", [*params, *tparams]).df()
 
 
+def session_sensors(conn: duckdb.DuckDBPyConnection, session: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT sensor FROM readings WHERE session_id = ? ORDER BY sensor",
+                                       [session]).fetchall()]
+
+
 def session_series(conn: duckdb.DuckDBPyConnection, session: str, sensor: str) -> pd.DataFrame:
     """All readings of one sensor in one session, in order (what a replay feeds a detector)."""
     return conn.execute("""

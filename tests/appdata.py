@@ -73,5 +73,13 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
     if hostile:
         batch.readings[("live-c3", 99_999)] = ("=cmd|' /C calc'!A0", _us(t), -3.5)
         batch.states[("live-c3", 99_999, "dbscan")] = ("=cmd|' /C calc'!A0", _us(t), "anomaly", 0.99)
+    # two operator labels on the oldest session: a false alarm rejected, a missed anomaly marked
+    old = sessions[0][0]
+    flagged = sorted(k for k, v in batch.states.items() if k[0] == old and k[2] == "iforest" and v[2] == "anomaly")
+    normal = sorted(k for k, v in batch.states.items() if k[0] == old and k[2] == "dbscan" and v[2] == "normal")
+    for (session, seq, det), verdict in ((flagged[0], "rejected"), (normal[100], "missed")):
+        sensor, ts_us = batch.readings[(session, seq)][:2]
+        batch.labels[(session, seq)] = (sensor, ts_us, verdict, det if verdict == "rejected" else None,
+                                        "prepared", _us(now))
     write_batch(db_path, batch)
     return {"now": now, "sessions": {s: start for s, start, _ in sessions}}

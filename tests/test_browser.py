@@ -130,15 +130,16 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_p
 def screenshots(out: Path) -> None:
     """Every view of the page on the prepared data, for the README."""
     import tempfile
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     from lib.config import load_config
     from tests.appdata import prepare
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
+        # data ending a little ahead, so the sensors are not yet silent once the server is up
         prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path,
-                now=datetime.now(timezone.utc).replace(tzinfo=None), hostile=False)
+                now=datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=20), hostile=False)
         with served(data_dir) as url, browser_page(1400, 1500) as page:
             page.goto(url)
             page.get_by_role("heading", name="Live").first.wait_for()
@@ -148,7 +149,7 @@ def screenshots(out: Path) -> None:
             for view in VIEWS[1:]:
                 open_view(page, view)
                 if view == "Compare":
-                    page.get_by_test_id("stSidebar").get_by_text("All sessions").click()
+                    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
                     page.get_by_role("option", name="20261127T140000-b2").click()
                     page.wait_for_load_state("networkidle")
                     wait_for_charts(page, 2)
