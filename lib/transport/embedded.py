@@ -2,7 +2,8 @@
 
 SQLite (in WAL mode) lets several processes append and read one file safely, and a transaction
 is atomic: a detector worker stores its outputs and moves its committed offset together, so a
-crash can neither lose a reading nor judge one twice. Offsets are the log's row ids; SQLite
+crash can neither lose a reading nor judge one twice. A row holds many messages of one topic (one
+flush); a message's offset is (row id << SHIFT) + its index in the row. SQLite
 serialises writers, so a later commit always gets higher offsets and a reader never skips one.
 
 Each consumer group has one member here (a lock file enforces it); Kafka is how a group grows.
@@ -20,18 +21,22 @@ from typing import Iterable, Sequence
 from lib.transport.base import Consumer, Message, Producer, Transport
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    offset  INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS log (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
     topic   TEXT NOT NULL,
-    key     TEXT,
-    value   TEXT NOT NULL,
-    headers TEXT,
     sensor  INTEGER NOT NULL,        -- 1 for a sensor topic, 0 for an internal one
+    n       INTEGER NOT NULL,        -- messages in this row
+    body    TEXT NOT NULL,           -- the messages, oldest first (see _encode)
     ts      REAL NOT NULL            -- append time, for retention
 );
-CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic, offset);
-CREATE TABLE IF NOT EXISTS offsets (grp TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS log_topic ON log (topic, id);
+CREATE TABLE IF NOT EXISTS positions (grp TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 """
+
+# A message's offset is (row id << SHIFT) + its index in the row: offsets stay increasing integers,
+# and a consumer can stop (and commit) in the middle of a row.
+SHIFT = 20
+ROW_MAX = (1 << SHIFT) - 1
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -45,13 +50,61 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _encode(msgs: list[Message]) -> str:
+    """Messages of one topic as one JSON object, column by column: {"k": key, or [keys] when they
+    differ, "v": [values], "hc": {header: value shared by all}, "hv": {header: [values]}}; messages
+    whose header names differ fall back to "h": [headers]. Half the bytes of a list of messages, and
+    several times cheaper to encode and decode."""
+    keys = [m.key for m in msgs]
+    body: dict = {"k": keys[0] if keys.count(keys[0]) == len(keys) else keys, "v": [m.value for m in msgs]}
+    names = msgs[0].headers.keys()
+    if all(m.headers.keys() == names for m in msgs):
+        hc, hv = {}, {}
+        for name in names:
+            col = [m.headers[name] for m in msgs]
+            if col.count(col[0]) == len(col):
+                hc[name] = col[0]
+            else:
+                hv[name] = col
+        body["hc"], body["hv"] = hc, hv
+    else:
+        body["h"] = [m.headers for m in msgs]
+    return json.dumps(body, separators=(",", ":"))
+
+
 def _rows(messages: Iterable[Message], now: float):
+    """One log row per topic per flush, holding all of that topic's messages in order: one SQLite
+    row and one JSON encoding per row instead of per message (the per-message costs were most of
+    the transport's time at 20,000 readings/s)."""
+    by_topic: dict[str, list[Message]] = {}
     for m in messages:
-        yield (m.topic, m.key, m.value, json.dumps(m.headers) if m.headers else None,
-               0 if m.topic.startswith("_vigie.") else 1, now)
+        by_topic.setdefault(m.topic, []).append(m)
+    for topic, msgs in by_topic.items():
+        sensor = 0 if topic.startswith("_vigie.") else 1
+        for i in range(0, len(msgs), ROW_MAX):
+            part = msgs[i:i + ROW_MAX]
+            yield topic, sensor, len(part), _encode(part), now
 
 
-_INSERT = "INSERT INTO messages (topic, key, value, headers, sensor, ts) VALUES (?, ?, ?, ?, ?, ?)"
+def _unpack(row_id: int, topic: str, body: str) -> list[Message]:
+    d = json.loads(body)
+    values = d["v"]
+    n = len(values)
+    keys = d["k"] if isinstance(d["k"], list) else [d["k"]] * n
+    if "h" in d:
+        headers = d["h"]
+    else:
+        hc, hv = d["hc"], d["hv"]
+        if hv:
+            names = list(hv)
+            headers = [{**hc, **dict(zip(names, vs))} for vs in zip(*hv.values())]
+        else:
+            headers = [dict(hc) for _ in range(n)]
+    base = row_id << SHIFT
+    return [Message(topic, k, v, h, 0, base + i) for i, (k, v, h) in enumerate(zip(keys, values, headers))]
+
+
+_INSERT = "INSERT INTO log (topic, sensor, n, body, ts) VALUES (?, ?, ?, ?, ?)"
 
 
 class EmbeddedProducer(Producer):
@@ -93,19 +146,33 @@ class EmbeddedConsumer(Consumer):
             cond.append("sensor = 1")
         self._where = " OR ".join(cond) or "0"
         self._params = tuple(topics)
-        row = self._conn.execute("SELECT offset FROM offsets WHERE grp = ?", (group,)).fetchone()
+        row = self._conn.execute("SELECT offset FROM positions WHERE grp = ?", (group,)).fetchone()
         self.committed = row[0] if row else 0
         self.position = self.committed
 
     def poll(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
         deadline = time.monotonic() + timeout
         while True:
-            rows = self._conn.execute(
-                f"SELECT offset, topic, key, value, headers FROM messages WHERE offset > ? AND ({self._where})"
-                " ORDER BY offset LIMIT ?", (self.position, *self._params, max_records)).fetchall()
-            if rows:
-                self.position = rows[-1][0]
-                return [Message(t, k, v, json.loads(h) if h else {}, 0, o) for o, t, k, v, h in rows]
+            out: list[Message] = []
+            # Rows from the one holding the position (it may be partly consumed) onwards; the
+            # cursor is read lazily, so only the rows needed for `max_records` are decoded.
+            cur = self._conn.execute(
+                f"SELECT id, topic, body FROM log WHERE id >= ? AND ({self._where}) ORDER BY id",
+                (self.position >> SHIFT, *self._params))
+            try:
+                for row_id, topic, body in cur:
+                    msgs = _unpack(row_id, topic, body)
+                    if msgs and msgs[0].offset <= self.position:
+                        msgs = [m for m in msgs if m.offset > self.position]
+                    out.extend(msgs)
+                    if len(out) >= max_records:
+                        break
+            finally:
+                cur.close()
+            if out:
+                del out[max_records:]
+                self.position = out[-1].offset
+                return out
             if time.monotonic() >= deadline:
                 return []
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
@@ -117,19 +184,28 @@ class EmbeddedConsumer(Consumer):
             self._conn.execute("BEGIN IMMEDIATE")
             if outputs:
                 self._conn.executemany(_INSERT, _rows(outputs, time.time()))
-            self._conn.execute("INSERT INTO offsets (grp, offset) VALUES (?, ?) "
+            self._conn.execute("INSERT INTO positions (grp, offset) VALUES (?, ?) "
                                "ON CONFLICT (grp) DO UPDATE SET offset = excluded.offset",
                                (self.group, self.position))
         self.committed = self.position
 
     def history(self, message: Message, n: int) -> list[Message]:
-        rows = self._conn.execute(
-            "SELECT offset, topic, key, value, headers FROM messages WHERE topic = ? AND offset < ?"
-            " ORDER BY offset DESC LIMIT ?", (message.topic, message.offset, n)).fetchall()
-        return [Message(t, k, v, json.loads(h) if h else {}, 0, o) for o, t, k, v, h in reversed(rows)]
+        found: list[Message] = []
+        cur = self._conn.execute("SELECT id, topic, body FROM log WHERE topic = ? AND id <= ? ORDER BY id DESC",
+                                 (message.topic, message.offset >> SHIFT))
+        try:
+            for row_id, topic, body in cur:
+                found[:0] = [m for m in _unpack(row_id, topic, body) if m.offset < message.offset]
+                if len(found) >= n:
+                    break
+        finally:
+            cur.close()
+        return found[-n:] if n > 0 else []
 
     def lag(self) -> int:
-        return self._conn.execute("SELECT coalesce(max(offset), 0) FROM messages").fetchone()[0] - self.committed
+        """Messages appended after the last commit (any topic)."""
+        return self._conn.execute("SELECT coalesce(sum(n), 0) FROM log WHERE id > ?",
+                                  (self.committed >> SHIFT,)).fetchone()[0]
 
     def close(self) -> None:
         self._conn.close()
@@ -153,11 +229,12 @@ class EmbeddedTransport(Transport):
         try:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                low = conn.execute("SELECT min(offset) FROM offsets").fetchone()[0]
+                low = conn.execute("SELECT min(offset) FROM positions").fetchone()[0]
                 if low is None:
                     return 0
-                cur = conn.execute("DELETE FROM messages WHERE offset <= ? AND ts < ?",
-                                   (low, time.time() - older_than_s))
+                # Rows below the lowest group's row are fully consumed by every group.
+                cur = conn.execute("DELETE FROM log WHERE id < ? AND ts < ?",
+                                   (low >> SHIFT, time.time() - older_than_s))
                 return cur.rowcount
         finally:
             conn.close()
