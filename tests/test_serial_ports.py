@@ -1,0 +1,39 @@
+"""Choosing a port: `--port auto` with serial.tools.list_ports, and what the operator is told."""
+from __future__ import annotations
+
+import pytest
+from serial.tools.list_ports_common import ListPortInfo
+
+from lib.serial_port import PortError, find_arduino, resolve_port
+
+
+def port(device: str, vid=None, description="n/a", manufacturer=None) -> ListPortInfo:
+    info = ListPortInfo(device, skip_link_detection=True)
+    info.vid, info.description, info.manufacturer = vid, description, manufacturer
+    return info
+
+
+def test_auto_prefers_an_official_arduino_and_says_which(caplog):
+    ports = [port("/dev/ttyS0"), port("/dev/ttyUSB0", 0x1A86, "USB2.0-Serial"),
+             port("/dev/ttyACM1", 0x2341, "Arduino Uno")]
+    with caplog.at_level("INFO"):
+        assert find_arduino(ports) == "/dev/ttyACM1"
+    assert "chose /dev/ttyACM1 (Arduino Uno)" in caplog.text and "/dev/ttyUSB0" in caplog.text
+
+
+def test_auto_takes_a_clone_by_its_usb_chip_or_name():
+    assert find_arduino([port("/dev/ttyS0"), port("/dev/cu.x", 0x10C4, "CP2102")]) == "/dev/cu.x"
+    assert find_arduino([port("/dev/ttyS5", description="x", manufacturer="Arduino LLC")]) == "/dev/ttyS5"
+
+
+def test_auto_with_no_board_names_the_ports_it_saw():
+    with pytest.raises(PortError, match=r"no Arduino-like serial device found; ports seen: /dev/ttyS0 \(ttyS0\)"):
+        find_arduino([port("/dev/ttyS0", description="ttyS0")])
+    with pytest.raises(PortError, match="ports seen: none"):
+        find_arduino([])
+
+
+def test_port_settings_resolve(tmp_path):
+    link = tmp_path / "run" / "arduino"
+    assert resolve_port("sim", link) == str(link)
+    assert resolve_port("/dev/ttyACM0", link) == "/dev/ttyACM0"
