@@ -62,7 +62,7 @@ class Judge:
         return sensor in self._sensors
 
     def history_needed(self, sensor: str) -> int:
-        return max([d.warmup for _, d, _ in self._setup(sensor)] + [self._rule_state(sensor).rules.history_needed])
+        return max([d.history for _, d, _ in self._setup(sensor)] + [self._rule_state(sensor).rules.history_needed])
 
     def _rule_state(self, sensor: str) -> RuleState:
         found = self._rules.get(sensor)

@@ -190,10 +190,13 @@ def truth_windows(times: np.ndarray, spans: list[tuple[float, float]], min_rows:
 
 
 def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, seed: int = 0,
-                     min_rows: int = 5) -> list[Series]:
+                     min_rows: int = 5, kinds: Iterable[str] | None = None) -> list[Series]:
     """One labelled series per sensor, generated in-process with the simulator's SignalModel (the
     same signals and injections a live run would write; dropped and malformed readings are absent
-    from the series, as they would be from the stored readings)."""
+    from the series, as they would be from the stored readings). `kinds` keeps only those
+    injections as windows (all by default)."""
+    kinds = set(kinds) if kinds is not None else None
+    from lib.protocol import Parsed, parse_line
     from lib.simulator import SignalModel
     model = SignalModel(scenario, seed=seed)
     dt = 1.0 / rate_per_sensor
@@ -204,15 +207,13 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
         for spec in scenario.sensors:
             line, started = model.line(spec, t)
             for inj in started:
-                spans[inj.sensor].append((inj.start, max(inj.end, inj.start)))
+                if kinds is None or inj.kind in kinds:
+                    spans[inj.sensor].append((inj.start, max(inj.end, inj.start)))
             if line is None:
                 continue
-            text = line.decode(errors="replace").strip()
-            try:
-                value = float(text.rsplit("!", 1)[1])
-            except (IndexError, ValueError):
-                continue
-            rows[spec.name].append((t, value))
+            parsed = parse_line(line)   # as the producer parses it: malformed lines are rejects
+            if isinstance(parsed, Parsed) and parsed.sensor == spec.name:
+                rows[spec.name].append((t, parsed.value))
     out = []
     for name, r in rows.items():
         times = np.array([t for t, _ in r])

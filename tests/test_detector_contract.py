@@ -89,10 +89,11 @@ def test_warmup_history_rebuilds_the_state(name):
     """A restarted worker warms a fresh detector with `warmup` readings of history: it is ready
     at once and (for window detectors, whose state is the window) scores like the original."""
     live, _ = _fresh(name)
-    xs = list(_series(live.warmup * 3, seed=4))
+    xs = list(_series(live.history * 3, seed=4))
     live.learn_many(xs)
     restarted, _ = _fresh(name)
-    restarted.learn_many(xs[-restarted.warmup:])
+    assert restarted.history >= restarted.warmup
+    restarted.learn_many(xs[-restarted.history:])
     assert restarted.ready
     if getattr(live, "seed_window", False) and name != "iforest":
         assert restarted.score_one(55.0) == live.score_one(55.0)

@@ -31,6 +31,12 @@ class Detector(abc.ABC):
     seed_window: ClassVar[bool] = False
 
     @property
+    def history(self) -> int:
+        """Readings of history a restarted worker feeds a fresh detector so it scores as the old
+        one did: the warm-up, or more for detectors whose memory outlasts it."""
+        return self.warmup
+
+    @property
     def ready(self) -> bool:
         return self.seen >= self.warmup
 

@@ -38,6 +38,11 @@ class CUSUMDetector(Detector):
         self._pos = 0.0
         self._neg = 0.0
 
+    @property
+    def history(self) -> int:
+        # the baseline forgets with time constant 1 / alpha: three of those rebuild it closely
+        return max(self.warmup, int(3 / self.alpha))
+
     def _residual(self, x: float) -> float:
         sd = math.sqrt(self._var) if self._var > 0 else max(abs(self._mean) * 1e-3, 1e-6)
         return (x - self._mean) / sd

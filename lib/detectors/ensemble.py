@@ -36,6 +36,10 @@ class EnsembleDetector(Detector):
         self.warmup = max(d.warmup for d in self._dets)
         self.seen = 0
 
+    @property
+    def history(self) -> int:
+        return max(d.history for d in self._dets)
+
     def _reduce(self, scores: np.ndarray) -> np.ndarray:
         return scores.max(axis=0) if self.combine == "max" else scores.mean(axis=0)
 

@@ -13,7 +13,9 @@ detection for streaming data", 2017), which is much of why their detectors top N
    `z / (z + 4.26)` of the tail's normal deviate z: 0.5 is a one-in-100,000 surprise.
 
 Memory is long on purpose (`memory` readings, default 1000): twenty readings are too little
-context for real series. `warmup` readings of history rebuild it after a restart.
+context for real series. Scores count from `warmup` readings (300) on, and the statistics keep
+filling up to `memory`; a restarted worker feeds `history` (memory + horizon) readings, which
+rebuilds the state exactly.
 """
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ class LikelihoodDetector(Detector):
         self._stats = (0.0, 1.0)        # mean and deviation of the surprises, likewise
         self._since = 0
 
+    @property
+    def history(self) -> int:
+        return max(self.warmup, self.memory + self.horizon)
+
     def _surprise(self, x: float) -> float:
         if not self._recent:
             return 0.0
@@ -61,7 +67,9 @@ class LikelihoodDetector(Detector):
     def score_one(self, x: float) -> float:
         z = self._z(x)
         if self.suppress and self._zs:
-            # an anomaly already reported: only a surprise beyond it is news (one alarm per event)
+            # an anomaly already reported in the last `suppress` readings: only a surprise beyond
+            # it is news, so one event raises one alarm rather than a run of them (NAB, and an
+            # operator, count each further alarm outside the event as a false positive)
             z = min(z, z - max(self._zs) + 4.26) if max(self._zs) > 4.26 else z
         return max(0.0, z) / (max(0.0, z) + 4.26)
 
