@@ -45,11 +45,14 @@ def add_message(batch: Batch, msg: Message) -> None:
         log.error("skipping malformed %s message at offset %s: %s", msg.topic, msg.offset, exc)
 
 
+POLL_SLICE = 2000
+
+
 def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: int = 50_000,
               on_flush=None, maintenance=None) -> int:
-    """The single writer's loop: gather messages for `flush_interval`, write them to DuckDB in one
-    transaction, and only then commit the consumer's position (at-least-once; the primary keys
-    make a replay harmless). `maintenance()` runs between batches (retention), in this process
+    """The single writer's loop: gather messages for `flush_interval` (or `max_batch` rows), write
+    them to DuckDB in one transaction, and only then commit the consumer's position (at-least-once;
+    primary keys and watermarks make a replay harmless). `maintenance()` runs between batches (retention), in this process
     because it is the only writer. Returns the number of messages stored."""
     import time
 
@@ -59,9 +62,12 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: 
         stopping = stop.is_set()
         batch, n = Batch(), 0
         deadline = time.monotonic() + flush_interval
-        while n < max_batch:
+        # `max_batch` bounds the rows (memory and write time); a message may carry many rows (a
+        # detector's states for a whole poll), so messages are polled a slice at a time.
+        while len(batch) < max_batch:
             remaining = deadline - time.monotonic()
-            messages = consumer.poll(max_batch - n, max(0.0, remaining) if not stopping else 0.0)
+            messages = consumer.poll(min(POLL_SLICE, max_batch - len(batch)),
+                                     max(0.0, remaining) if not stopping else 0.0)
             for m in messages:
                 add_message(batch, m)
             n += len(messages)
