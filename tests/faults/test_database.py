@@ -1,0 +1,132 @@
+"""Faults around the DuckDB file: an outside reader holding it for several seconds, a full disk,
+and (see test_foreign_file.py) a file that is not ours."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lib.config import PROJECT_ROOT
+from lib.storage import open_checked
+from tests.faults.common import (assert_exactly_once, count, ledger_lines, lost_and_duplicated, report, sim_env,
+                                 wait_all_judged)
+from tests.system import System, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
+
+RATE = 100.0
+
+HOLDER = """
+import sys, time, duckdb
+path, hold = sys.argv[1], float(sys.argv[2])
+while True:
+    try:
+        conn = duckdb.connect(path, read_only=True)
+        break
+    except duckdb.Error as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        time.sleep(0.01)
+print("locked", flush=True)
+time.sleep(hold)
+conn.close()
+print("released", flush=True)
+"""
+
+
+def test_outside_reader_holding_the_file_writers_wait_and_catch_up(tmp_path):
+    ledger = tmp_path / "ledger.txt"
+    holds, hold_s, recoveries, frozen = 3, 6.0, [], []
+    with System(tmp_path, sim_env(ledger, RATE, int(RATE * 600))) as system:
+        wait_for(lambda: count(system.db, "SELECT count(*) FROM states") > 100, 180, interval=0.5,
+                 what="data flowing")
+        for _ in range(holds):
+            holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(system.db), str(hold_s)],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline().strip() == "locked"
+                before = count(system.db, "SELECT count(*) FROM readings")
+                time.sleep(hold_s / 2)
+                frozen.append(count(system.db, "SELECT count(*) FROM readings") - before)
+                assert holder.stdout.readline().strip() == "released"
+                t0 = time.monotonic()
+                target = ledger_lines(ledger)
+                wait_for(lambda: count(system.db, "SELECT count(*) FROM readings") >= target, 120, interval=0.2,
+                         what="the store catching up")
+                recoveries.append(time.monotonic() - t0)
+            finally:
+                holder.kill()
+                holder.wait()
+            time.sleep(2)
+        system.ctl("stop", "simulator")
+        n = ledger_lines(ledger)
+        wait_all_judged(system, system.db, n)
+        lost, dup, _ = lost_and_duplicated(system.db, ledger)
+        report(f"DuckDB file held by an outside reader for {hold_s:.0f} s", holds, lost, dup, recoveries,
+               note=f"rows written while held: {frozen}; recovery = release to caught up with the board")
+        assert frozen == [0] * holds, "the store wrote while another process held the file?"
+        assert_exactly_once(system.db, ledger)
+        assert system.stop() == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path) -> Path:
+    ballast = mnt / "ballast"
+    with open(ballast, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (256 * 1024))
+                f.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
+    ledger = tmp_path / "ledger.txt"
+    db = small_disk / "vigie.duckdb"
+    env = {**sim_env(ledger, RATE, int(RATE * 600)), "VIGIE_PATHS_DATABASE": str(db)}
+    with System(tmp_path, env) as system:
+        wait_for(lambda: count(db, "SELECT count(*) FROM states") > 100, 180, interval=0.5, what="data flowing")
+        ballast = _fill(small_disk)
+        t_full = time.monotonic()
+        wait_for(lambda: "disk full" in system.log(), 120, interval=0.5, what="the store reporting the full disk")
+        reported_s = time.monotonic() - t_full
+        kept = count(db, "SELECT count(*) FROM readings")
+        time.sleep(8)  # full for a while, the board still writing
+        assert count(db, "SELECT count(*) FROM readings") >= kept  # what it had is still there
+        ballast.unlink()  # space returns
+        t0 = time.monotonic()
+        target = ledger_lines(ledger)
+        wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= target, 180, interval=0.5,
+                 what="the store catching up after space returned")
+        recovery = time.monotonic() - t0
+        system.ctl("stop", "simulator")
+        n = ledger_lines(ledger)
+        wait_all_judged(system, db, n)
+        lost, dup, _ = lost_and_duplicated(db, ledger)
+        store_log = [line for line in system.log().splitlines() if "disk full" in line or "writing again" in line]
+        assert system.stop() == 0
+    report("full disk under the DuckDB file (tmpfs, ~10 s)", 1, lost, dup, [recovery],
+           note=f"reported {reported_s:.1f}s after filling; recovery = space back to caught up")
+    assert store_log and "No space left on device" in store_log[0], store_log
+    assert any("writing again" in line for line in store_log)
+    assert_exactly_once(db, ledger)
+    open_checked(db)  # reads every block of every table: no damage
