@@ -103,37 +103,44 @@ def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
 
 def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
                buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What one sensor's chart draws over [start, end], in one query that reads each table once
-    through its time range (zone maps skip the rest):
+    """What one sensor's chart draws over [start, end]:
 
     - the line (ts, value): the readings thinned on the database side to the lowest and the highest
       reading of each of `buckets` equal time buckets (about one per pixel), which keeps every peak
       and dip a plot of all readings would show, plus every flagged reading;
     - the marks (ts, value, detector, score, session_id, seq, flagged_by): every reading an
-      algorithm flagged, never thinned, one row per algorithm.
-    Both oldest first."""
+      algorithm flagged, never thinned, one row per algorithm; oldest first.
+
+    One query reads each table once, through the time range only (zone maps skip the rest): the
+    flagged states first (few), then one pass over the readings that both builds the buckets and
+    picks up the flagged readings' values, matched on (ts, seq), two integers (a state carries its
+    reading's ts; ts and seq of one sensor do not repeat across sessions in practice)."""
     span_us = max(int((end - start).total_seconds() * 1e6), 1)
+    sw, sp = Filters(sessions=tuple(sessions)).where("s")
     rw, rp = Filters(sessions=tuple(sessions)).where("r")
-    sw, sp = Filters(sessions=tuple(sessions)).where("f")
-    # The flagged readings are few: join them to the readings by (ts, seq), two integers, which is
-    # cheaper than hashing the session id of every reading in range (a state carries its reading's
-    # ts, and ts + seq of one sensor never repeat across sessions in practice).
-    line = conn.execute(f"""
-        WITH b AS (
-            SELECT arg_min(ts, value) AS lo_ts, min(value) AS lo, arg_max(ts, value) AS hi_ts, max(value) AS hi
-            FROM readings r WHERE sensor = ? AND ts >= ? AND ts <= ? AND {rw}
-            GROUP BY least((epoch_us(ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1))
-        SELECT lo_ts AS ts, lo AS value FROM b UNION ALL SELECT hi_ts, hi FROM b""",
-        [sensor, start, end, *rp, start, buckets, span_us, buckets]).df()
-    marks = conn.execute(f"""
-        WITH f AS (SELECT session_id, seq, ts, detector, score FROM states f
-                   WHERE sensor = ? AND ts >= ? AND ts <= ? AND state = 'anomaly' AND {sw})
-        SELECT r.ts, r.value, f.detector, f.score, f.session_id, f.seq,
-               string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.session_id, f.seq) AS flagged_by
-        FROM f JOIN readings r ON r.ts = f.ts AND r.seq = f.seq
-        WHERE r.sensor = ? AND r.ts >= ? AND r.ts <= ? AND {rw}
-        ORDER BY r.ts, f.detector""",
-        [sensor, start, end, *sp, sensor, start, end, *rp]).df()
+    df = conn.execute(f"""
+        WITH f AS MATERIALIZED (
+            SELECT s.session_id, s.seq, s.ts, s.detector, s.score FROM states s
+            WHERE s.sensor = ? AND s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
+        m AS (SELECT DISTINCT ts, seq FROM f),
+        agg AS (
+            SELECT arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
+                   max(r.value) AS hi,
+                   list({{'ts': r.ts, 'seq': r.seq, 'value': r.value}}) FILTER (WHERE m.ts IS NOT NULL) AS flagged
+            FROM readings r LEFT JOIN m ON r.ts = m.ts AND r.seq = m.seq
+            WHERE r.sensor = ? AND r.ts >= ? AND r.ts <= ? AND {rw}
+            GROUP BY least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)),
+        fl AS (SELECT unnest(flagged, recursive := true) FROM agg)
+        SELECT 'line' AS kind, lo_ts AS ts, lo AS value, NULL AS detector, NULL::DOUBLE AS score,
+               NULL AS session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
+        UNION ALL SELECT 'line', hi_ts, hi, NULL, NULL, NULL, NULL, NULL FROM agg
+        UNION ALL SELECT 'mark', f.ts, fl.value, f.detector, f.score, f.session_id, f.seq,
+                         string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.session_id, f.seq)
+                  FROM f JOIN fl ON f.ts = fl.ts AND f.seq = fl.seq""",
+        [sensor, start, end, *sp, sensor, start, end, *rp, start, buckets, span_us, buckets]).df()
+    is_mark = (df["kind"] == "mark").to_numpy()
+    line = df.loc[~is_mark, ["ts", "value"]]
+    marks = df.loc[is_mark].drop(columns="kind").sort_values(["ts", "detector"], ignore_index=True)
     if not marks.empty:
         line = pd.concat([line, marks[["ts", "value"]]], ignore_index=True)
     return line.drop_duplicates().sort_values("ts", ignore_index=True), marks

@@ -208,3 +208,23 @@ def test_labelling_a_flagged_reading_sends_it_to_the_store(prepared_db):
     with read_db(config.db_path) as conn:
         stored = conn.execute("SELECT verdict FROM labels WHERE session_id = ?", [MIDDLE]).fetchall()
     assert stored == [("confirmed",)]
+
+
+def test_chart_data_thins_the_line_but_keeps_every_flagged_reading(prepared_db):
+    from lib import queries
+    config, info = prepared_db
+    start, end = info["sessions"][OLD], info["sessions"][OLD] + timedelta(minutes=10)
+    with read_db(config.db_path) as conn:
+        line, marks = queries.chart_data(conn, "humidite", start, end, buckets=50)
+        every = conn.execute("SELECT ts, value FROM readings WHERE sensor = 'humidite' AND ts BETWEEN ? AND ?",
+                             [start, end]).df()
+        flagged = conn.execute("""SELECT s.session_id, s.seq, s.detector, r.value FROM states s JOIN readings r
+            USING (session_id, seq) WHERE s.sensor = 'humidite' AND s.state = 'anomaly' AND s.ts BETWEEN ? AND ?
+            ORDER BY s.ts, s.detector""", [start, end]).fetchall()
+    assert len(every) == 600 and len(line) <= 2 * 50 + len(marks) < len(every)
+    assert line["value"].max() == every["value"].max() and line["value"].min() == every["value"].min()
+    assert list(marks[["session_id", "seq", "detector", "value"]].itertuples(index=False, name=None)) == flagged
+    assert set(marks[["ts", "value"]].itertuples(index=False, name=None)) <= set(line.itertuples(index=False, name=None))
+    both = marks.groupby(["session_id", "seq"])["detector"].agg(lambda d: ", ".join(sorted(d)))
+    assert (marks.set_index(["session_id", "seq"])["flagged_by"] == both.reindex(
+        marks.set_index(["session_id", "seq"]).index)).all()
