@@ -1,20 +1,30 @@
 """An ensemble: several registered detectors on the same readings, their scores combined.
 
 Each member keeps its own memory and default parameters; the ensemble is ready when every member
-is. `combine = "max"` raises an alarm when any member is sure (members' scores are all calibrated
-so that 0.5 is their own alarm point); `"mean"` needs them to agree.
+is. Members' scores live on different scales (a z-score's 0.9 is common, a likelihood's 0.9 is
+rare), so the default combination, `"surprise"`, first asks of each member how unusual its
+current score is for this series: its deviation from the mean of the member's own last `memory`
+scores, in their standard deviations. The largest of those deviations, squashed as
+`z / (z + 4.26)` (0.5 at a one-in-100,000 normal tail), is the ensemble's score; after a score
+that high, only a larger surprise within `suppress` readings counts (one alarm per event).
+`"max"` and `"mean"` combine the raw scores instead.
 """
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
 from lib.detectors.base import Detector
 
+_ALARM_Z = 4.26
+
 
 class EnsembleDetector(Detector):
-    """Parameters: `members` (registry names), `combine` ("max" or "mean").
+    """Parameters: `members` (registry names), `combine` ("surprise", "max" or "mean"),
+    `memory` and `suppress` (readings, for "surprise").
 
-    >>> d = EnsembleDetector(members=("zscore", "cusum"))
+    >>> d = EnsembleDetector(members=("zscore", "cusum"), combine="max")
     >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(d.warmup)])
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
@@ -22,31 +32,64 @@ class EnsembleDetector(Detector):
     name = "ensemble"
     default_threshold = 0.5
 
-    def __init__(self, members: tuple[str, ...] | list[str] = ("likelihood", "zscore", "cusum"),
-                 combine: str = "max"):
+    def __init__(self, members: tuple[str, ...] | list[str] = ("likelihood", "cusum", "lof"),
+                 combine: str = "surprise", memory: int = 1000, suppress: int = 10):
         from lib.detectors import REGISTRY
         members = tuple(members)
         bad = [m for m in members if m not in REGISTRY or m == self.name]
         if not members or bad:
             raise ValueError(f"members must be registered detectors other than the ensemble, got {bad or 'none'}")
-        if combine not in ("max", "mean"):
-            raise ValueError(f"combine must be 'max' or 'mean', got {combine!r}")
-        self.members, self.combine = members, combine
+        if combine not in ("surprise", "max", "mean"):
+            raise ValueError(f"combine must be 'surprise', 'max' or 'mean', got {combine!r}")
+        if memory < 2 or suppress < 0:
+            raise ValueError("memory must be at least 2 and suppress at least 0")
+        self.members, self.combine, self.memory, self.suppress = members, combine, memory, suppress
         self._dets = [REGISTRY[m]() for m in members]
         self.warmup = max(d.warmup for d in self._dets)
         self.seen = 0
+        self._past = [deque(maxlen=memory) for _ in self._dets]    # members' recent scores
+        self._stats = [(0.0, 1.0) for _ in self._dets]
+        self._zs: deque[float] = deque(maxlen=max(suppress, 1))
+        self._since = 0
 
     @property
     def history(self) -> int:
-        return max(d.history for d in self._dets)
+        return max(d.history for d in self._dets) + (self.memory if self.combine == "surprise" else 0)
 
-    def _reduce(self, scores: np.ndarray) -> np.ndarray:
-        return scores.max(axis=0) if self.combine == "max" else scores.mean(axis=0)
+    def _z(self, scores) -> float:
+        return max((s - m) / sd for s, (m, sd) in zip(scores, self._stats))
+
+    def _combine(self, scores) -> float:
+        if self.combine == "max":
+            return float(max(scores))
+        if self.combine == "mean":
+            return float(np.mean(scores))
+        z = self._z(scores)
+        if self.suppress and self._zs and max(self._zs) > _ALARM_Z:
+            z = min(z, z - max(self._zs) + _ALARM_Z)
+        z = max(0.0, z)
+        return z / (z + _ALARM_Z)
+
+    def _learn_scores(self, scores) -> None:
+        if self.combine != "surprise":
+            return
+        if self.suppress:
+            self._zs.append(self._z(scores))
+        for past, s in zip(self._past, scores):
+            past.append(s)
+        self._since += 1
+        # the members' score statistics move slowly: refresh them every few readings
+        if self._since >= 10 or len(self._past[0]) <= 50:
+            self._since = 0
+            self._stats = [(float(np.mean(p)), max(float(np.std(p)), 1e-6)) for p in self._past]
 
     def score_one(self, x: float) -> float:
-        return float(self._reduce(np.array([[d.score_one(x)] for d in self._dets]))[0])
+        return self._combine([d.score_one(x) if d.ready else 0.0 for d in self._dets])
 
     def learn_one(self, x: float) -> None:
+        scores = [d.score_one(x) if d.ready else 0.0 for d in self._dets]
+        if self.seen >= self.warmup:
+            self._learn_scores(scores)
         for d in self._dets:
             d.learn_one(x)
         self.seen += 1
@@ -55,7 +98,10 @@ class EnsembleDetector(Detector):
         per = [d.score_learn_many(xs) for d in self._dets]
         out = []
         for i in range(len(xs)):
-            ready = self.seen + i >= self.warmup
-            out.append((ready, float(self._reduce(np.array([p[i][1] for p in per]))) if ready else 0.0))
-        self.seen += len(xs)
+            ready = self.seen >= self.warmup
+            scores = [p[i][1] for p in per]
+            out.append((ready, self._combine(scores) if ready else 0.0))
+            if ready:
+                self._learn_scores(scores)
+            self.seen += 1
         return out
