@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -190,3 +191,49 @@ def test_retention_is_off_by_default_and_runs_at_most_every_check(tmp_path):
     assert r() is None
     t[0] = 61
     assert r() == {}
+
+
+class _Consumer:
+    """Hands out a few readings, then nothing; records commits."""
+
+    def __init__(self, messages):
+        self.messages, self.commits = list(messages), 0
+
+    def poll(self, max_records=1000, timeout=0.5):
+        out, self.messages = self.messages[:max_records], self.messages[max_records:]
+        if not out:
+            time.sleep(min(timeout, 0.05))
+        return out
+
+    def commit(self, outputs=()):
+        self.commits += 1
+
+
+def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_uncommitted(tmp_path, monkeypatch):
+    from lib import sink
+    from lib.transport.base import reading_message
+    path = tmp_path / "v.duckdb"
+    init_db(path)
+    now_us = int(time.time() * 1e6)
+    consumer = _Consumer([reading_message("t", "1.5", "s1", i, now_us) for i in range(1, 11)])
+    stop, calls = threading.Event(), []
+
+    def maintenance():
+        calls.append(1)
+        if len(calls) >= 3:
+            stop.set()
+
+    assert sink.run_store(path, consumer, stop, flush_interval=0.05, maintenance=maintenance) == 10
+    assert consumer.commits == 1 and len(calls) >= 3
+    # The disk is full and a stop comes: the batch is neither written nor committed.
+    monkeypatch.setattr(sink, "WRITE_BACKOFF_START_S", 0.01)
+
+    def full(p, batch):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("lib.storage.write_batch", full)
+    consumer = _Consumer([reading_message("t", "2.5", "s1", 11, now_us)])
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    assert sink.run_store(path, consumer, stop, flush_interval=0.05) == 0
+    assert consumer.commits == 0
