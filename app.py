@@ -153,7 +153,7 @@ def live_view() -> None:
                 st.caption(f"No reading in the last {span} (sensor silent).")
                 continue
             st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
-                                              charts.rule_limits(config.detection.rules, sensor)), width="stretch")
+                                              charts.rule_limits(config, sensor)), width="stretch")
 
     live()
 

@@ -103,18 +103,21 @@ def replay_chart(rows: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(*layers).properties(height=260)
 
 
-def rule_limits(rules: Mapping[str, Mapping], sensor: str) -> dict[str, float]:
-    """The min/max threshold rules that apply to `sensor` from `[detection.rules.<sensor or "*">]`
-    (the sensor's own table overrides "*"), for drawing. Other rule kinds (rate of change, stuck
-    value, silence) have no line to draw: their hits show as markers like any detector's."""
-    merged: dict = {}
-    for scope in ("*", sensor):
-        table = rules.get(scope) or {}
-        if isinstance(table, Mapping):
-            merged.update(table)
-    out = {}
-    for name in ("min", "max"):
-        value = merged.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[name] = float(value)
-    return out
+def rule_limits(config, sensor: str) -> dict[str, float]:
+    """The min/max threshold rules that apply to `sensor`, for drawing as lines: lib.rules'
+    reading of `[detection.rules."*"]` then `[detection.rules.<sensor>]`. Other rules (rate of
+    change, stuck value, silence) have no line to draw: their hits show as markers like any
+    detector's ("rule:rate", ...)."""
+    try:
+        from lib.rules import rules_for
+        rules = rules_for(config, sensor)
+        found = {"min": rules.min, "max": rules.max}
+    except (ImportError, ValueError):
+        # tolerant: the configuration's own tables, "*" first, then the sensor's
+        found = {}
+        for scope in ("*", sensor):
+            table = config.detection.rules.get(scope) or {}
+            if isinstance(table, Mapping):
+                found.update({k: table[k] for k in ("min", "max") if k in table})
+    return {k: float(v) for k, v in found.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

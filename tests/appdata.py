@@ -15,8 +15,12 @@ from lib.storage import Batch, init_db, write_batch
 
 SENSORS = {"humidite": (55.0, 6.0, 0.4), "temperature": (21.0, 2.0, 0.12), "pression": (1013.0, 3.0, 0.3)}
 DETECTORS = ("dbscan", "iforest")
-RULE = "rule:max"
+RULE = "rule:range"
 WINDOW = 20
+
+
+#: the rules the prepared "rule:range" states follow, as VIGIE_DETECTION_RULES would give them
+RULES = {name: {"max": round(base + 4 * amp, 1)} for name, (base, amp, _) in SENSORS.items()}
 
 
 def _us(t: datetime) -> int:
@@ -57,7 +61,7 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                         state = "anomaly" if caught or noise_flag else "normal"
                         score = round(float(0.7 + 0.3 * rng.random() if state == "anomaly" else 0.4 * rng.random()), 3)
                     batch.states[(session, seq, det)] = (sensor, _us(t), state, score)
-                limit = base + 4 * amp
+                limit = base + 4 * amp   # [detection.rules.<sensor>] max (see RULES)
                 batch.states[(session, seq, RULE)] = (sensor, _us(t), "anomaly" if value > limit else "normal",
                                                       1.0 if value > limit else 0.0)
         end = start + timedelta(seconds=per_sensor * step_s)

@@ -79,7 +79,7 @@ def test_compare_view_reports_agreement_and_scores_against_the_truth(prepared_db
     assert any("simulator injections" in c.value for c in at.caption)
     at.sidebar.selectbox(key="session").set_value(OLD).run()
     assert any("2 operator labels" in c.value for c in at.caption)
-    assert {"dbscan", "iforest", "rule:max"} == set(frame(at, "judged")["detector"])
+    assert {"dbscan", "iforest", "rule:range"} == set(frame(at, "judged")["detector"])
     prf = frame(at, "precision")
     assert ((prf["precision"] >= 0) & (prf["precision"] <= 1)).all()
     at.button(key="replay_run").click().run()
@@ -228,3 +228,11 @@ def test_chart_data_thins_the_line_but_keeps_every_flagged_reading(prepared_db):
     both = marks.groupby(["session_id", "seq"])["detector"].agg(lambda d: ", ".join(sorted(d)))
     assert (marks.set_index(["session_id", "seq"])["flagged_by"] == both.reindex(
         marks.set_index(["session_id", "seq"]).index)).all()
+
+
+def test_rule_limits_come_from_the_configuration(monkeypatch):
+    from lib.charts import rule_limits
+    config = load_config(env={"VIGIE_DETECTION_RULES": '{"*": {"max": 100}, "humidite": {"min": 0, "max": 90}}'})
+    assert rule_limits(config, "humidite") == {"min": 0.0, "max": 90.0}
+    assert rule_limits(config, "temperature") == {"max": 100.0}
+    assert rule_limits(load_config(env={}), "humidite") == {}

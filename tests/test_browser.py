@@ -140,11 +140,18 @@ def screenshots(out: Path) -> None:
         # data ending a little ahead, so the sensors are not yet silent once the server is up
         prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path,
                 now=datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=20), hostile=False)
-        with served(data_dir) as url, browser_page(1400, 1500) as page:
+        import json
+
+        from tests.appdata import RULES
+        with served(data_dir, {"VIGIE_DETECTION_RULES": json.dumps(RULES)}) as url, browser_page(1400, 1500) as page:
             page.goto(url)
             page.get_by_role("heading", name="Live").first.wait_for()
             wait_for_charts(page, 3)
-            page.wait_for_timeout(1500)
+            # 15 minutes: the live session's start, where the detectors were initializing, shows
+            page.get_by_test_id("stMain").get_by_test_id("stSelectbox").first.click()
+            page.get_by_role("option", name="15 min").click()
+            page.wait_for_timeout(4000)
+            wait_for_charts(page, 3)
             page.screenshot(path=str(out / "live.png"))
             for view in VIEWS[1:]:
                 open_view(page, view)
