@@ -96,40 +96,43 @@ class SerialProducer:
         self._event({"event": "start", "port": self.port, "baud": self.baud, "host": socket.gethostname(),
                      "ts_us": now_us(), "pid": os.getpid()})
         self.maybe_flush(force=True)
-        gap_start: int | None = None
+        gap_start: int | None = None   # while the port is away, after a stream was read from it
         backoff = BACKOFF_START_S
-        opened_once = False
+        opened_once = told = False     # told: the operator knows the port is unavailable
         try:
             while not stop.is_set():
                 try:
-                    if self.find_port is not None and gap_start is not None:
+                    if self.find_port is not None and opened_once:
                         self.port = self.find_port()
                     port = open_port(self.port, self.baud, self.timeout)
                 except PortError as exc:
                     if exc.lasting and not opened_once:
                         raise
-                    if gap_start is None:
+                    if not told:
                         log.warning("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S,
                                     BACKOFF_MAX_S)
-                        gap_start = now_us()
+                        told = True
                     else:
                         log.debug("still unavailable: %s", exc)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
-                opened_once = True
+                opened_once, told = True, False
                 backoff = BACKOFF_START_S
                 if gap_start is not None:
-                    self._gap(gap_start, now_us(), "port unavailable")
+                    self._gap(gap_start, now_us(), "port lost")
                     gap_start = None
                 try:
                     self._read(port, stop)
                 except (serial.SerialException, OSError) as exc:
                     gap_start = now_us()
+                    told = True
                     log.warning("port %s lost (%s); reconnecting", self.port, exc)
                     # Open the gap now, so that the app shows it while the board is away.
                     self._event({"event": "gap", "start_us": gap_start, "end_us": None, "reason": "port lost"})
                     self.maybe_flush(force=True)
+                    # A device going away can still be opened for a moment: wait before the first try.
+                    stop.wait(BACKOFF_START_S)
                 finally:
                     port.close()
             if gap_start is not None:

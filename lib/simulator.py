@@ -382,10 +382,11 @@ class PseudoBoard:
                 self.drain()
         else:
             self.recover()
-        os.close(self.master)
-        self.master = None
+        # The device goes first, so that a reader reopening at once finds nothing to open.
         if self.link.is_symlink() and os.readlink(self.link) == self.name:
             self.link.unlink()
+        os.close(self.master)
+        self.master = None
         log.info("board unplugged")
 
     # -- the reader ---------------------------------------------------------------------------
