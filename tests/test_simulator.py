@@ -15,7 +15,7 @@ from lib.config import PROJECT_ROOT
 from lib.protocol import Parsed, Rejected, parse_line
 from lib.simulator import (ANOMALY_KINDS, ScenarioError, SignalModel, load_scenario, nab_windows, replay_ticks,
                            scenario_from_dict, scenario_ticks)
-from tests.serial_rig import Rig
+from tests.serial_rig import Rig, expected
 from tests.system import wait_for
 
 SCENARIOS = sorted((PROJECT_ROOT / "data/scenarios").glob("*.toml"))
@@ -173,3 +173,40 @@ def test_producer_waits_for_a_port_that_is_not_there_yet_and_says_so(tmp_path):
         proc.terminate()
         assert proc.wait(15) == 0
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_every_kinds_truth_and_malformed_lines_reach_the_store_through_the_workers(tmp_path):
+    """The simulator worker plays every kind often; the producer and the store file the lines,
+    the rejects and the truth: one truth row per injection, every kind present."""
+    scenario = tmp_path / "often.toml"
+    anomalies = "\n".join(f'[[anomalies]]\nkind = "{k}"\nsensor = "*"\nevery_s = 0.3\nduration_s = 0.05\n'
+                          for k in ANOMALY_KINDS)
+    scenario.write_text(f"quiet_s = 0\n[sensors.a]\n[sensors.b]\nbase = 20.0\n{anomalies}")
+    rig = Rig(tmp_path)
+    ledger = tmp_path / "ledger"
+    sim = subprocess.Popen([sys.executable, "-m", "workers.simulator", "--scenario", str(scenario), "--rate", "2000",
+                            "--count", "4000", "--seed", "11", "--ledger", str(ledger)], cwd=PROJECT_ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(rig.data)))
+    try:
+        link = rig.data / "run" / "arduino"
+        wait_for(link.exists, 30, 0.05, what="the simulator's port")
+        producer = rig.producer_thread(link, ack=True)
+        wait_for(lambda: producer.counts["readings"] + producer.counts["rejects"] >= 4000, 30, 0.1, what="4000 lines")
+    finally:
+        rig.stop_all()
+        sim.terminate()
+        out = sim.communicate(timeout=30)[0]
+    assert sim.returncode == 0, out
+    rig.store()
+    truth = dict(rig.query("SELECT kind, count(*) FROM truth GROUP BY 1"))
+    assert set(truth) == set(ANOMALY_KINDS), truth
+    assert rig.query("SELECT count(*) FROM truth WHERE ended_at < started_at") == [(0,)]
+    n_rejects, = rig.query("SELECT count(*) FROM rejects")[0]
+    assert n_rejects == sum(expected(ledger)[1].values()) > 0
+    outside = rig.query("""SELECT count(*) FROM rejects r WHERE NOT EXISTS (SELECT 1 FROM truth t
+        WHERE t.kind = 'malformed' AND r.ts BETWEEN t.started_at - INTERVAL 1 SECOND AND t.ended_at + INTERVAL 1 SECOND)""")
+    assert outside == [(0,)], "a reject outside every malformed injection"
+    (lo, hi), = rig.query("SELECT min(ts), max(ts) FROM readings")
+    (t_lo, t_hi), = rig.query("SELECT min(started_at), max(started_at) FROM truth")
+    assert lo.timestamp() - 5 < t_lo.timestamp() and t_hi.timestamp() < hi.timestamp() + 5, "truth on the readings' clock"
