@@ -1,9 +1,15 @@
 """Choosing a port: `--port auto` with serial.tools.list_ports, and what the operator is told."""
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
+
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
+from lib.config import PROJECT_ROOT
 from lib.serial_port import PortError, find_arduino, resolve_port
 
 
@@ -37,3 +43,22 @@ def test_port_settings_resolve(tmp_path):
     link = tmp_path / "run" / "arduino"
     assert resolve_port("sim", link) == str(link)
     assert resolve_port("/dev/ttyACM0", link) == "/dev/ttyACM0"
+
+
+def test_permission_denied_is_one_clear_line(tmp_path):
+    """A port the user may not open (the tests run as root, so the producer runs without root's
+    right to bypass file permissions, like a user outside the 'dialout' group)."""
+    master, slave = pty.openpty()
+    try:
+        name = os.ttyname(slave)
+        os.chmod(name, 0)
+        drop = "-dac_override,-dac_read_search"
+        r = subprocess.run(["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", sys.executable, "-m",
+                            "workers.producer", "--port", name], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(tmp_path)))
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2, r.stderr
+    assert f"permission denied on {name} (is the user in the 'dialout' group?)" in r.stderr
+    assert "Traceback" not in r.stderr
