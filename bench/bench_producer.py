@@ -151,15 +151,17 @@ def run_seed(tmp: Path, data: bytes, n: int):
 def pickle_cost(size: int) -> float:
     """Seconds for one load + dump of a seed history of `size` lines (page cache, no fsync)."""
     lst = [(f"humidite!{20 + i % 100 / 7:.2f}", 1.7e9 + i) for i in range(size)]
+    best = float("inf")
     with tempfile.NamedTemporaryFile() as f:
-        t0 = time.perf_counter()
-        for _ in range(3):
+        for _ in range(3):  # the best of three: other processes only ever add time
+            t0 = time.perf_counter()
             f.seek(0)
             pickle.dump(lst, f)
             f.flush()
             f.seek(0)
             pickle.load(f)
-        return (time.perf_counter() - t0) / 3
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main(argv=None) -> int:
@@ -202,16 +204,19 @@ def main(argv=None) -> int:
         baud_wall, baud_cpu = run_vigie(d, make_lines(baud_n), baud_n, ack=True, bytes_per_s=bps)
 
     print(f"lines average {avg_len:.1f} bytes; parse_line alone: {parse_rate:,.0f} lines/s\n")
-    print(f"{'pty -> parse -> embedded transport':<36} {'lines':>8} {'lines/s':>10} {'CPU share':>10} {'CPU us/line':>12}")
+    # lines per CPU-second is what one core sustains; lines/s (wall) also depends on how much of a
+    # core the machine gave this process during the run (the CPU share).
+    print(f"{'pty -> parse -> embedded transport':<36} {'lines':>8} {'lines/s':>10} {'CPU share':>10} "
+          f"{'CPU us/line':>12} {'lines/CPU-s':>12}")
     for name, n, rate, share, us in rows:
-        print(f"{name:<36} {n:>8,} {rate:>10,.0f} {share:>10.0%} {us:>12.1f}")
+        print(f"{name:<36} {n:>8,} {rate:>10,.0f} {share:>10.0%} {us:>12.1f} {1e6 / us:>12,.0f}")
     print(f"\nseed: last 10% of its {args.seed_n:,} lines took {tail * 1e3:.2f} ms each (the pickle grows)")
 
     line_rate = bps / avg_len
     print(f"\n9600 baud = {bps:.0f} bytes/s = {line_rate:.0f} lines/s of {avg_len:.1f} bytes "
           f"(a 1-sensor board printing 'humidite!42.70\\r\\n' gets {bps / 16:.0f} lines/s)")
     print(f"Vigie at 9600 baud: {baud_n} lines in {baud_wall:.1f}s, producer CPU {baud_cpu / baud_wall:.1%} of one core; "
-          f"one core takes {rows[1][2] / line_rate:,.0f} such boards' worth of lines")
+          f"one core (with acks) takes {1e6 / rows[1][4] / line_rate:,.0f} such boards' worth of lines")
     print(f"\n{'seed history size':>18} {'pickle load+dump':>17} {'max lines/s':>12} {'reached at 9600 baud after':>27}")
     for size in (1_000, 10_000, 20_000, 50_000, 100_000, 300_000):
         cost = pickle_cost(size)
