@@ -36,7 +36,7 @@ if auth.gate_enabled(config.app.password) and not st.session_state.get("authenti
     st.stop()
 
 
-@st.cache_data(ttl=1.0, show_spinner=False)
+@st.cache_data(ttl=1.0, max_entries=64, show_spinner=False)
 def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> dict:
     """Everything one refresh of the Live view draws, read through one short read-only connection
     (cached for a second, so reruns share it)."""
@@ -51,7 +51,7 @@ def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datet
         return snap
 
 
-@st.cache_data(ttl=10.0, show_spinner=False)
+@st.cache_data(ttl=10.0, max_entries=256, show_spinner=False)
 def query(db: str, name: str, *args):
     with read_db(db) as conn:
         return getattr(queries, name)(conn, *args)
@@ -112,7 +112,7 @@ def live_view() -> None:
 
     @st.fragment(run_every=None if paused else config.app.refresh_s)
     def live() -> None:
-        now = queries.utc_now()
+        now = queries.utc_now().replace(microsecond=0)  # whole seconds: viewers share one read per second
         since = now - timedelta(minutes=SPANS[span])
         snap = live_snapshot(str(DB), tuple(chosen), since, now)
         totals, health, lag = snap["totals"], snap["health"], snap["lag"]

@@ -97,11 +97,33 @@ def wait_for_charts(page, n: int = 1) -> None:
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps")
 
 
+def select_session_row(page, row: int) -> None:
+    """Tick the selection box of a row of the Sessions table (drawn on a canvas: by position)."""
+    grid = page.get_by_test_id("stDataFrame").first
+    grid.wait_for()
+    page.wait_for_timeout(1000)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 35 + 35 * row + 17)
+    page.wait_for_load_state("networkidle")
+
+
+def download_csv(page, label: str, saved: Path) -> list[dict]:
+    button = page.get_by_test_id("stDownloadButton").filter(has_text=label)
+    with page.expect_download() as download:
+        button.click()
+    download.value.save_as(saved)
+    return list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"), newline="")))
+
+
 def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_path):
     from lib.config import load_config
+    from lib.storage import read_db
     from tests.appdata import prepare
     data_dir = tmp_path / "data"
     info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)
+    with read_db(data_dir / "vigie.duckdb") as conn:
+        flagged = dict(conn.execute("SELECT session_id, count(*) FROM states WHERE state = 'anomaly' "
+                                    "GROUP BY session_id").fetchall())
     ARTIFACTS.mkdir(exist_ok=True)
     with served(data_dir) as url, browser_page() as page:
         page.goto(url)
@@ -109,22 +131,25 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_p
         wait_for_charts(page, 3)
         page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
 
+        # every session: all flagged rows, the hostile sensor name made harmless
         open_view(page, "Anomalies")
-        button = page.get_by_test_id("stDownloadButton").filter(has_text="Download CSV (anomalies)")
-        with page.expect_download() as download:
-            button.click()
-        saved = ARTIFACTS / "browser-anomalies.csv"
-        download.value.save_as(saved)
+        rows = download_csv(page, "Download CSV (anomalies)", ARTIFACTS / "browser-anomalies.csv")
+        assert len(rows) == sum(flagged.values()) > 100
+        assert {r["session_id"] for r in rows} == set(info["sessions"])
+        assert all(not r["sensor"].startswith(("=", "+", "-", "@")) for r in rows)
+        assert any(r["sensor"] == "'=cmd|' /C calc'!A0" for r in rows)
+
+        # selecting a session in Sessions opens it: the CSV then holds that session's rows only
+        open_view(page, "Sessions")
+        select_session_row(page, 1)   # newest first: live-c3, then 20261127T140000-b2
+        page.get_by_text("Open: 20261127T140000-b2").wait_for()
+        page.screenshot(path=str(ARTIFACTS / "browser-sessions.png"), full_page=True)
+        open_view(page, "Anomalies")
+        page.get_by_text(f"{flagged['20261127T140000-b2']} flagged").wait_for()
+        rows = download_csv(page, "Download CSV (anomalies)", ARTIFACTS / "browser-anomalies-session.csv")
+        assert len(rows) == flagged["20261127T140000-b2"]
+        assert {r["session_id"] for r in rows} == {"20261127T140000-b2"}
         page.screenshot(path=str(ARTIFACTS / "browser-anomalies.png"), full_page=True)
-    rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"), newline="")))
-    # every flagged (reading, algorithm) of the prepared data, the hostile sensor name made harmless
-    from lib.storage import read_db
-    with read_db(data_dir / "vigie.duckdb") as conn:
-        flagged = conn.execute("SELECT count(*) FROM states WHERE state = 'anomaly'").fetchone()[0]
-    assert len(rows) == flagged > 100
-    assert {r["session_id"] for r in rows} == set(info["sessions"])
-    assert all(not r["sensor"].startswith(("=", "+", "-", "@")) for r in rows)
-    assert any(r["sensor"] == "'=cmd|' /C calc'!A0" for r in rows)
 
 
 def screenshots(out: Path) -> None:
@@ -153,12 +178,14 @@ def screenshots(out: Path) -> None:
             page.wait_for_timeout(4000)
             wait_for_charts(page, 3)
             page.screenshot(path=str(out / "live.png"))
-            for view in VIEWS[1:]:
+            open_view(page, "Sessions")
+            select_session_row(page, 1)
+            page.get_by_text("Open: 20261127T140000-b2").wait_for()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(out / "sessions.png"))
+            for view in ("Compare", "Anomalies", "Labels"):
                 open_view(page, view)
                 if view == "Compare":
-                    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
-                    page.get_by_role("option", name="20261127T140000-b2").click()
-                    page.wait_for_load_state("networkidle")
                     wait_for_charts(page, 2)
                     page.get_by_role("button", name="Replay").click()
                     wait_for_charts(page, 3)
