@@ -61,6 +61,11 @@ class Judge:
     def known(self, sensor: str) -> bool:
         return sensor in self._sensors
 
+    def forget(self, sensor: str) -> None:
+        """Drop the sensor's detectors (their windows are stale); the next use builds them afresh."""
+        self._sensors.pop(sensor, None)
+        self._rules.pop(sensor, None)
+
     def history_needed(self, sensor: str) -> int:
         return max([d.history for _, d, _ in self._setup(sensor)] + [self._rule_state(sensor).rules.history_needed])
 
@@ -140,16 +145,26 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
     for m in messages:
         by_sensor.setdefault(m.topic, []).append(m)
     outputs = []
+    moved = consumer.moved() if hasattr(consumer, "moved") else set()
     for sensor, msgs in by_sensor.items():
-        if not judge.known(sensor):
+        if sensor in moved and judge.known(sensor):
+            # Other group members judged this sensor since this process last did (a rebalance):
+            # rebuild its window from history. With less history than the window (a broker that
+            # came back empty), the window kept here is the better one.
+            need = judge.history_needed(sensor)
+            history = consumer.history(msgs[0], need) if need else []
+            if len(history) >= need:
+                judge.forget(sensor)
+                judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
+        elif not judge.known(sensor):
             need = judge.history_needed(sensor)
             if need:
                 history = consumer.history(msgs[0], need)
                 judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
         values = [float(m.value) for m in msgs]
         ts = [int(m.headers["ts_us"]) for m in msgs]
-        last = msgs[-1].headers
         outputs.append(states_message(sensor, msgs, judge.judge_many(sensor, values, ts)))
+        last = msgs[-1].headers
         judge.note_last(sensor, last["session"], int(last["seq"]), int(last["ts_us"]))
     return outputs
 

@@ -7,6 +7,10 @@ port keeps being read, nothing read from the board is lost, and delivery resumes
 broker is back. A process that stops or crashes with records left leaves them in the file; the
 next process on the same data folder delivers them.
 
+Acknowledged records are kept `retain_s` seconds more (outside the bound): a broker that comes
+back empty (a new cluster, or a broker without durable storage) has lost what it acknowledged but
+consumers had not read yet, and `requeue_retained` sends those again, in order, before the rest.
+
 Bounded: past `max_bytes` new records are refused (counted, with an error in the log) rather
 than filling the disk; the oldest readings, already safe here, are the ones kept.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -30,8 +35,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     key     TEXT,
     value   TEXT NOT NULL,
     headers TEXT,
-    size    INTEGER NOT NULL
+    size    INTEGER NOT NULL,
+    acked   REAL                                  -- when the broker acknowledged it; NULL: waiting
 );
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (id) WHERE acked IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (acked) WHERE acked IS NOT NULL;
 CREATE TABLE IF NOT EXISTS totals (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER NOT NULL,
                                    refused INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES (1, 0, 0);
@@ -46,9 +54,10 @@ def _size(m: Message, headers: str | None) -> int:
 
 
 class Spool:
-    def __init__(self, path: Path, max_bytes: int):
+    def __init__(self, path: Path, max_bytes: int, retain_s: float = 120.0):
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.retain_s = retain_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -84,22 +93,34 @@ class Spool:
 
     def peek(self, limit: int) -> list[tuple[int, Message]]:
         """The oldest `limit` records, as (id, message), in order."""
-        rows = self._conn.execute("SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT ?",
-                                  (limit,)).fetchall()
+        rows = self._conn.execute("SELECT id, topic, key, value, headers FROM outbox WHERE acked IS NULL"
+                                  " ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [(i, Message(t, k, v, json.loads(h) if h else {})) for i, t, k, v, h in rows]
 
     def ack(self, up_to_id: int) -> None:
-        """Forget every record up to `up_to_id` (delivered)."""
+        """Mark every waiting record up to `up_to_id` delivered (kept `retain_s` more, then dropped)."""
+        now = time.time()
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            freed = self._conn.execute("SELECT coalesce(sum(size), 0) FROM outbox WHERE id <= ?",
+            freed = self._conn.execute("SELECT coalesce(sum(size), 0) FROM outbox WHERE id <= ? AND acked IS NULL",
                                        (up_to_id,)).fetchone()[0]
-            self._conn.execute("DELETE FROM outbox WHERE id <= ?", (up_to_id,))
+            self._conn.execute("UPDATE outbox SET acked = ? WHERE id <= ? AND acked IS NULL", (now, up_to_id))
+            self._conn.execute("DELETE FROM outbox WHERE acked IS NOT NULL AND acked < ?", (now - self.retain_s,))
             self._conn.execute("UPDATE totals SET bytes = max(0, bytes - ?)", (freed,))
+
+    def requeue_retained(self) -> int:
+        """Send the recently acknowledged records again (the broker lost them); returns how many."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            n, size = self._conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE acked IS NOT NULL"
+                                         ).fetchone()
+            self._conn.execute("UPDATE outbox SET acked = NULL WHERE acked IS NOT NULL")
+            self._conn.execute("UPDATE totals SET bytes = bytes + ?", (size,))
+        return n
 
     def pending(self) -> tuple[int, int]:
         """(records waiting, bytes they use)."""
-        n = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        n = self._conn.execute("SELECT count(*) FROM outbox WHERE acked IS NULL").fetchone()[0]
         return n, self._conn.execute("SELECT bytes FROM totals").fetchone()[0]
 
     def refused(self) -> int:

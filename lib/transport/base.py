@@ -79,6 +79,13 @@ class Consumer(abc.ABC):
         """Up to `n` messages of the same sensor stored just before `message`, oldest first: what a
         worker needs to rebuild a window after a restart or a rebalance."""
 
+    def moved(self) -> set[str]:
+        """Sensor topics whose stream this consumer did not follow without a break since the last
+        call (another group member handled them meanwhile, or they were re-read): a window kept in
+        memory for them may be stale and should be rebuilt from `history`. One member per group
+        (the embedded transport) never has any."""
+        return set()
+
     def close(self) -> None:
         pass
 

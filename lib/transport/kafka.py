@@ -28,8 +28,9 @@ from typing import Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from lib.spool import DeliveryLock, Spool
@@ -42,6 +43,8 @@ SENSOR_PATTERN = r"(?!_vigie|__)[A-Za-z0-9._-]+"
 DELIVERY_BATCH = 5000
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0
 OUTAGE_WARN_EVERY_S = 10.0
+# How long a batch may wait for the broker's acknowledgements before the broker counts as unreachable.
+DELIVERY_TIMEOUT_S = 10.0
 
 
 def subscription_pattern(topics: Sequence[str], sensors: bool) -> str:
@@ -53,12 +56,30 @@ def subscription_pattern(topics: Sequence[str], sensors: bool) -> str:
     return "^(?:" + "|".join(parts) + ")$"
 
 
+class _NoConnectionNoise(logging.Filter):
+    """Drops kafka-python's per-attempt connection errors (several a second during an outage)."""
+    MARKERS = ("KafkaConnectionError", "ECONNREFUSED", "NodeNotReady", "NoBrokersAvailable",
+               "Unable to bootstrap", "socket disconnected", "Marking the coordinator dead")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is kafka-python's to report, not ours to hide
+            return True
+        return not any(m in text for m in self.MARKERS)
+
+
 def _quiet_kafka_logs() -> None:
     # kafka-python logs every refused connection at ERROR, several times a second during an
     # outage; the spool and the consumers say it once, clearly, instead.
     if os.environ.get("VIGIE_LOG_LEVEL", "").upper() != "DEBUG":
         for name in ("kafka.net", "kafka.conn", "kafka.client_async", "kafka.cluster"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        for name in ("kafka.coordinator", "kafka.coordinator.consumer", "kafka.coordinator.heartbeat",
+                     "kafka.consumer.fetcher", "kafka.producer.sender", "kafka.producer.kafka"):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _NoConnectionNoise) for f in logger.filters):
+                logger.addFilter(_NoConnectionNoise())
 
 
 def _record(m: Message) -> dict:
@@ -87,6 +108,9 @@ class KafkaTransport(Transport):
         return KafkaProducer(**self.common(), acks="all", enable_idempotence=True, linger_ms=5,
                              batch_size=256 * 1024, max_block_ms=10000, delivery_timeout_ms=30000)
 
+    def topic_maker(self) -> "TopicMaker":
+        return TopicMaker(self)
+
     def producer(self) -> "SpooledProducer":
         return SpooledProducer(self)
 
@@ -106,16 +130,19 @@ class TopicMaker:
         missing = sorted(set(topics) - self.known)
         if not missing:
             return
-        if self._admin is None:
-            self._admin = KafkaAdminClient(**self.transport.common())
         s = self.transport.settings
         for name in missing:
             try:
-                self._admin.create_topics([NewTopic(name, s.partitions, s.replication_factor)])
+                self.admin().create_topics([NewTopic(name, s.partitions, s.replication_factor)])
                 log.info("created topic %s (%d partition(s))", name, s.partitions)
             except TopicAlreadyExistsError:
                 pass
             self.known.add(name)
+
+    def admin(self) -> KafkaAdminClient:
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**self.transport.common())
+        return self._admin
 
     def reset(self) -> None:
         """After an outage the broker may be a new, empty cluster: check every topic again."""
@@ -128,9 +155,11 @@ class TopicMaker:
             self._admin = None
 
 
-def deliver(kafka_producer, maker: TopicMaker, messages: Sequence[Message], timeout_s: float) -> int:
+def deliver(kafka_producer, maker: TopicMaker, messages: Sequence[Message], timeout_s: float,
+            ends: dict | None = None) -> int:
     """Send messages in order and wait for the broker's acknowledgements; returns how many from the
-    start of `messages` are acknowledged (all of them unless something failed)."""
+    start of `messages` are acknowledged (all of them unless something failed). `ends` collects
+    {(topic, partition): offset after the last acknowledged record}."""
     maker.ensure(m.topic for m in messages)
     futures = [kafka_producer.send(m.topic, **_record(m)) for m in messages]
     kafka_producer.flush(timeout=timeout_s)
@@ -139,7 +168,29 @@ def deliver(kafka_producer, maker: TopicMaker, messages: Sequence[Message], time
         if not f.is_done or f.failed():
             break
         done += 1
+        if ends is not None:
+            md = f.value
+            key = (md.topic, md.partition)
+            ends[key] = max(ends.get(key, 0), md.offset + 1)
     return done
+
+
+def cluster_lost_records(transport: KafkaTransport, maker: TopicMaker, ends: dict) -> bool:
+    """True when the broker no longer has records it acknowledged: a topic or partition is gone, or
+    its log ends before them (a new or emptied cluster)."""
+    topics = {t for t, _ in ends}
+    if topics - set(maker.admin().list_topics()):
+        return True
+    probe = KafkaConsumer(**transport.common(), group_id=None, enable_auto_commit=False,
+                          allow_auto_create_topics=False)
+    try:
+        tps = [TopicPartition(t, p) for t, p in ends]
+        found = probe.end_offsets(tps, timeout_ms=5000)
+    except KafkaTimeoutError:
+        return True   # a partition that no longer exists
+    finally:
+        probe.close()
+    return any(found.get(tp, 0) < ends[(tp.topic, tp.partition)] for tp in tps)
 
 
 class SpooledProducer(Producer):
@@ -181,6 +232,8 @@ class SpooledProducer(Producer):
         backoff = BACKOFF_START_S
         outage_since: float | None = None
         last_warn = 0.0
+        acked_ends: dict = {}     # (topic, partition) -> offset after what the broker acknowledged
+        check_lost = False        # after a failure: did the broker come back without those records?
         try:
             while True:
                 if not self._lock.try_acquire():
@@ -201,7 +254,16 @@ class SpooledProducer(Producer):
                 try:
                     if kp is None:
                         kp = self.transport.kafka_producer()
-                    done = deliver(kp, maker, [m for _, m in batch], timeout_s=30.0)
+                    if check_lost:
+                        if acked_ends and cluster_lost_records(self.transport, maker, acked_ends):
+                            n = spool.requeue_retained()
+                            log.warning("the broker came back without records it had acknowledged (a new or "
+                                        "emptied cluster): sending the %d record(s) of the last %.0f s again, in "
+                                        "order (duplicates are harmless downstream)", n, spool.retain_s)
+                            batch = spool.peek(DELIVERY_BATCH)
+                        acked_ends.clear()
+                        check_lost = False
+                    done = deliver(kp, maker, [m for _, m in batch], DELIVERY_TIMEOUT_S, acked_ends)
                 except Exception as exc:  # any broker or network failure: the records stay spooled
                     done, error = 0, exc
                 else:
@@ -216,6 +278,7 @@ class SpooledProducer(Producer):
                         outage_since = None
                     backoff = BACKOFF_START_S
                     continue
+                check_lost = True
                 now = time.monotonic()
                 if outage_since is None:
                     outage_since = now
@@ -267,6 +330,39 @@ class SpooledProducer(Producer):
         self.spool.close()
 
 
+class RoundRobin(RoundRobinPartitionAssignor):
+    """kafka-python 3.0.12's round-robin assignor with its skip loop fixed: when members' subscriptions
+    differ (one has not seen a new topic yet, or sees none after a broker restart) the original
+    assigns a (group_instance_id, member_id) pair as a member id and the leader crashes with a
+    KeyError, leaving the group without a leader. Same protocol name, same assignment otherwise."""
+
+    @classmethod
+    def assign(cls, cluster, members):
+        topics = sorted({t for m in members for t in m.metadata.topics})
+        partitions = []
+        for topic in topics:
+            found = cluster.partitions_for_topic(topic)
+            if found is None:
+                log.warning("no partition metadata for topic %s", topic)
+                continue
+            partitions.extend(TopicPartition(topic, p) for p in found)
+        partitions.sort()
+        static = sorted(m.member_id for m in members if m.group_instance_id is not None)
+        dynamic = sorted(m.member_id for m in members if m.group_instance_id is None)
+        order = static + dynamic
+        subscribed = {m.member_id: set(m.metadata.topics) for m in members}
+        assignment = {m: {} for m in order}
+        i = 0
+        for tp in partitions:
+            for _ in range(len(order)):
+                member = order[i % len(order)]
+                i += 1
+                if tp.topic in subscribed[member]:
+                    assignment[member].setdefault(tp.topic, []).append(tp.partition)
+                    break
+        return {m: ConsumerProtocolAssignment(cls.version, sorted(assignment[m].items()), b"") for m in order}
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Logs which partitions (sensors) this worker gains and loses."""
 
@@ -282,10 +378,18 @@ class _Rebalance(ConsumerRebalanceListener):
 class KafkaGroupConsumer(Consumer):
     def __init__(self, transport: KafkaTransport, group: str, topics: Sequence[str], sensors: bool):
         self.transport, self.group = transport, group
+        self._maker = TopicMaker(transport)
+        if topics:
+            # Internal topics exist before the first join, so the group does not rebalance again
+            # as each one appears.
+            try:
+                self._maker.ensure(topics)
+            except KafkaError as exc:
+                log.info("could not create topics %s yet (%s); they are created on first use", ", ".join(topics), exc)
+                self._maker.reset()
         self._consumer = self._connect(group, topics, sensors)
         self._history = None
         self._outputs = None
-        self._maker = TopicMaker(transport)
         self._last: dict = {}        # TopicPartition -> last offset polled
         self._committed: dict = {}   # TopicPartition -> offset this process committed last
         self._moved: set[str] = set()
@@ -299,11 +403,14 @@ class KafkaGroupConsumer(Consumer):
                 c = KafkaConsumer(
                     **self.transport.common(), group_id=group, enable_auto_commit=False,
                     auto_offset_reset="earliest", max_poll_interval_ms=s.max_poll_interval_ms,
+                    # Producers create topics (with [transport] partitions); a consumer asking for
+                    # a topic a restarted, empty broker has lost must not create it with defaults.
+                    allow_auto_create_topics=False,
                     session_timeout_ms=s.session_timeout_ms,
                     heartbeat_interval_ms=max(100, min(3000, s.session_timeout_ms // 3)),
                     # One partition per sensor topic: round-robin spreads topics over the members
                     # (the range assignor would give every topic's partition 0 to one member).
-                    partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+                    partition_assignment_strategy=(RoundRobin,))
                 break
             except KafkaError as exc:
                 if not warned:
@@ -408,7 +515,7 @@ class KafkaGroupConsumer(Consumer):
             try:
                 if self._outputs is None:
                     self._outputs = self.transport.kafka_producer()
-                done = deliver(self._outputs, self._maker, outputs, timeout_s=30.0)
+                done = deliver(self._outputs, self._maker, outputs, timeout_s=DELIVERY_TIMEOUT_S)
                 if done == len(outputs):
                     if warned:
                         log.warning("broker reachable again; outputs delivered")
@@ -433,9 +540,28 @@ class KafkaGroupConsumer(Consumer):
     def history(self, message: Message, n: int) -> list[Message]:
         if n <= 0 or message.offset <= 0:
             return []
+        warned = False
+        while True:
+            try:
+                return self._read_history(message, n)
+            except KafkaError as exc:
+                # No judging without the window: wait for the broker rather than start "initializing".
+                if not warned:
+                    log.warning("Kafka broker unreachable (%s) while rebuilding %s's window; retrying",
+                                exc, message.topic)
+                    warned = True
+                if self._history is not None:
+                    try:
+                        self._history.close()
+                    except Exception:
+                        log.debug("closing history consumer", exc_info=True)
+                    self._history = None
+                time.sleep(1.0)
+
+    def _read_history(self, message: Message, n: int) -> list[Message]:
         if self._history is None:
             self._history = KafkaConsumer(**self.transport.common(), group_id=None, enable_auto_commit=False,
-                                          auto_offset_reset="earliest")
+                                          auto_offset_reset="earliest", allow_auto_create_topics=False)
         hc = self._history
         tp = TopicPartition(message.topic, message.partition)
         hc.assign([tp])
