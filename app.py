@@ -273,11 +273,17 @@ def sessions_view() -> None:
     st.caption(f"{len(found)} session(s) between {d0} and {d1}. Select one to open it in Compare, "
                "Anomalies and Labels.")
     ids = list(found["session_id"])
+    per_algo = [c for c in found.columns if c.startswith("anomalies ")]
+    found = found.assign(flagged=[" · ".join(f"{c.removeprefix('anomalies ')} {row[c]}" for c in per_algo)
+                                  for _, row in found.iterrows()])
     st.dataframe(found, hide_index=True, key="sessions_table", on_select=lambda: open_session(ids),
                  selection_mode="single-row",
-                 column_config={"started_at": st.column_config.DatetimeColumn("started (UTC)"),
-                                "ended_at": st.column_config.DatetimeColumn("ended (UTC)"),
-                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f")})
+                 column_order=["session_id", "port", "started_at", "duration_s", "readings", "rejects", "gaps",
+                               "flagged"],
+                 column_config={"session_id": st.column_config.TextColumn("session"),
+                                "started_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+                                "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+                                "flagged": st.column_config.TextColumn("anomalies per algorithm", width="large")})
     if st.session_state.get("session") in ids:
         st.success(f"Open: **{st.session_state['session']}** (sidebar filters).")
 
