@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 # Lines are made durable (flushed to the transport) as soon as the port has nothing more waiting,
 # and at least this often under a steady stream: what a kill -9 can lose is what was read since.
 FLUSH_INTERVAL_S = 0.05
+# With acknowledgements a kill -9 loses nothing read, but stores twice what was committed and not
+# yet acknowledged: the few milliseconds of a commit's fsync. Flushing less often makes that a
+# smaller share of the time (3 ms in 200 ms), at no risk of loss.
+ACK_FLUSH_INTERVAL_S = 0.2
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 2.0
 
 
@@ -80,9 +84,9 @@ class SerialProducer:
                 "session": self.session, "seq": self.seq, "ts_us": ts_us,
                 "reason": parsed.reason, "raw": parsed.raw})])
 
-    def maybe_flush(self, force: bool = False) -> bool:
+    def maybe_flush(self, force: bool = False, interval: float = FLUSH_INTERVAL_S) -> bool:
         now = time.monotonic()
-        if force or now - self._last_flush >= FLUSH_INTERVAL_S:
+        if force or now - self._last_flush >= interval:
             self.out.flush()
             self._last_flush = now
             return True
@@ -182,13 +186,11 @@ class SerialProducer:
                     # since what a kill -9 loses is what was read and not yet flushed.
                     self.maybe_flush(force=not port.in_waiting)
                     continue
-                # With acknowledgements a kill loses nothing read (the board resends what was not
-                # acknowledged) but duplicates what was committed and not yet acknowledged: flush
-                # at a steady pace, letting the port's buffer batch the lines, so that the few
-                # milliseconds of a commit are a small share of the time.
+                # With acknowledgements, flush at a steady pace, letting the port's buffer batch
+                # the lines (see ACK_FLUSH_INTERVAL_S).
                 if done > acked and not port.in_waiting:
-                    stop.wait(max(0.0, FLUSH_INTERVAL_S - (time.monotonic() - self._last_flush)))
-                if done > acked and self.maybe_flush():
+                    stop.wait(max(0.0, ACK_FLUSH_INTERVAL_S - (time.monotonic() - self._last_flush)))
+                if done > acked and self.maybe_flush(interval=ACK_FLUSH_INTERVAL_S):
                     acked = self._acknowledge(port, done) or acked
         finally:
             partial = splitter.take_partial()

@@ -2,7 +2,7 @@
 for the new reader and sends again what the dead one had not acknowledged as stored, so no line
 the board wrote is lost. A line is stored twice only when the kill falls between the transport's
 commit and the acknowledgement (the few milliseconds of the commit's fsync): at most one flush's
-worth of lines per kill."""
+worth of lines per kill, rarely (a 3 ms fsync in every 200 ms flush)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 from lib.config import PROJECT_ROOT
+from lib.producer import ACK_FLUSH_INTERVAL_S
 from lib.simulator import SignalModel, load_scenario, scenario_ticks
 from tests.serial_rig import Rig, expected, ledger_lines
 from tests.system import wait_for
@@ -47,8 +48,8 @@ def test_kill_9_of_the_producer_loses_and_duplicates_nothing(tmp_path):
     stored = Counter({(s, v): n for s, v, n in rig.query("SELECT sensor, value, count(*) FROM readings GROUP BY ALL")})
     lost, extra = good - stored, stored - good
     assert not lost, f"lost {sum(lost.values())} lines; resent {board.resent} bytes"
-    # One flush interval (50 ms) plus the acknowledgement's way back, per kill, at most.
-    assert sum(extra.values()) <= KILLS * RATE * 0.15, f"duplicated {sum(extra.values())} lines"
+    # One flush's worth (ACK_FLUSH_INTERVAL_S) plus the acknowledgement's way back, per kill, at most.
+    assert sum(extra.values()) <= KILLS * RATE * (ACK_FLUSH_INTERVAL_S + 0.1), f"duplicated {sum(extra.values())} lines"
     assert len(rig.query("SELECT * FROM sessions")) == KILLS + 1
     assert rig.query("SELECT count(*) FROM readings WHERE session_id NOT IN (SELECT session_id FROM sessions)") == [(0,)]
     print(f"\n{KILLS} kills -9: {LINES} lines, none lost, {sum(extra.values())} stored twice; "
