@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
+
 from lib.broker import Broker
 from lib.config import load_config
 from lib.transport.base import INTERNAL, open_transport, reading_message
@@ -111,29 +113,39 @@ def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detection import Judge, check_detection_config, run_detector
     from lib.sink import run_store
     from lib.storage import init_db
-    from tests.system import query
     check_detection_config(config)
     ensure_topics(transport, (*SENSORS, *INTERNAL))
     init_db(config.db_path)
     stop = threading.Event()
+    want = n * len(config.detection.detectors)
+    progress = {"states": 0}
+    finished = threading.Event()
+
+    def on_flush(_n):
+        # In the store's thread, between its writes: DuckDB allows one configuration per file and
+        # process, so the count is read with the writer's (read-write) connection settings.
+        conn = duckdb.connect(str(config.db_path))
+        try:
+            progress["states"] = conn.execute(
+                "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
+        finally:
+            conn.close()
+        if progress["states"] >= want:
+            finished.set()
+
     detector = transport.consumer("detectors", sensors=True)
     store = transport.consumer("store", topics=INTERNAL, sensors=True)
     threads = [threading.Thread(target=run_detector, args=(Judge(config), detector, stop), daemon=True),
                threading.Thread(target=run_store, args=(config.db_path, store, stop, config.store.flush_interval,
-                                                        config.store.max_batch), daemon=True)]
+                                                        config.store.max_batch, on_flush), daemon=True)]
     for t in threads:
         t.start()
     wait_joined(detector, store)
-    want = n * len(config.detection.detectors)
     t0 = time.perf_counter()
     produce(transport, n)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        done = (query(config.db_path, "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'") or [[0]])[0][0]
-        if done >= want:
-            break
-        time.sleep(0.1)
+    finished.wait(600)
     elapsed = time.perf_counter() - t0
+    done = progress["states"]
     stop.set()
     for t in threads:
         t.join(timeout=60)
