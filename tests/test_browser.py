@@ -94,7 +94,8 @@ def wait_for_charts(page, n: int = 1) -> None:
         "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= n", arg=n)
 
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps")]
 
 
 def select_session_row(page, row: int) -> None:
