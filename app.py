@@ -12,6 +12,7 @@ import json
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import streamlit as st
 
@@ -71,9 +72,14 @@ if not DB.exists():
     st.stop()
 
 # --- shared filters (Compare, Anomalies, Labels) -----------------------------------------------
-all_sessions = query(str(DB), "sessions")
-all_sensors = query(str(DB), "sensor_names")
-all_detectors = query(str(DB), "detectors")
+try:
+    all_sessions = query(str(DB), "sessions")
+    all_sensors = query(str(DB), "sensor_names")
+    all_detectors = query(str(DB), "detectors")
+except duckdb.Error as exc:
+    st.title(view)
+    st.warning(f"The database cannot be read right now ({exc}). Reload the page in a moment.")
+    st.stop()
 
 
 def shared_filters() -> Filters:
@@ -114,7 +120,11 @@ def live_view() -> None:
     def live() -> None:
         now = queries.utc_now().replace(microsecond=0)  # whole seconds: viewers share one read per second
         since = now - timedelta(minutes=SPANS[span])
-        snap = live_snapshot(str(DB), tuple(chosen), since, now)
+        try:
+            snap = live_snapshot(str(DB), tuple(chosen), since, now)
+        except duckdb.Error as exc:  # the store held the file longer than the read's retries
+            st.warning(f"The database is busy ({exc.__class__.__name__}); the next refresh retries.")
+            return
         totals, health, lag = snap["totals"], snap["health"], snap["lag"]
         cols = st.columns(5)
         cols[0].metric("Readings", f"{totals['readings']:,}")
