@@ -190,11 +190,11 @@ def truth_windows(times: np.ndarray, spans: list[tuple[float, float]], min_rows:
 
 
 def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, seed: int = 0,
-                     min_rows: int = 5, kinds: Iterable[str] | None = None) -> list[Series]:
+                     min_rows: int = 5, kinds: Iterable[str] | None = None, t0: float = 0.0) -> list[Series]:
     """One labelled series per sensor, generated in-process with the simulator's SignalModel (the
     same signals and injections a live run would write; dropped and malformed readings are absent
     from the series, as they would be from the stored readings). `kinds` keeps only those
-    injections as windows (all by default)."""
+    injections as windows (all by default). `t0` is the simulated time of the first reading."""
     kinds = set(kinds) if kinds is not None else None
     from lib.protocol import Parsed, parse_line
     from lib.simulator import SignalModel
@@ -203,7 +203,7 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
     rows: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenario.sensors}
     spans: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenario.sensors}
     for i in range(int(seconds * rate_per_sensor)):
-        t = i * dt
+        t = t0 + i * dt
         for spec in scenario.sensors:
             line, started = model.line(spec, t)
             for inj in started:
