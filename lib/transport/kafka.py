@@ -34,7 +34,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from lib.spool import DeliveryLock, Spool
-from lib.transport.base import INTERNAL, Consumer, Message, Producer, Transport
+from lib.transport.base import Consumer, Message, Producer, Transport
 
 log = logging.getLogger(__name__)
 
