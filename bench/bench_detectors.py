@@ -149,7 +149,7 @@ def main(argv=None) -> int:
             print(f"  {label}: done", file=sys.stderr, flush=True)
     variants = [(n, {}) for n in names]
     if "iforest" in names:
-        variants += [("iforest", {"refit_every": k}) for k in (10, 100, 1000)]
+        variants += [("iforest", {"refit_every": k}) for k in (10, 100, 250)]
     for name, params in variants:
         label = name if not params else f"{name}@{params['refit_every']}"
         make = lambda: detectors.build(name, params)[0]  # noqa: E731

@@ -102,7 +102,7 @@ class IsolationForestDetector(Detector):
     default_threshold = 0.6
     seed_window = True
 
-    def __init__(self, window: int = 20, n_estimators: int = 100, refit_every: int = 250, seed: int = 0):
+    def __init__(self, window: int = 20, n_estimators: int = 100, refit_every: int = 1000, seed: int = 0):
         if refit_every < 1:
             raise ValueError(f"refit_every must be at least 1, got {refit_every}")
         self.window_size, self.n_estimators, self.refit_every, self.seed = window, n_estimators, refit_every, seed
