@@ -22,6 +22,14 @@ from lib.transport.embedded import EmbeddedTransport
 
 
 class Rig:
+    """Use as a context manager: whatever a test does, no thread or process outlives it."""
+
+    def __enter__(self) -> "Rig":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
     def __init__(self, tmp: Path):
         self.data = Path(tmp) / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -66,14 +74,19 @@ class Rig:
         return proc
 
     def stop_all(self) -> None:
-        """Producers first (in reverse start order they would still read), then boards."""
+        """Threads in reverse start order (producers stop before the boards they read), then
+        producer processes. Safe to call twice."""
         for t, stop in reversed(self.threads):
             stop.set()
             t.join(30)
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
-                p.wait(30)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
     def store(self) -> int:
         """The single writer drains the transport into the DuckDB file, as workers/store.py does."""

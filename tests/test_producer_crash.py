@@ -22,25 +22,25 @@ LINES, RATE, KILLS = 3000, 300.0, 4
 
 
 def test_kill_9_of_the_producer_loses_and_duplicates_nothing(tmp_path):
-    rig = Rig(tmp_path)
-    board = rig.board()
-    ledger = tmp_path / "ledger"
-    proc = rig.producer_process(board.link, "--ack")
-    rig.play(board, scenario_ticks(SignalModel(load_scenario(DEMO), seed=9), RATE), ledger, count=LINES)
-    rnd = random.Random(1)
-    for _ in range(KILLS):
-        # Kill while the producer is reading: once it has the port open, at a random moment.
-        wait_for(board.reader_present, 30, 0.02, what="the producer to open the port")
-        time.sleep(rnd.uniform(0.2, 1.0))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        time.sleep(rnd.uniform(0.2, 1.0))   # supervisord's restart delay
+    with Rig(tmp_path) as rig:
+        board = rig.board()
+        ledger = tmp_path / "ledger"
         proc = rig.producer_process(board.link, "--ack")
-    wait_for(lambda: len(ledger_lines(ledger)) == LINES, 60, 0.1, what=f"the board to write {LINES} lines")
-    assert board.drain(10), "the last producer did not take every line"
-    time.sleep(0.3)
-    rig.stop_all()
-    assert proc.wait() == 0
+        rig.play(board, scenario_ticks(SignalModel(load_scenario(DEMO), seed=9), RATE), ledger, count=LINES)
+        rnd = random.Random(1)
+        for _ in range(KILLS):
+            # Kill while the producer is reading: once it has the port open, at a random moment.
+            wait_for(board.reader_present, 30, 0.02, what="the producer to open the port")
+            time.sleep(rnd.uniform(0.2, 1.0))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            time.sleep(rnd.uniform(0.2, 1.0))   # supervisord's restart delay
+            proc = rig.producer_process(board.link, "--ack")
+        wait_for(lambda: len(ledger_lines(ledger)) == LINES, 60, 0.1, what=f"the board to write {LINES} lines")
+        assert board.drain(10), "the last producer did not take every line"
+        time.sleep(0.3)
+        rig.stop_all()
+        assert proc.wait() == 0
     rig.store()
 
     good, bad = expected(ledger)
