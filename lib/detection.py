@@ -116,11 +116,14 @@ class Judge:
         self._last[sensor] = (session, seq, ts_us)
         self._silence_told.discard(sensor)
 
-    def silent(self, now_us: int) -> list[tuple[str, str, int, int]]:
+    def silent(self, now_us: int, owned: set[str] | None = None) -> list[tuple[str, str, int, int]]:
         """(sensor, session, seq, ts_us) of the last reading of each sensor silent longer than its
-        `no_data_s` at `now_us`, each silence once."""
+        `no_data_s` at `now_us`, each silence once. `owned`: the sensors this worker judges now
+        (with several workers, a sensor handed to another one is not silent)."""
         out = []
         for sensor, (session, seq, ts) in self._last.items():
+            if owned is not None and sensor not in owned:
+                continue
             limit = self._rule_state(sensor).rules.no_data_s
             if limit and sensor not in self._silence_told and now_us - ts > limit * 1e6:
                 self._silence_told.add(sensor)
@@ -169,13 +172,20 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
     return outputs
 
 
-def silence_messages(judge: Judge, now_us: int) -> list:
+def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
     """A "rule:no_data" anomaly row for each sensor silent too long, keyed on its last reading
     (session, seq, time): storage needs no new table, and the row says where the silence began."""
     from lib.transport.base import STATES, json_message
     return [json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
                                           "states": [["rule:no_data", "anomaly", 1.0]]})
-            for sensor, session, seq, ts in judge.silent(now_us)]
+            for sensor, session, seq, ts in judge.silent(now_us, _owned(consumer))]
+
+
+def _owned(consumer) -> set[str] | None:
+    """The sensors a consumer is assigned, when its transport can say (a Kafka group member can
+    lose a sensor to another worker; the embedded transport's single worker owns them all)."""
+    owned = getattr(consumer, "owned_sensors", None)
+    return set(owned()) if callable(owned) else None
 
 
 def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
@@ -191,7 +201,7 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
         messages = consumer.poll(max_records, poll_timeout)
         if not messages:
             # caught up: wall-clock time is now the right clock for a silent sensor
-            silent = silence_messages(judge, max(data_now, int(time.time() * 1e6)))
+            silent = silence_messages(judge, max(data_now, int(time.time() * 1e6)), consumer)
             if silent:
                 consumer.commit(silent)
             continue
@@ -199,7 +209,7 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
         # while a backlog is replayed, readings' own times (not the wall clock) tell whether a
         # sensor fell silent, so catching up after a restart does not look like silence
         data_now = max([data_now] + [int(m.headers["ts_us"]) for m in messages])
-        outputs += silence_messages(judge, data_now)
+        outputs += silence_messages(judge, data_now, consumer)
         consumer.commit(outputs)
         done += len(messages)
         log.debug("judged %d readings", len(messages))

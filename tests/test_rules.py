@@ -70,3 +70,14 @@ def test_no_data_is_told_once_per_silence_on_the_last_reading():
     assert silence_messages(judge, 9_000_000) == []          # once per silence
     judge.note_last("humidite", "s1", 8, 9_000_000)          # a reading ends the silence
     assert len(silence_messages(judge, 20_000_000)) == 1
+
+
+def test_a_sensor_handed_to_another_worker_is_not_silent():
+    class Consumer:
+        def owned_sensors(self):
+            return {"temperature"}
+    cfg = _config({"*": {"no_data_s": 5}}, detectors=["zscore"])
+    judge = Judge(cfg)
+    judge.note_last("humidite", "s1", 7, 1_000_000)
+    assert silence_messages(judge, 60_000_000, Consumer()) == []
+    assert len(silence_messages(judge, 60_000_000)) == 1
