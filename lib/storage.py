@@ -119,12 +119,17 @@ class Batch:
                 + len(self.labels))
 
 
+_NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+
+
 def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_s
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            # No extension loading: a file that is not ours must fail to open, not make DuckDB try
+            # to download a reader for it (this machine, and many sites, have no internet).
+            return duckdb.connect(str(path), read_only=read_only, config=_NO_EXTENSIONS)
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise
