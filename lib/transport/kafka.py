@@ -458,6 +458,11 @@ class KafkaGroupConsumer(Consumer):
                                    {k: v.decode() for k, v in (r.headers or [])}, r.partition, r.offset))
         return out
 
+    def owned_sensors(self) -> set[str]:
+        """Topics this member is assigned now (lib.detection's no-data rule asks: a sensor handed to
+        another worker is not silent)."""
+        return {tp.topic for tp in self._consumer.assignment()}
+
     def moved(self) -> set[str]:
         found, self._moved = self._moved, set()
         return found
