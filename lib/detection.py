@@ -188,6 +188,9 @@ def _owned(consumer) -> set[str] | None:
     return set(owned()) if callable(owned) else None
 
 
+BATCH_SECONDS = 1.0
+
+
 def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
                  count: int | None = None) -> int:
     """Poll readings, judge them, and commit the states with the consumer's position (one
@@ -197,8 +200,12 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
     import time
     done = 0
     data_now = 0   # the latest reading time seen: the clock for silences while readings flow
+    # A stop is seen between polls, so a poll takes about a second's worth of judging at the rate
+    # just measured: a worker catching up on a backlog still stops (and commits) promptly.
+    limit = max_records
     while not stop.is_set() and (count is None or done < count):
-        messages = consumer.poll(max_records, poll_timeout)
+        started = time.monotonic()
+        messages = consumer.poll(limit, poll_timeout)
         if not messages:
             # caught up: wall-clock time is now the right clock for a silent sensor
             silent = silence_messages(judge, max(data_now, int(time.time() * 1e6)), consumer)
@@ -212,5 +219,7 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
         outputs += silence_messages(judge, data_now, consumer)
         consumer.commit(outputs)
         done += len(messages)
+        rate = len(messages) / max(time.monotonic() - started, 1e-3)
+        limit = int(min(max_records, max(100, rate * BATCH_SECONDS)))
         log.debug("judged %d readings", len(messages))
     return done
