@@ -22,6 +22,19 @@ changes nothing when refitting every reading: `refit_every=1` gives the seed's s
 
 The score is scikit-learn's anomaly score `-score_samples(x)`, already in (0, 1]: 0.5 is the
 forest's own "no clear structure" point, values near 1 are isolated at once.
+
+`method = "paths"` (the default) is the seed's refit-on-every-reading without its cost. Scoring
+one reading with a forest that is fitted for that reading alone only needs that reading's path
+through each tree, and a path can be drawn without building the rest of the tree: at each node,
+draw the split uniformly between the node's smallest and largest training value (what
+scikit-learn's random splitter does), keep the side the reading falls on, and stop where
+scikit-learn's tree would (one training value left, all values equal, or the depth limit
+ceil(log2(window))). The path length plus c(leaf size) is scikit-learn's, so the score has the
+distribution of the seed's `IsolationForest().fit(window).score_samples(x)` (tests compare the
+means over many forests), for 100 trees x 5 levels of array operations instead of 100 fitted
+trees. The random draws come from a counter-based hash of (seed, reading number, tree, level),
+so a reading's score does not depend on how readings were batched. `method = "table"` keeps a
+scikit-learn forest for `refit_every` readings and scores through its exact step table.
 """
 from __future__ import annotations
 
@@ -90,6 +103,56 @@ def table_scores(table: tuple[np.ndarray, np.ndarray], xs: np.ndarray) -> np.nda
     return scores[np.searchsorted(thr, xs, side="left")]
 
 
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _uniform(seed: int, reading: np.ndarray, tree: np.ndarray, level: int) -> np.ndarray:
+    """U[0, 1) from splitmix64 of (seed, reading number, tree, level): the same draw for a
+    reading however the readings are batched."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             + reading.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+             + tree.astype(np.uint64)[None, :] * np.uint64(0xABC98388FB8FAC03)
+             + np.uint64(level) * np.uint64(0x8CB92BA72F3D8DD7))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed: int,
+                        first_reading: int) -> np.ndarray:
+    """Anomaly scores of xs[i] by a fresh isolation forest of `n_trees` fitted on windows[i]
+    (n, w), drawing only each reading's path (see the module docstring)."""
+    n, w = windows.shape
+    ordered = np.sort(windows, axis=1)
+    lo_i = np.zeros((n, n_trees), dtype=np.int64)        # the node: ordered[i, lo:hi]
+    hi_i = np.full((n, n_trees), w, dtype=np.int64)
+    depth = np.zeros((n, n_trees))
+    rows = np.arange(n)[:, None]
+    readings = first_reading + np.arange(n)
+    trees = np.arange(n_trees)
+    x = xs[:, None]
+    for level in range(int(np.ceil(np.log2(max(w, 2))))):
+        lo_v = ordered[rows, lo_i]
+        hi_v = ordered[rows, hi_i - 1]
+        split = (hi_i - lo_i >= 2) & (hi_v > lo_v)
+        if not split.any():
+            break
+        thr = lo_v + _uniform(seed, readings, trees, level) * (hi_v - lo_v)
+        thr = np.where(thr >= hi_v, lo_v, thr)            # scikit-learn's guard against max
+        # training values <= thr go left; in sorted order that is a prefix of the node
+        cut = (ordered[:, None, :] <= thr[:, :, None]).sum(axis=2)
+        left = x <= thr
+        new_lo = np.where(left, lo_i, cut)
+        new_hi = np.where(left, cut, hi_i)
+        lo_i = np.where(split, new_lo, lo_i)
+        hi_i = np.where(split, new_hi, hi_i)
+        depth += split
+    paths = depth + average_path_length(hi_i - lo_i)
+    return 2.0 ** (-paths.mean(axis=1) / average_path_length(np.array([w]))[0])
+
+
 class IsolationForestDetector(Detector):
     """Parameters: `window`, `n_estimators`, `refit_every` (readings between refits), `seed`.
 
@@ -102,10 +165,14 @@ class IsolationForestDetector(Detector):
     default_threshold = 0.6
     seed_window = True
 
-    def __init__(self, window: int = 20, n_estimators: int = 100, refit_every: int = 1000, seed: int = 0):
+    def __init__(self, window: int = 20, n_estimators: int = 100, refit_every: int = 1000, seed: int = 0,
+                 method: str = "paths"):
         if refit_every < 1:
             raise ValueError(f"refit_every must be at least 1, got {refit_every}")
+        if method not in ("paths", "table"):
+            raise ValueError(f"method must be 'paths' or 'table', got {method!r}")
         self.window_size, self.n_estimators, self.refit_every, self.seed = window, n_estimators, refit_every, seed
+        self.method = method
         self.warmup = window
         self.seen = 0
         self._window = Window(window)
@@ -124,6 +191,9 @@ class IsolationForestDetector(Detector):
         return self._table is None or self._since_fit >= self.refit_every
 
     def score_one(self, x: float) -> float:
+        if self.method == "paths":
+            return float(sampled_path_scores(self._window.values()[None, :], np.array([x]),
+                                             self.n_estimators, self.seed, self.seen)[0])
         if self._due():
             self._fit()
         centre, spread = robust_scale(self._window.values())
@@ -139,6 +209,19 @@ class IsolationForestDetector(Detector):
         xs = np.asarray(xs, dtype=float)
         out: list[tuple[bool, float]] = []
         i = 0
+        while i < len(xs) and self.method == "paths":
+            if not self.ready:
+                out.append((False, 0.0))
+                self.learn_one(float(xs[i]))
+                i += 1
+                continue
+            seg = xs[i:i + 256]   # bounds the (readings, trees, window) arrays
+            scores = sampled_path_scores(sliding_previous(self._window.values(), seg, self.window_size), seg,
+                                         self.n_estimators, self.seed, self.seen)
+            out.extend((True, float(v)) for v in scores)
+            for x in seg:
+                self.learn_one(float(x))
+            i += len(seg)
         while i < len(xs):
             if not self.ready:
                 out.append((False, 0.0))
