@@ -6,11 +6,16 @@ sensor back into "initializing".
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Iterable, Mapping
 
 from lib import detectors
 from lib.config import Config, ConfigError
 from lib.rules import RuleState, check_rules, rules_for
+from lib.transport.base import STATES, json_message, states_message
+
+log = logging.getLogger(__name__)
 
 
 def sensor_plan(config: Config, sensor: str) -> dict[str, dict[str, Any]]:
@@ -142,13 +147,11 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
     A sensor this process has not seen yet is first warmed with its history from the transport
     (readings before the first one polled were judged by an earlier run, so they are learnt, not
     judged again)."""
-    from lib.transport.base import states_message
-
     by_sensor: dict[str, list] = {}
     for m in messages:
         by_sensor.setdefault(m.topic, []).append(m)
     outputs = []
-    moved = consumer.moved() if hasattr(consumer, "moved") else set()
+    moved = consumer.moved()
     for sensor, msgs in by_sensor.items():
         if sensor in moved and judge.known(sensor):
             # Other group members judged this sensor since this process last did (a rebalance):
@@ -158,12 +161,11 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
             history = consumer.history(msgs[0], need) if need else []
             if len(history) >= need:
                 judge.forget(sensor)
-                judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
+                _warm(judge, sensor, history)
         elif not judge.known(sensor):
             need = judge.history_needed(sensor)
             if need:
-                history = consumer.history(msgs[0], need)
-                judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
+                _warm(judge, sensor, consumer.history(msgs[0], need))
         values = [float(m.value) for m in msgs]
         ts = [int(m.headers["ts_us"]) for m in msgs]
         outputs.append(states_message(sensor, msgs, judge.judge_many(sensor, values, ts)))
@@ -172,10 +174,13 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
     return outputs
 
 
+def _warm(judge: Judge, sensor: str, history) -> None:
+    judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
+
+
 def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
     """A "rule:no_data" anomaly row for each sensor silent too long, keyed on its last reading
     (session, seq, time): storage needs no new table, and the row says where the silence began."""
-    from lib.transport.base import STATES, json_message
     return [json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
                                           "states": [["rule:no_data", "anomaly", 1.0]]})
             for sensor, session, seq, ts in judge.silent(now_us, _owned(consumer))]
@@ -195,9 +200,6 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
                  count: int | None = None) -> int:
     """Poll readings, judge them, and commit the states with the consumer's position (one
     transaction on the embedded transport). Returns the number of readings judged."""
-    import logging
-    log = logging.getLogger(__name__)
-    import time
     done = 0
     data_now = 0   # the latest reading time seen: the clock for silences while readings flow
     # A stop is seen between polls, so a poll takes about a second's worth of judging at the rate
