@@ -99,22 +99,34 @@ class Judge:
         for x, t in zip(values, ts_us if ts_us is not None else [None] * len(values)):
             rules.learn(float(x), t)
 
+    def judge_sensors(self, batch: list[tuple[str, list[float], list[int] | None]]) -> list[dict]:
+        """For each (sensor, values, ts_us): {detector or "rule:<name>": (states, scores)}, one
+        list per column, detectors in the sensor's plan order and then the rules; each reading
+        is scored before it is learnt. Detectors of one class are scored for every sensor in one
+        call (`score_learn_groups`). `ts_us` (the readings' times) lets the rate rule work per second."""
+        out: list[dict] = [{} for _ in batch]
+        groups: dict[type, list] = {}
+        for k, (sensor, values, _) in enumerate(batch):
+            for name, det, decision in self._setup(sensor):
+                out[k][name] = None    # the plan's order
+                groups.setdefault(type(det), []).append((k, name, det, decision, values))
+        for cls, items in groups.items():
+            results = cls.score_learn_groups([(det, values) for _, _, det, _, values in items])
+            for (k, name, _, decision, _), (ready, scores) in zip(items, results):
+                out[k][name] = decision.columns(ready, scores)
+        for k, (sensor, values, ts) in enumerate(batch):
+            rules = self._rule_state(sensor)
+            judged = rules.judge_columns(values, ts)
+            if rules.rules.active:
+                out[k].update(judged)
+        return out
+
     def judge_many(self, sensor: str, values: list[float],
                    ts_us: list[int] | None = None) -> list[list[tuple[str, str, float | None]]]:
-        """For each value in order: [(detector or "rule:<name>", state, score)], scoring each
-        before learning it. `ts_us` (the readings' times) lets the rate rule work per second."""
-        out: list[list] = [[] for _ in values]
-        for name, det, decision in self._setup(sensor):
-            for row, (ready, score) in zip(out, det.score_learn_many(values)):
-                row.append((name, decision.state(ready, score), round(score, 6) if ready else None))
-        rules = self._rule_state(sensor)
-        if rules.rules.active:
-            for row, x, t in zip(out, values, ts_us if ts_us is not None else [None] * len(values)):
-                row.extend(rules.judge(float(x), t))
-        else:
-            for x, t in zip(values, ts_us if ts_us is not None else [None] * len(values)):
-                rules.learn(float(x), t)
-        return out
+        """For each value in order: [(detector or "rule:<name>", state, score)] (one sensor;
+        `judge_sensors` column by column)."""
+        cols = self.judge_sensors([(sensor, values, ts_us)])[0]
+        return [[(name, states[i], scores[i]) for name, (states, scores) in cols.items()] for i in range(len(values))]
 
     def note_last(self, sensor: str, session: str, seq: int, ts_us: int) -> None:
         """Remember the sensor's latest reading, the anchor of a "no data" row should it go silent."""
@@ -166,11 +178,13 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
             need = judge.history_needed(sensor)
             if need:
                 _warm(judge, sensor, consumer.history(msgs[0], need))
-        values = [float(m.value) for m in msgs]
-        ts = [int(m.headers["ts_us"]) for m in msgs]
-        outputs.append(states_message(sensor, msgs, judge.judge_many(sensor, values, ts)))
+    batch = [(sensor, [float(m.value) for m in msgs], [int(m.headers["ts_us"]) for m in msgs])
+             for sensor, msgs in by_sensor.items()]
+    for (sensor, _, ts), judged in zip(batch, judge.judge_sensors(batch)):
+        msgs = by_sensor[sensor]
+        outputs.append(states_message(sensor, msgs, ts, judged))
         last = msgs[-1].headers
-        judge.note_last(sensor, last["session"], int(last["seq"]), int(last["ts_us"]))
+        judge.note_last(sensor, last["session"], int(last["seq"]), ts[-1])
     return outputs
 
 

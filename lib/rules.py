@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL
 
 RULE_KEYS = ("min", "max", "max_rate", "stuck_n", "no_data_s")
@@ -127,6 +129,52 @@ class RuleState:
             out.append(_row("rule:stuck", run >= r.stuck_n))
         self.learn(x, ts_us)
         return out
+
+
+    def judge_columns(self, values, ts_us=None) -> dict[str, tuple[list[str], list[float | None]]]:
+        """`judge` for many readings in one numpy pass: {rule name: (states, scores)}, then learns
+        them. The worker's way (per-reading Python was a tenth of its time at 20,000 readings/s)."""
+        r = self.rules
+        x = np.asarray(values, dtype=float)
+        n = len(x)
+        out: dict[str, tuple[list[str], list[float | None]]] = {}
+        if n == 0:
+            return out
+        had_prev = self.prev is not None
+        prev = np.concatenate(([self.prev if had_prev else np.nan], x[:-1]))
+        if r.min is not None or r.max is not None:
+            hit = np.zeros(n, dtype=bool)
+            if r.min is not None:
+                hit |= x < r.min
+            if r.max is not None:
+                hit |= x > r.max
+            out["rule:range"] = _columns(hit)
+        if r.max_rate is not None:
+            if ts_us is not None:
+                t = np.asarray(ts_us, dtype=float)
+                dt = np.diff(t, prepend=np.nan if self.prev_ts is None else float(self.prev_ts)) / 1e6
+                dt[np.isnan(dt)] = 1.0     # no previous time: one second per reading, as `judge`
+            else:
+                dt = np.ones(n)
+            step = np.abs(x - prev)
+            states, scores = _columns(np.where(dt > 0, step > r.max_rate * dt, step > 0))
+            if not had_prev:
+                states[0], scores[0] = STATE_INITIALIZING, None
+            out["rule:rate"] = (states, scores)
+        # the run of identical readings ending at each one (`learn`'s count, carried across calls)
+        same = x == prev
+        idx = np.arange(n)
+        last_break = np.maximum.accumulate(np.where(same, -1, idx))
+        run = np.where(last_break < 0, self.run + idx + 1, idx - last_break + 1)
+        if r.stuck_n:
+            out["rule:stuck"] = _columns(run >= r.stuck_n)
+        self.prev, self.run = float(x[-1]), int(run[-1])
+        self.prev_ts = int(ts_us[-1]) if ts_us is not None else None
+        return out
+
+
+def _columns(hit: np.ndarray) -> tuple[list[str], list[float]]:
+    return (np.where(hit, STATE_ANOMALY, STATE_NORMAL).tolist(), hit.astype(float).tolist())
 
 
 def _row(name: str, hit: bool) -> tuple[str, str, float]:

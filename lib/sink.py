@@ -15,14 +15,17 @@ def add_message(batch: Batch, msg: Message) -> None:
     try:
         if msg.topic == STATES:
             p = msg.json()
-            sensor, states = p["sensor"], batch.states
-            if "rows" in p:  # many readings per message (lib.transport.base.states_message)
+            sensor = p["sensor"]
+            if "judged" in p:  # column by column (lib.transport.base.states_message)
+                for detector, (states, scores) in p["judged"].items():
+                    batch.add_states(sensor, p["session"], p["seq"], p["ts_us"], detector, states, scores)
+            elif "rows" in p:  # row by row: a log written before issue 8's columns
                 for session, seq, ts_us, judged in p["rows"]:
                     for detector, state, score in judged:
-                        states[(session, seq, detector)] = (sensor, ts_us, state, score)
-            else:
+                        batch.add_states(sensor, session, [seq], [ts_us], detector, [state], [score])
+            else:  # one reading: the no-data rule's rows
                 for detector, state, score in p["states"]:
-                    states[(p["session"], p["seq"], detector)] = (sensor, p["ts_us"], state, score)
+                    batch.add_states(sensor, p["session"], [p["seq"]], [p["ts_us"]], detector, [state], [score])
         elif msg.topic == REJECTS:
             p = msg.json()
             batch.rejects[(p["session"], p["seq"])] = (p["ts_us"], p["reason"], p["raw"])

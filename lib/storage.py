@@ -104,6 +104,11 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(m in str(exc) for m in LOCK_MARKERS)
 
 
+STATE_COLUMNS = ("session_id", "seq", "detector", "sensor", "ts_us", "state", "score")
+STATE_TYPES = {"session_id": pa.string(), "seq": pa.int64(), "detector": pa.string(), "sensor": pa.string(),
+               "ts_us": pa.int64(), "state": pa.string(), "score": pa.float64()}
+
+
 @dataclass
 class Batch:
     """Rows gathered from the transport for one write. Keys dedupe replays inside a batch."""
@@ -113,10 +118,41 @@ class Batch:
     sessions: list = field(default_factory=list)   # session events, in order
     truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
     labels: dict = field(default_factory=dict)     # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
+    # states as columns (what the detectors send): no Python tuple or dict entry per row
+    state_cols: dict = field(default_factory=lambda: {c: [] for c in STATE_COLUMNS})
+    _state_high: dict = field(default_factory=dict)  # (session, sensor, detector) -> highest seq here
 
     def __len__(self) -> int:
-        return (len(self.readings) + len(self.states) + len(self.rejects) + len(self.sessions) + len(self.truth)
-                + len(self.labels))
+        return (len(self.readings) + len(self.states) + len(self.state_cols["seq"]) + len(self.rejects)
+                + len(self.sessions) + len(self.truth) + len(self.labels))
+
+    def add_states(self, sensor: str, sessions: str | list[str], seqs: list[int], ts_us: list[int],
+                   detector: str, states: list[str], scores: list) -> None:
+        """One detector's states for readings of one sensor, in the sensor's order. Rows at or
+        below the highest seq already in the batch for their (session, sensor, detector) are a
+        replay and are dropped, as the watermarks drop one across batches."""
+        cols = self.state_cols
+        if isinstance(sessions, str):
+            key = (sessions, sensor, detector)
+            high = self._state_high.get(key)
+            if high is not None and seqs[0] <= high:
+                keep = [i for i, q in enumerate(seqs) if q > high]
+                seqs, ts_us = [seqs[i] for i in keep], [ts_us[i] for i in keep]
+                states, scores = [states[i] for i in keep], [scores[i] for i in keep]
+                if not seqs:
+                    return
+            self._state_high[key] = seqs[-1]
+            n = len(seqs)
+            cols["session_id"].extend([sessions] * n)
+            cols["sensor"].extend([sensor] * n)
+            cols["detector"].extend([detector] * n)
+            cols["seq"].extend(seqs)
+            cols["ts_us"].extend(ts_us)
+            cols["state"].extend(states)
+            cols["score"].extend(scores)
+            return
+        for i, session in enumerate(sessions):   # a message spanning sessions: row by row
+            self.add_states(sensor, session, seqs[i:i + 1], ts_us[i:i + 1], detector, states[i:i + 1], scores[i:i + 1])
 
 
 _NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
@@ -216,8 +252,12 @@ def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
                      f" FROM ({_KEEP_NEW.format(kind=_READING)})")
         conn.execute(_RAISE_WATERMARKS.format(kind=_READING))
         conn.unregister("batch_df")
-    if batch.states:
-        df = _frame(batch.states, ["session_id", "seq", "detector", "sensor", "ts_us", "state", "score"])
+    if batch.states or batch.state_cols["seq"]:
+        cols = {name: list(col) for name, col in batch.state_cols.items()}
+        if batch.states:   # rows given one by one (tests, tools)
+            for name, col in zip(STATE_COLUMNS, _frame(batch.states, list(STATE_COLUMNS)).columns):
+                cols[name] += col.to_pylist()
+        df = pa.table({name: pa.array(col, type=STATE_TYPES[name]) for name, col in cols.items()})
         conn.register("batch_df", df)
         conn.execute("INSERT INTO states SELECT session_id, seq, sensor, make_timestamp(ts_us), detector,"
                      f" state, score FROM ({_KEEP_NEW.format(kind='b.detector')})")

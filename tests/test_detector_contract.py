@@ -89,6 +89,25 @@ def test_batch_path_equals_one_at_a_time(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_scoring_sensors_together_equals_one_sensor_at_a_time(name):
+    """The worker scores every sensor's readings in one call per detector class
+    (`score_learn_groups`): each sensor must get what its own detector would give it alone."""
+    n_sensors = 4
+    grouped = [_fresh(name)[0] for _ in range(n_sensors)]
+    alone = [_fresh(name)[0] for _ in range(n_sensors)]
+    # sensors on different scales and at different points of their warm-up
+    series = [list(_series(grouped[0].warmup + 120, seed=10 + k) * (1 + 10 * k))[k * 7:] for k in range(n_sensors)]
+    for start in range(0, max(len(s) for s in series), 29):
+        parts = [s[start:start + 29] for s in series]
+        got = type(grouped[0]).score_learn_groups(list(zip(grouped, parts)))
+        for k, (det, xs) in enumerate(zip(alone, parts)):
+            want = det.score_learn_many(xs)
+            ready, scores = got[k]
+            assert ready.tolist() == [r for r, _ in want]
+            np.testing.assert_allclose(scores[ready], [s for r, s in want if r], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_warmup_history_rebuilds_the_state(name):
     """A restarted worker warms a fresh detector with `warmup` readings of history: it is ready
     at once and (for window detectors, whose state is the window) scores like the original."""

@@ -46,6 +46,27 @@ def test_rule_table(rules, values, ts, expected):
     assert got == expected
 
 
+@pytest.mark.parametrize("with_ts", [True, False])
+def test_rules_column_by_column_equal_reading_by_reading(with_ts):
+    """The worker judges a poll's readings of a sensor in one numpy pass (`judge_columns`); over
+    runs of equal values, steps, clock jumps and batch edges it must say what `judge` says."""
+    import numpy as np
+    rng = np.random.default_rng(4)
+    values = np.round(rng.normal(50, 2, 400) * (rng.random(400) < 0.7), 0)   # repeats and jumps
+    values[100:140] = 50.0                                                     # a long stuck run
+    ts = np.cumsum(rng.integers(0, 400_000, 400)).tolist() if with_ts else None   # 0 s steps too
+    rules = Rules(min=0, max=55, max_rate=6.0, stuck_n=5)
+    one, cols = RuleState(rules), RuleState(rules)
+    want = [one.judge(float(v), t) for v, t in zip(values, ts or [None] * len(values))]
+    got: list = []
+    for start in range(0, len(values), 37):
+        part = cols.judge_columns(values[start:start + 37], ts[start:start + 37] if ts else None)
+        n = len(values[start:start + 37])
+        got += [[(name, part[name][0][i], part[name][1][i]) for name in part] for i in range(n)]
+    assert got == want
+    assert (one.prev, one.run, one.prev_ts) == (cols.prev, cols.run, cols.prev_ts)
+
+
 def test_rules_ride_with_the_detectors_and_survive_a_restart():
     cfg = _config({"*": {"stuck_n": 3, "max": 60}}, detectors=["zscore"])
     judge = Judge(cfg)

@@ -90,6 +90,9 @@ class DBSCANDetector(WindowDetectorMixin, Detector):
         self._window.push(x)
         self.seen += 1
 
+    def _row_params(self) -> tuple:
+        return (self.eps, self.min_samples)
+
     def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
         centre, spread = robust_scale_rows(prev)
         d = new_point_distances((prev - centre[:, None]) / spread[:, None], (xs - centre) / spread,

@@ -68,5 +68,8 @@ class LOFDetector(WindowDetectorMixin, Detector):
         self._window.push(x)
         self.seen += 1
 
+    def _row_params(self) -> tuple:
+        return (self.k,)
+
     def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return lof_scores(prev, xs, self.k)

@@ -90,3 +90,47 @@ class WindowDetectorMixin:
 
     def _after_many(self, chunk) -> None:
         pass
+
+    def _row_params(self) -> tuple:
+        """What `_score_rows` depends on besides the rows: detectors agreeing on it are scored together."""
+        return ()
+
+    @classmethod
+    def score_learn_groups(cls, groups):
+        """Every sensor's ready readings as rows of one (n, w) array per parameter set, scored by
+        one `_score_rows` call, then learnt sensor by sensor."""
+        out: list = [None] * len(groups)
+        pending: dict[tuple, list] = {}
+        for k, (det, xs) in enumerate(groups):
+            xs = np.asarray(xs, dtype=float)
+            cold = 0
+            while cold < len(xs) and not det.ready:
+                det.learn_one(float(xs[cold]))
+                cold += 1
+            ready = np.arange(len(xs)) >= cold
+            warm = xs[cold:]
+            if type(det)._after_many is not WindowDetectorMixin._after_many or not len(warm):
+                # a detector with per-chunk state to keep (or nothing left to score) goes alone
+                scores = np.zeros(len(xs))
+                if len(warm):
+                    scores[cold:] = [s for _, s in det.score_learn_many(warm)]
+                out[k] = (ready, scores)
+                continue
+            key = (det._window.size, det._row_params())
+            pending.setdefault(key, []).append((k, det, ready, warm))
+        for items in pending.values():
+            prev = np.concatenate([sliding_previous(det._window.values(), warm, det._window.size)
+                                   for _, det, _, warm in items])
+            xs_all = np.concatenate([warm for _, _, _, warm in items])
+            scores_all = np.concatenate([items[0][1]._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk])
+                                         for i in range(0, len(xs_all), cls._chunk)])
+            at = 0
+            for k, det, ready, warm in items:
+                scores = np.zeros(len(ready))
+                scores[len(ready) - len(warm):] = scores_all[at:at + len(warm)]
+                at += len(warm)
+                for x in warm:
+                    det._window.push(float(x))
+                det.seen += len(warm)
+                out[k] = (ready, scores)
+        return out

@@ -43,12 +43,18 @@ def json_message(topic: str, key: str | None, payload) -> Message:
     return Message(topic, key, json.dumps(payload, separators=(",", ":")))
 
 
-def states_message(sensor: str, readings: Sequence[Message], states: Sequence) -> Message:
-    """One message with the states of many readings of one sensor (`states[i]` is
-    [[detector, state, score], ...] for `readings[i]`): one encoding per polled batch rather than per
-    reading. Payload: {"sensor": ..., "rows": [[session, seq, ts_us, states], ...]}."""
-    rows = [[m.headers["session"], int(m.headers["seq"]), int(m.headers["ts_us"]), s] for m, s in zip(readings, states)]
-    return json_message(STATES, sensor, {"sensor": sensor, "rows": rows})
+def states_message(sensor: str, readings: Sequence[Message], ts_us: Sequence[int],
+                   judged: dict[str, tuple[list, list]]) -> Message:
+    """One message with the states of many readings of one sensor, column by column: one encoding
+    per polled batch, and the store builds its columns without a loop per row. Payload:
+    {"sensor": s, "session": id (or [ids] when they differ), "seq": [...], "ts_us": [...],
+    "judged": {detector or "rule:<name>": [[state, ...], [score or null, ...]]}}."""
+    sessions = [m.headers["session"] for m in readings]
+    return json_message(STATES, sensor, {
+        "sensor": sensor,
+        "session": sessions[0] if sessions.count(sessions[0]) == len(sessions) else sessions,
+        "seq": [int(m.headers["seq"]) for m in readings], "ts_us": list(ts_us),
+        "judged": {name: [states, scores] for name, (states, scores) in judged.items()}})
 
 
 class Producer(abc.ABC):
