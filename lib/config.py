@@ -66,6 +66,9 @@ class Transport:
     session_timeout_ms: int = 10_000
     metadata_max_age_ms: int = 5_000
     replication_factor: int = -1     # -1: the broker's default.replication.factor
+    # Kafka: many readings of a sensor per record (README "## Kafka"); false: one record per
+    # reading, the seed's format, for consumers that expect it.
+    kafka_batch: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
 """The Kafka transport (kafka-python): the same producer, detectors and store across many boards,
 worker processes and machines, on any Kafka-protocol broker.
 
-- Producing: a reading goes to its sensor's topic, keyed by the sensor (one partition per sensor,
-  so its order holds), its value the reading as UTF-8 text like the seed, its session, sequence
-  and receive time in headers and its receive time as the message timestamp. Every record passes
-  through a local durable spool (`lib.spool`) and is deleted only once the broker acknowledged it
-  (acks=all, idempotent producer), so a broker outage costs no reading. Missing topics are created
-  with `[transport] partitions`.
+- Producing: readings go to their sensor's topic, keyed by the sensor (one partition per sensor,
+  so its order holds). Everything passes through a local durable spool (`lib.spool`) and leaves it
+  only once the broker acknowledged it (acks=all, idempotent producer), so a broker outage costs no
+  reading. Missing topics are created with `[transport] partitions`.
+- Records: a delivery round sends one record per topic and key holding all of its messages
+  (kafka-python's per-record cost was most of the transport's time at 20,000 readings/s):
+  header `vigie-batch: 1`, key = the sensor, value = a JSON object, column by column
+  (`lib.transport.packing`): {"k": key, "v": [value texts], "hc": {header: value shared by all},
+  "hv": {header: [one value per message]}} (or "h": [headers] when header names differ), the
+  message timestamp the last reading's receive time. A lone message is a plain record, the seed's
+  format: value = the reading as UTF-8 text, headers `session`, `seq`, `ts_us`, timestamp = receive
+  time; `[transport] kafka_batch = false` sends every message that way. Consumers read both.
+  A consumed message's offset is (Kafka offset << SHIFT) + its index in the record, so offsets
+  keep increasing; a poll returns whole records, so committed offsets fall between records.
 - Consuming: a consumer group subscribed to a pattern (every sensor topic, plus the internal
   topics asked for), partitions spread round-robin so a second worker takes half of the sensors.
   Offsets are committed by hand, after the work is done (`commit`). `history` re-reads the
-  messages before one from its partition, so a worker that takes a sensor over rebuilds its
-  window instead of starting "initializing" again.
+  records before one from its partition, backwards, so a worker that takes a sensor over rebuilds
+  its window instead of starting "initializing" again.
 - A broker that comes back empty (a new cluster, or Tansu's memory storage) has lost topics and
   committed offsets: positions past the new log end are reset to the earliest offset, and before
   each commit the group's committed offsets are checked against ours; if they went back, the
@@ -24,6 +32,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -33,14 +42,19 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from lib.spool import DeliveryLock, Spool
+from lib.spool import Batch, DeliveryLock, Spool
 from lib.transport.base import Consumer, Message, Producer, Transport
+from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, unpack
 
 log = logging.getLogger(__name__)
 
 # Sensor topics (see lib.protocol.valid_topic: no "_vigie" or "__" prefix), for pattern subscriptions.
 SENSOR_PATTERN = r"(?!_vigie|__)[A-Za-z0-9._-]+"
-DELIVERY_BATCH = 5000
+# Messages per delivery round: under a backlog a round merges each topic's spool rows into records
+# of up to RECORD_MAX_BYTES, which stays under the broker's and kafka-python's 1 MB defaults.
+DELIVERY_BATCH = 20_000
+RECORD_MAX_BYTES = 512 * 1024
+BATCH_HEADER, BATCH_VERSION = "vigie-batch", b"1"
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0
 OUTAGE_WARN_EVERY_S = 10.0
 # How long a batch may wait for the broker's acknowledgements before the broker counts as unreachable.
@@ -82,11 +96,98 @@ def _quiet_kafka_logs() -> None:
                 logger.addFilter(_NoConnectionNoise())
 
 
-def _record(m: Message) -> dict:
+@dataclass(slots=True)
+class OutRecord:
+    """One Kafka record to send: a single message (the seed's format) or a batch (`vigie-batch`
+    header, value = lib.transport.packing's JSON). `first_id`: the first spool row it carries."""
+    topic: str
+    key: str | None
+    value: str
+    headers: list
+    timestamp_ms: int | None
+    first_id: int = 0
+
+
+def plain_record(m: Message, first_id: int = 0) -> OutRecord:
     ts_us = m.headers.get("ts_us")
-    return {"key": m.key.encode() if m.key is not None else None, "value": m.value.encode(),
-            "headers": [(k, str(v).encode()) for k, v in m.headers.items()],
-            "timestamp_ms": int(ts_us) // 1000 if ts_us else None}
+    return OutRecord(m.topic, m.key, m.value, [(k, str(v).encode()) for k, v in m.headers.items()],
+                     int(ts_us) // 1000 if ts_us else None, first_id)
+
+
+def batch_record(topic: str, key: str | None, body: str, ts_ms: int | None, first_id: int = 0) -> OutRecord:
+    return OutRecord(topic, key, body, [(BATCH_HEADER, BATCH_VERSION)], ts_ms, first_id)
+
+
+def pack_messages(messages: Sequence[Message], batch: bool = True) -> list[OutRecord]:
+    """Records for `messages`: with `batch`, one per topic and key (a lone message stays a plain
+    record, readable as the seed's); otherwise one per message."""
+    if not batch:
+        return [plain_record(m) for m in messages]
+    groups: dict[tuple, list[Message]] = {}
+    for m in messages:
+        groups.setdefault((m.topic, m.key), []).append(m)
+    out = []
+    for (topic, key), msgs in groups.items():
+        if len(msgs) == 1:
+            out.append(plain_record(msgs[0]))
+            continue
+        for i in range(0, len(msgs), MAX_MESSAGES):
+            part = msgs[i:i + MAX_MESSAGES]
+            ts_us = part[-1].headers.get("ts_us")
+            out.append(batch_record(topic, key, encode(part), int(ts_us) // 1000 if ts_us else None))
+    return out
+
+
+def pack_spool(rows: Sequence[Batch], batch: bool = True) -> list[OutRecord]:
+    """Records for spool rows, in order per topic and key. With `batch`, a topic's consecutive rows
+    are merged into one record up to RECORD_MAX_BYTES (a single row is sent as stored, without
+    decoding it); otherwise every message is a plain record."""
+    groups: dict[tuple, list[Batch]] = {}
+    for r in rows:
+        groups.setdefault((r.topic, r.key), []).append(r)
+    out: list[OutRecord] = []
+    for (topic, key), group in groups.items():
+        if not batch:
+            out.extend(plain_record(m, r.id) for r in group for m in r.messages())
+            continue
+        chunk: list[Batch] = []
+        size = n = 0
+        for r in [*group, None]:
+            if chunk and (r is None or size + len(r.body) > RECORD_MAX_BYTES or n + r.n > MAX_MESSAGES):
+                out.append(_chunk_record(topic, key, chunk))
+                chunk, size, n = [], 0, 0
+            if r is not None:
+                chunk.append(r)
+                size += len(r.body)
+                n += r.n
+    return out
+
+
+def _chunk_record(topic: str, key: str | None, chunk: list[Batch]) -> OutRecord:
+    first, last = chunk[0], chunk[-1]
+    if len(chunk) == 1 and first.n == 1:
+        return plain_record(first.messages()[0], first.id)
+    body = first.body if len(chunk) == 1 else encode([m for r in chunk for m in r.messages()])
+    return batch_record(topic, key, body, last.ts_ms, first.id)
+
+
+def record_messages(r) -> list[Message]:
+    """The messages a consumed record holds, offsets (Kafka offset << SHIFT) + index."""
+    headers = r.headers or []
+    for name, version in headers:
+        if name == BATCH_HEADER:
+            if version != BATCH_VERSION:
+                raise RuntimeError(f"{r.topic}[{r.partition}] offset {r.offset}: batch format "
+                                   f"{version.decode(errors='replace')!r}, this Vigie reads {BATCH_VERSION.decode()!r}; "
+                                   "upgrade this worker")
+            try:
+                return unpack(r.topic, r.value, r.partition, r.offset)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping malformed batch record %s[%d] offset %d: %s", r.topic, r.partition, r.offset, exc)
+                return []
+    return [Message(r.topic, r.key.decode() if r.key is not None else None,
+                    r.value.decode() if r.value is not None else "",
+                    {k: v.decode() for k, v in headers}, r.partition, r.offset << SHIFT)]
 
 
 class KafkaTransport(Transport):
@@ -98,6 +199,7 @@ class KafkaTransport(Transport):
         self.bootstrap = [s.strip() for s in t.bootstrap_servers.split(",") if s.strip()]
         self.spool_path = config.data_dir / "spool" / "outbox.sqlite"
         self.client_id = f"vigie-{os.getpid()}"
+        self.batch = t.kafka_batch
 
     def common(self) -> dict:
         return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id,
@@ -155,24 +257,24 @@ class TopicMaker:
             self._admin = None
 
 
-def deliver(kafka_producer, maker: TopicMaker, messages: Sequence[Message], timeout_s: float,
-            ends: dict | None = None) -> int:
-    """Send messages in order and wait for the broker's acknowledgements; returns how many from the
-    start of `messages` are acknowledged (all of them unless something failed). `ends` collects
-    {(topic, partition): offset after the last acknowledged record}."""
-    maker.ensure(m.topic for m in messages)
-    futures = [kafka_producer.send(m.topic, **_record(m)) for m in messages]
+def deliver(kafka_producer, maker: TopicMaker, records: Sequence[OutRecord], timeout_s: float,
+            ends: dict | None = None) -> list[bool]:
+    """Send records in order and wait for the broker's acknowledgements; returns, per record,
+    whether it was acknowledged. `ends` collects {(topic, partition): offset after the last
+    acknowledged record}."""
+    maker.ensure({r.topic for r in records})
+    futures = [kafka_producer.send(r.topic, key=r.key.encode() if r.key is not None else None, value=r.value.encode(),
+                                   headers=r.headers, timestamp_ms=r.timestamp_ms) for r in records]
     kafka_producer.flush(timeout=timeout_s)
-    done = 0
+    acked = []
     for f in futures:
-        if not f.is_done or f.failed():
-            break
-        done += 1
-        if ends is not None:
+        ok = f.is_done and not f.failed()
+        acked.append(ok)
+        if ok and ends is not None:
             md = f.value
             key = (md.topic, md.partition)
             ends[key] = max(ends.get(key, 0), md.offset + 1)
-    return done
+    return acked
 
 
 def cluster_lost_records(transport: KafkaTransport, maker: TopicMaker, ends: dict) -> bool:
@@ -219,8 +321,8 @@ class SpooledProducer(Producer):
         self._pending.clear()
         if refused:
             n, used = self.spool.pending()
-            log.error("SPOOL FULL (%d records, %.1f MB of [transport] spool_max_bytes %.1f MB) while the broker "
-                      "is unreachable: %d record(s) just refused and LOST. Bring the broker back or raise "
+            log.error("SPOOL FULL (%d messages, %.1f MB of [transport] spool_max_bytes %.1f MB) while the broker "
+                      "is unreachable: %d message(s) just refused and LOST. Bring the broker back or raise "
                       "spool_max_bytes.", n, used / 1e6, self.spool.max_bytes / 1e6, refused)
         self._wake.set()
 
@@ -243,8 +345,8 @@ class SpooledProducer(Producer):
                     self._wake.wait(1.0)
                     self._wake.clear()
                     continue
-                batch = spool.peek(DELIVERY_BATCH)
-                if not batch:
+                rows = spool.peek(DELIVERY_BATCH)
+                if not rows:
                     if self._closing.is_set():
                         return
                     # Other processes may append too: look again soon even without a wake-up.
@@ -258,23 +360,29 @@ class SpooledProducer(Producer):
                         if acked_ends and cluster_lost_records(self.transport, maker, acked_ends):
                             n = spool.requeue_retained()
                             log.warning("the broker came back without records it had acknowledged (a new or "
-                                        "emptied cluster): sending the %d record(s) of the last %.0f s again, in "
+                                        "emptied cluster): sending the %d message(s) of the last %.0f s again, in "
                                         "order (duplicates are harmless downstream)", n, spool.retain_s)
-                            batch = spool.peek(DELIVERY_BATCH)
+                            rows = spool.peek(DELIVERY_BATCH)
                         acked_ends.clear()
                         check_lost = False
-                    done = deliver(kp, maker, [m for _, m in batch], DELIVERY_TIMEOUT_S, acked_ends)
-                except Exception as exc:  # any broker or network failure: the records stay spooled
-                    done, error = 0, exc
+                    records = pack_spool(rows, self.transport.batch)
+                    acked = deliver(kp, maker, records, DELIVERY_TIMEOUT_S, acked_ends)
+                except Exception as exc:  # any broker or network failure: the rows stay spooled
+                    acked, error = [], exc
+                    up_to = rows[0].id - 1
                 else:
                     error = None
-                if done:
-                    spool.ack(batch[done - 1][0])
-                if done == len(batch):
+                    # Rows before the first unacknowledged record's first row are all delivered (a
+                    # record after it that did go through is sent again later: a harmless duplicate).
+                    failed = [r.first_id for r, ok in zip(records, acked) if not ok]
+                    up_to = min(failed) - 1 if failed else rows[-1].id
+                if up_to >= rows[0].id:
+                    spool.ack(up_to)
+                if up_to == rows[-1].id:
                     if outage_since is not None:
                         n, _ = spool.pending()
                         log.warning("broker reachable again after %.0f s; delivering the spool in order "
-                                    "(%d record(s) left)", time.monotonic() - outage_since, n)
+                                    "(%d message(s) left)", time.monotonic() - outage_since, n)
                         outage_since = None
                     backoff = BACKOFF_START_S
                     continue
@@ -286,7 +394,7 @@ class SpooledProducer(Producer):
                     last_warn = now
                     n, used = spool.pending()
                     log.warning("Kafka broker %s unreachable (%s): readings are kept in the local spool %s "
-                                "(%d record(s), %.1f MB of %.0f MB) and will be delivered in order when it is back",
+                                "(%d message(s), %.1f MB of %.0f MB) and will be delivered in order when it is back",
                                 ",".join(self.transport.bootstrap), error or "not acknowledged", spool.path,
                                 n, used / 1e6, spool.max_bytes / 1e6)
                 # Start over with a fresh client: the broker may come back as a new, empty cluster.
@@ -324,7 +432,7 @@ class SpooledProducer(Producer):
         self._thread.join(timeout=drain_timeout + 5)
         n, _ = self.spool.pending()
         if n:
-            log.warning("%d record(s) still in the spool %s: the next producer on this data folder delivers them",
+            log.warning("%d message(s) still in the spool %s: the next producer on this data folder delivers them",
                         n, self.spool.path)
         self._lock.close()
         self.spool.close()
@@ -393,6 +501,7 @@ class KafkaGroupConsumer(Consumer):
         self._last: dict = {}        # TopicPartition -> last offset polled
         self._committed: dict = {}   # TopicPartition -> offset this process committed last
         self._moved: set[str] = set()
+        self._per_record = 50.0      # messages per record lately, to size polls and history reads
 
     def _connect(self, group, topics, sensors):
         s = self.transport.settings
@@ -440,22 +549,33 @@ class KafkaGroupConsumer(Consumer):
         return max(timeout_ms, min(s.max_poll_interval_ms, 2 * s.session_timeout_ms))
 
     def poll(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
+        """Whole records only, so committed offsets fall on record boundaries: `max_records` is a
+        soft limit. kafka-python counts records, so records are asked for a few at a time, sized by
+        how many messages a record held lately (a guess on the high side at first: asking for too
+        few costs another round, too many overshoots)."""
         timeout_ms = self._join_wait_ms(int(timeout * 1000))
-        records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        out = []
-        for tp, recs in records.items():
-            if not recs:
-                continue
-            last = self._last.get(tp)
-            if last is not None and recs[0].offset != last + 1:
-                # Others handled this partition in between (a rebalance), or it was re-read:
-                # a window kept in memory for it may be stale.
-                self._moved.add(tp.topic)
-            self._last[tp] = recs[-1].offset
-            for r in recs:
-                out.append(Message(r.topic, r.key.decode() if r.key is not None else None,
-                                   r.value.decode() if r.value is not None else "",
-                                   {k: v.decode() for k, v in (r.headers or [])}, r.partition, r.offset))
+        out: list[Message] = []
+        while len(out) < max_records:
+            want = max(1, int((max_records - len(out)) / self._per_record))
+            records = self._consumer.poll(timeout_ms=timeout_ms if not out else 0, max_records=want)
+            got, n = len(out), 0
+            for tp, recs in records.items():
+                if not recs:
+                    continue
+                last = self._last.get(tp)
+                if last is not None and recs[0].offset != last + 1:
+                    # Others handled this partition in between (a rebalance), or it was re-read:
+                    # a window kept in memory for it may be stale.
+                    self._moved.add(tp.topic)
+                self._last[tp] = recs[-1].offset
+                n += len(recs)
+                for r in recs:
+                    out.extend(record_messages(r))
+            if not n:
+                break
+            self._per_record = max(1.0, 0.5 * self._per_record + 0.5 * (len(out) - got) / n)
+            if n < want:
+                break     # nothing more buffered: what there is now is the poll
         return out
 
     def owned_sensors(self) -> set[str]:
@@ -516,21 +636,24 @@ class KafkaGroupConsumer(Consumer):
         retried until the broker takes them."""
         warned = False
         backoff = BACKOFF_START_S
+        records = pack_messages(outputs, self.transport.batch)
         while True:
             try:
                 if self._outputs is None:
                     self._outputs = self.transport.kafka_producer()
-                done = deliver(self._outputs, self._maker, outputs, timeout_s=DELIVERY_TIMEOUT_S)
-                if done == len(outputs):
+                acked = deliver(self._outputs, self._maker, records, timeout_s=DELIVERY_TIMEOUT_S)
+                # Only what failed is sent again; a topic and key has one record per round, so
+                # order per sensor holds.
+                records = [r for r, ok in zip(records, acked) if not ok]
+                if not records:
                     if warned:
                         log.warning("broker reachable again; outputs delivered")
                     return
-                outputs = outputs[done:]
                 error = "not acknowledged"
             except Exception as exc:  # broker or network failure: retry with a fresh client
                 error = exc
             if not warned:
-                log.warning("Kafka broker unreachable (%s): holding %d output(s) until it is back", error, len(outputs))
+                log.warning("Kafka broker unreachable (%s): holding %d output record(s) until it is back", error, len(records))
                 warned = True
             if self._outputs is not None:
                 try:
@@ -564,26 +687,40 @@ class KafkaGroupConsumer(Consumer):
                 time.sleep(1.0)
 
     def _read_history(self, message: Message, n: int) -> list[Message]:
+        """Reads records backwards from the one holding `message`, a span at a time (doubling),
+        until `n` earlier messages are found or the partition's start is reached."""
         if self._history is None:
             self._history = KafkaConsumer(**self.transport.common(), group_id=None, enable_auto_commit=False,
                                           auto_offset_reset="earliest", allow_auto_create_topics=False)
         hc = self._history
         tp = TopicPartition(message.topic, message.partition)
         hc.assign([tp])
-        hc.seek(tp, max(0, message.offset - n))
+        begin = hc.beginning_offsets([tp], timeout_ms=10000)[tp]
+        end = hc.end_offsets([tp], timeout_ms=10000)[tp]
+        # Records [lo, hi) are read; hi - 1 holds `message` (unless a broker that came back empty
+        # no longer has it).
+        hi = min((message.offset >> SHIFT) + 1, end)
+        span = int(n / self._per_record) + 2
+        found: list[Message] = []
+        while hi > begin:
+            lo = max(begin, hi - span)
+            found[:0] = [m for m in self._read_records(hc, tp, lo, hi) if m.offset < message.offset]
+            if len(found) >= n:
+                break
+            hi, span = lo, span * 2
+        return found[-n:]
+
+    @staticmethod
+    def _read_records(hc, tp: TopicPartition, lo: int, hi: int) -> list[Message]:
+        """The messages of records lo..hi-1 of one partition (fewer if some are gone)."""
+        hc.seek(tp, lo)
         found: list[Message] = []
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
-            recs = hc.poll(timeout_ms=500, max_records=n).get(tp, [])
-            for r in recs:
-                if r.offset >= message.offset:
-                    break
-                found.append(Message(r.topic, r.key.decode() if r.key is not None else None,
-                                     r.value.decode() if r.value is not None else "",
-                                     {k: v.decode() for k, v in (r.headers or [])}, r.partition, r.offset))
-            if (found and found[-1].offset >= message.offset - 1) or hc.position(tp) >= message.offset:
-                break
-        return found[-n:]
+        while hc.position(tp) < hi and time.monotonic() < deadline:
+            for r in hc.poll(timeout_ms=500, max_records=max(1, hi - lo)).get(tp, []):
+                if r.offset < hi:
+                    found.extend(record_messages(r))
+        return found
 
     def close(self) -> None:
         for c in (self._history, self._outputs):
