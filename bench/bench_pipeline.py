@@ -236,14 +236,13 @@ def role_store(args) -> dict:
     def write_and_time(path, batch, *a, **kw):
         t_write = time.monotonic()
         real_write(path, batch, *a, **kw)
-        cols = batch.state_cols
-        if os.environ.get("BENCH_DEBUG"):
-            ts = cols["ts_us"] or [0]
-            print(f"write {len(batch)} rows in {time.monotonic() - t_write:.3f}s; oldest {time.time() - min(ts) / 1e6:.3f}s "
-                  f"newest {time.time() - max(ts) / 1e6:.3f}s", file=sys.stderr, flush=True)
         # Committed and closed: from now on a reader sees these states.
         now_us = time.time_ns() // 1000
-        arrived = dict(zip(zip(cols["session_id"], cols["seq"]), cols["ts_us"]))
+        arrived = {(session, seq): ts for session, seq, ts in batch.judged_readings()}
+        if os.environ.get("BENCH_DEBUG"):
+            ts = list(arrived.values()) or [0]
+            print(f"write {len(batch)} rows in {time.monotonic() - t_write:.3f}s; oldest {time.time() - min(ts) / 1e6:.3f}s "
+                  f"newest {time.time() - max(ts) / 1e6:.3f}s", file=sys.stderr, flush=True)
         if arrived:
             first = min(arrived.values())
             if counts["first_arrival_us"] is None or first < counts["first_arrival_us"]:

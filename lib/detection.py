@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from lib import detectors
 from lib.config import Config, ConfigError
 from lib.rules import RuleState, check_rules, rules_for
+from lib.storage import STATE_CODES
 from lib.transport.base import STATES, json_message, states_message
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,8 @@ class Judge:
             rules.learn(float(x), t)
 
     def judge_sensors(self, batch: list[tuple[str, list[float], list[int] | None]]) -> list[dict]:
-        """For each (sensor, values, ts_us): {detector or "rule:<name>": (states, scores)}, one
-        list per column, detectors in the sensor's plan order and then the rules; each reading
+        """For each (sensor, values, ts_us): {detector or "rule:<name>": (states, scores)}, states
+        as a string of lib.storage.STATE_CODES letters and scores as a list, detectors in the sensor's plan order and then the rules; each reading
         is scored before it is learnt. Detectors of one class are scored for every sensor in one
         call (`score_learn_groups`). `ts_us` (the readings' times) lets the rate rule work per second."""
         out: list[dict] = [{} for _ in batch]
@@ -126,7 +127,8 @@ class Judge:
         """For each value in order: [(detector or "rule:<name>", state, score)] (one sensor;
         `judge_sensors` column by column)."""
         cols = self.judge_sensors([(sensor, values, ts_us)])[0]
-        return [[(name, states[i], scores[i]) for name, (states, scores) in cols.items()] for i in range(len(values))]
+        return [[(name, STATE_CODES[codes[i]], scores[i]) for name, (codes, scores) in cols.items()]
+                for i in range(len(values))]
 
     def note_last(self, sensor: str, session: str, seq: int, ts_us: int) -> None:
         """Remember the sensor's latest reading, the anchor of a "no data" row should it go silent."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from lib.storage import Batch
+from lib.storage import CODE_OF_STATE, Batch
 from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,11 @@ def add_message(batch: Batch, msg: Message) -> None:
             elif "rows" in p:  # row by row: a log written before issue 8's columns
                 for session, seq, ts_us, judged in p["rows"]:
                     for detector, state, score in judged:
-                        batch.add_states(sensor, session, [seq], [ts_us], detector, [state], [score])
+                        batch.add_states(sensor, session, [seq], [ts_us], detector, CODE_OF_STATE[state], [score])
             else:  # one reading: the no-data rule's rows
                 for detector, state, score in p["states"]:
-                    batch.add_states(sensor, p["session"], [p["seq"]], [p["ts_us"]], detector, [state], [score])
+                    batch.add_states(sensor, p["session"], [p["seq"]], [p["ts_us"]], detector, CODE_OF_STATE[state],
+                                     [score])
         elif msg.topic == REJECTS:
             p = msg.json()
             batch.rejects[(p["session"], p["seq"])] = (p["ts_us"], p["reason"], p["raw"])

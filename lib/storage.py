@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,14 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(m in str(exc) for m in LOCK_MARKERS)
 
 
-STATE_COLUMNS = ("session_id", "seq", "detector", "sensor", "ts_us", "state", "score")
-STATE_TYPES = {"session_id": pa.string(), "seq": pa.int64(), "detector": pa.string(), "sensor": pa.string(),
-               "ts_us": pa.int64(), "state": pa.string(), "score": pa.float64()}
+# States travel as one letter each (a detector's states for a poll are one string): the detectors
+# encode, and the store decodes, a string per column instead of a Python object per row.
+STATE_CODES = {"i": STATE_INITIALIZING, "n": STATE_NORMAL, "a": STATE_ANOMALY}
+CODE_OF_STATE = {state: code for code, state in STATE_CODES.items()}
+_CODE_INDEX = np.full(256, -1, dtype=np.int8)
+for _i, _code in enumerate(STATE_CODES):
+    _CODE_INDEX[ord(_code)] = _i
+_STATE_DICTIONARY = pa.array(list(STATE_CODES.values()))
 
 
 @dataclass
@@ -118,41 +124,78 @@ class Batch:
     sessions: list = field(default_factory=list)   # session events, in order
     truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
     labels: dict = field(default_factory=dict)     # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
-    # states as columns (what the detectors send): no Python tuple or dict entry per row
-    state_cols: dict = field(default_factory=lambda: {c: [] for c in STATE_COLUMNS})
+    # states as columns (what the detectors send): no Python object per row. One run per
+    # add_states call: (session, sensor, detector, rows); seq, ts, codes and scores per row.
+    _runs: list = field(default_factory=list)
+    _seq: list = field(default_factory=list)
+    _ts: list = field(default_factory=list)
+    _codes: list = field(default_factory=list)
+    _scores: list = field(default_factory=list)
     _state_high: dict = field(default_factory=dict)  # (session, sensor, detector) -> highest seq here
 
     def __len__(self) -> int:
-        return (len(self.readings) + len(self.states) + len(self.state_cols["seq"]) + len(self.rejects)
+        return (len(self.readings) + len(self.states) + len(self._seq) + len(self.rejects)
                 + len(self.sessions) + len(self.truth) + len(self.labels))
 
     def add_states(self, sensor: str, sessions: str | list[str], seqs: list[int], ts_us: list[int],
-                   detector: str, states: list[str], scores: list) -> None:
-        """One detector's states for readings of one sensor, in the sensor's order. Rows at or
-        below the highest seq already in the batch for their (session, sensor, detector) are a
-        replay and are dropped, as the watermarks drop one across batches."""
-        cols = self.state_cols
-        if isinstance(sessions, str):
-            key = (sessions, sensor, detector)
-            high = self._state_high.get(key)
-            if high is not None and seqs[0] <= high:
-                keep = [i for i, q in enumerate(seqs) if q > high]
-                seqs, ts_us = [seqs[i] for i in keep], [ts_us[i] for i in keep]
-                states, scores = [states[i] for i in keep], [scores[i] for i in keep]
-                if not seqs:
-                    return
-            self._state_high[key] = seqs[-1]
-            n = len(seqs)
-            cols["session_id"].extend([sessions] * n)
-            cols["sensor"].extend([sensor] * n)
-            cols["detector"].extend([detector] * n)
-            cols["seq"].extend(seqs)
-            cols["ts_us"].extend(ts_us)
-            cols["state"].extend(states)
-            cols["score"].extend(scores)
+                   detector: str, codes: str, scores: list) -> None:
+        """One detector's states (`codes`: a letter of STATE_CODES per reading) for readings of
+        one sensor, in the sensor's order. Rows at or below the highest seq already in the batch
+        for their (session, sensor, detector) are a replay and are dropped, as the watermarks
+        drop one across batches."""
+        if not isinstance(sessions, str):   # a message spanning sessions: row by row
+            for i, session in enumerate(sessions):
+                self.add_states(sensor, session, seqs[i:i + 1], ts_us[i:i + 1], detector, codes[i], scores[i:i + 1])
             return
-        for i, session in enumerate(sessions):   # a message spanning sessions: row by row
-            self.add_states(sensor, session, seqs[i:i + 1], ts_us[i:i + 1], detector, states[i:i + 1], scores[i:i + 1])
+        key = (sessions, sensor, detector)
+        high = self._state_high.get(key)
+        if high is not None and seqs[0] <= high:
+            keep = [i for i, q in enumerate(seqs) if q > high]
+            if not keep:
+                return
+            seqs, ts_us = [seqs[i] for i in keep], [ts_us[i] for i in keep]
+            codes, scores = "".join(codes[i] for i in keep), [scores[i] for i in keep]
+        self._state_high[key] = seqs[-1]
+        self._runs.append((sessions, sensor, detector, len(seqs)))
+        self._seq.extend(seqs)
+        self._ts.extend(ts_us)
+        self._codes.append(codes)
+        self._scores.extend(scores)
+
+    def judged_readings(self) -> Iterator[tuple[str, int, int]]:
+        """(session, seq, ts_us) of each state row added with `add_states`."""
+        at = 0
+        for session, _, _, n in self._runs:
+            for seq, ts in zip(self._seq[at:at + n], self._ts[at:at + n]):
+                yield session, seq, ts
+            at += n
+
+    def state_table(self) -> pa.Table | None:
+        """The state rows as an Arrow table; the repeated strings as dictionary columns built
+        from the runs (numpy, not a Python string per row)."""
+        for (session, seq, detector), (sensor, ts, state, score) in self.states.items():  # rows one by one (tests)
+            self.add_states(sensor, session, [seq], [ts], detector, CODE_OF_STATE[state], [score])
+        self.states.clear()
+        if not self._seq:
+            return None
+        counts = np.array([r[3] for r in self._runs])
+
+        def runs(i: int) -> pa.DictionaryArray:
+            values = [r[i] for r in self._runs]
+            names = list(dict.fromkeys(values))
+            index = {v: k for k, v in enumerate(names)}
+            codes = np.repeat(np.array([index[v] for v in values], dtype=np.int32), counts)
+            return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, type=pa.string()))
+
+        letters = np.frombuffer("".join(self._codes).encode("ascii"), dtype=np.uint8)
+        state_index = _CODE_INDEX[letters]
+        if (state_index < 0).any():
+            raise ValueError(f"unknown state code(s) {sorted(set(chr(c) for c in letters[state_index < 0]))}")
+        return pa.table({
+            "session_id": runs(0), "seq": pa.array(self._seq, type=pa.int64()), "detector": runs(2),
+            "sensor": runs(1), "ts_us": pa.array(self._ts, type=pa.int64()),
+            "state": pa.DictionaryArray.from_arrays(pa.array(state_index), _STATE_DICTIONARY),
+            "score": pa.array(self._scores, type=pa.float64())})
 
 
 _NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
@@ -252,12 +295,8 @@ def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
                      f" FROM ({_KEEP_NEW.format(kind=_READING)})")
         conn.execute(_RAISE_WATERMARKS.format(kind=_READING))
         conn.unregister("batch_df")
-    if batch.states or batch.state_cols["seq"]:
-        cols = {name: list(col) for name, col in batch.state_cols.items()}
-        if batch.states:   # rows given one by one (tests, tools)
-            for name, col in zip(STATE_COLUMNS, _frame(batch.states, list(STATE_COLUMNS)).columns):
-                cols[name] += col.to_pylist()
-        df = pa.table({name: pa.array(col, type=STATE_TYPES[name]) for name, col in cols.items()})
+    df = batch.state_table()
+    if df is not None:
         conn.register("batch_df", df)
         conn.execute("INSERT INTO states SELECT session_id, seq, sensor, make_timestamp(ts_us), detector,"
                      f" state, score FROM ({_KEEP_NEW.format(kind='b.detector')})")

@@ -5,6 +5,7 @@ import pytest
 from lib.config import ConfigError, load_config
 from lib.detection import Judge, check_detection_config, silence_messages
 from lib.rules import RuleState, Rules, rules_for
+from lib.storage import STATE_CODES
 
 
 def _config(rules, **det):
@@ -62,7 +63,7 @@ def test_rules_column_by_column_equal_reading_by_reading(with_ts):
     for start in range(0, len(values), 37):
         part = cols.judge_columns(values[start:start + 37], ts[start:start + 37] if ts else None)
         n = len(values[start:start + 37])
-        got += [[(name, part[name][0][i], part[name][1][i]) for name in part] for i in range(n)]
+        got += [[(name, STATE_CODES[part[name][0][i]], part[name][1][i]) for name in part] for i in range(n)]
     assert got == want
     assert (one.prev, one.run, one.prev_ts) == (cols.prev, cols.run, cols.prev_ts)
 

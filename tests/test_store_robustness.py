@@ -237,3 +237,39 @@ def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_
     threading.Timer(0.5, stop.set).start()
     assert sink.run_store(path, consumer, stop, flush_interval=0.05) == 0
     assert consumer.commits == 0
+
+
+def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
+    """A detector that restarts before the store wrote re-sends the states of readings already in
+    the store's batch (a whole message, or its first part): each (reading, detector) is stored
+    once, with the states and scores the message carried."""
+    from lib.sink import add_message
+    from lib.transport.base import Message, states_message
+
+    db = tmp_path / "v.duckdb"
+    init_db(db)
+
+    def message(seqs, sessions="s1"):
+        readings = [Message("hum", "hum", "1.0", {"session": s, "seq": str(q), "ts_us": str(1_000_000 * q)})
+                    for q, s in zip(seqs, [sessions] * len(seqs) if isinstance(sessions, str) else sessions)]
+        codes = "".join("ian"[q % 3] for q in seqs)
+        scores = [None if q % 3 == 0 else q / 100 for q in seqs]
+        return states_message("hum", readings, [1_000_000 * q for q in seqs],
+                              {"dbscan": (codes, scores), "rule:range": ("n" * len(seqs), [0.0] * len(seqs))})
+
+    batch = Batch()
+    for m in (message([1, 2, 3, 4]), message([1, 2, 3, 4]), message([3, 4, 5, 6]), message([7, 8], ["s1", "s2"])):
+        add_message(batch, m)
+    write_batch(db, batch)
+    again = Batch()
+    add_message(again, message([5, 6, 7, 8, 9]))   # a replay across batches: the watermarks
+    write_batch(db, again)
+    with read_db(db) as conn:
+        rows = conn.execute("SELECT session_id, seq, state, score FROM states WHERE detector = 'dbscan'"
+                            " ORDER BY session_id, seq").fetchall()
+        rules = conn.execute("SELECT count(*), count(DISTINCT (session_id, seq)) FROM states"
+                             " WHERE detector = 'rule:range'").fetchone()
+    want = [("s1", q, ["initializing", "anomaly", "normal"][q % 3], None if q % 3 == 0 else q / 100)
+            for q in range(1, 10)] + [("s2", 8, "normal", 0.08)]
+    assert rows == want
+    assert rules == (10, 10)

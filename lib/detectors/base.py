@@ -89,10 +89,11 @@ class Decision:
             return STATE_INITIALIZING
         return STATE_ANOMALY if score > self.threshold else STATE_NORMAL
 
-    def columns(self, ready: np.ndarray, scores: np.ndarray) -> tuple[list[str], list[float | None]]:
-        """`state` and the stored score (rounded, None while initializing) for many readings."""
-        states = np.where(ready, np.where(scores > self.threshold, STATE_ANOMALY, STATE_NORMAL), STATE_INITIALIZING)
+    def columns(self, ready: np.ndarray, scores: np.ndarray) -> tuple[str, list[float | None]]:
+        """Many readings' states, a letter each (lib.storage.STATE_CODES), and the stored scores
+        (rounded, None while initializing)."""
+        letters = np.where(ready, np.where(scores > self.threshold, ord("a"), ord("n")), ord("i")).astype(np.uint8)
         rounded = np.round(scores, 6).tolist()
         if not ready.all():
             rounded = [s if r else None for r, s in zip(ready.tolist(), rounded)]
-        return states.tolist(), rounded
+        return letters.tobytes().decode("ascii"), rounded

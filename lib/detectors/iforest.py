@@ -42,7 +42,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from lib.detectors.base import Detector
-from lib.detectors.window import Window, robust_scale, robust_scale_rows, sliding_previous
+from lib.detectors.window import Window, robust_scale, robust_scale_rows, sliding_previous, stacked_previous
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -245,7 +245,7 @@ class IsolationForestDetector(Detector):
                 out[k] = (np.arange(len(xs)) >= cold, np.zeros(len(xs)))
             if not warm:
                 continue
-            prev = np.concatenate([sliding_previous(det._window.values(), xs[cold:], size) for _, det, cold, xs in warm])
+            prev = stacked_previous([det._window.values() for _, det, _, _ in warm], [xs[cold:] for *_, cold, xs in warm], size)
             xs_all = np.concatenate([xs[cold:] for _, _, cold, xs in warm])
             numbers = np.concatenate([det.seen + np.arange(len(xs) - cold) for _, det, cold, xs in warm])
             scores = np.concatenate([sampled_path_scores(prev[i:i + 1024], xs_all[i:i + 1024], n_trees, seed,

@@ -53,6 +53,24 @@ def sliding_previous(history: np.ndarray, xs: np.ndarray, size: int) -> np.ndarr
     return sliding_window_view(allv, size)[: len(xs)]
 
 
+def stacked_previous(windows: list[np.ndarray], xss: list[np.ndarray], size: int) -> np.ndarray:
+    """`sliding_previous` for many sensors at once, rows stacked in order: one strided view over
+    every sensor's history and readings, then a gather of the rows wanted."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    parts, starts, lens = [], [], []
+    at = 0
+    for history, xs in zip(windows, xss):
+        part = np.concatenate((history[-size:], xs))
+        parts.append(part)
+        starts.append(at)
+        lens.append(len(xs))
+        at += len(part)
+    view = sliding_window_view(np.concatenate(parts), size)
+    lens_a = np.array(lens)
+    first_row = np.repeat(np.array(starts) - np.concatenate(([0], np.cumsum(lens_a)[:-1])), lens_a)
+    return view[first_row + np.arange(int(lens_a.sum()))]
+
+
 def robust_scale_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`robust_scale` for each row of an (n, w) array at once, with the same fallbacks."""
     med = np.median(rows, axis=1)
@@ -119,8 +137,8 @@ class WindowDetectorMixin:
             key = (det._window.size, det._row_params())
             pending.setdefault(key, []).append((k, det, ready, warm))
         for items in pending.values():
-            prev = np.concatenate([sliding_previous(det._window.values(), warm, det._window.size)
-                                   for _, det, _, warm in items])
+            prev = stacked_previous([det._window.values() for _, det, _, _ in items], [w for *_, w in items],
+                                    items[0][1]._window.size)
             xs_all = np.concatenate([warm for _, _, _, warm in items])
             scores_all = np.concatenate([items[0][1]._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk])
                                          for i in range(0, len(xs_all), cls._chunk)])

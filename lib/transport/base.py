@@ -44,11 +44,12 @@ def json_message(topic: str, key: str | None, payload) -> Message:
 
 
 def states_message(sensor: str, readings: Sequence[Message], ts_us: Sequence[int],
-                   judged: dict[str, tuple[list, list]]) -> Message:
+                   judged: dict[str, tuple[str, list]]) -> Message:
     """One message with the states of many readings of one sensor, column by column: one encoding
     per polled batch, and the store builds its columns without a loop per row. Payload:
     {"sensor": s, "session": id (or [ids] when they differ), "seq": [...], "ts_us": [...],
-    "judged": {detector or "rule:<name>": [[state, ...], [score or null, ...]]}}."""
+    "judged": {detector or "rule:<name>": ["nnai...", [score or null, ...]]}}: a state per
+    reading as one letter (n normal, a anomaly, i initializing: lib.storage.STATE_CODES)."""
     sessions = [m.headers["session"] for m in readings]
     return json_message(STATES, sensor, {
         "sensor": sensor,
