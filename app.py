@@ -42,14 +42,8 @@ def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datet
     """Everything one refresh of the Live view draws, read through one short read-only connection
     (cached for a second, so reruns share it)."""
     with read_db(db) as conn:
-        health = queries.health(conn, now)
-        snap = {"totals": queries.totals(conn), "health": health, "lag": queries.detector_lag(conn, now), "sensors": {}}
-        for sensor in sensors or tuple(health["sensor"]):
-            line, marks = queries.chart_data(conn, sensor, since, now)
-            snap["sensors"][sensor] = {"line": line, "marks": marks,
-                                       "init": queries.initializing_spans(conn, sensor, since, now),
-                                       "progress": queries.init_progress(conn, sensor, since)}
-        return snap
+        raw = queries.live_fetch(conn, sensors, since, now)
+    return queries.live_shape(raw)
 
 
 @st.cache_data(ttl=10.0, max_entries=256, show_spinner=False)
@@ -153,6 +147,9 @@ def live_view() -> None:
         if not stale.empty:
             st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
                                                        zip(stale["sensor"], stale["age_s"])))
+        if len(snap["sensors"]) < snap["charted_of"]:
+            st.caption(f"Charts for {len(snap['sensors'])} of {snap['charted_of']} sensors: choose sensors above "
+                       "to chart others.")
         for sensor, data in snap["sensors"].items():
             st.subheader(sensor)
             progress = data["progress"]

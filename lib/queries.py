@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 ANOMALY, NORMAL, INITIALIZING = "anomaly", "normal", "initializing"
@@ -103,7 +104,27 @@ def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
 
 def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
                buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What one sensor's chart draws over [start, end]:
+    """What one sensor's chart draws over [start, end] (see `charts_data`)."""
+    return charts_data(conn, (sensor,), start, end, buckets, sessions).get(sensor, (_EMPTY_LINE, _EMPTY_MARKS))
+
+
+_EMPTY_LINE = pd.DataFrame({"ts": pd.Series(dtype="datetime64[us]"), "value": pd.Series(dtype=float)})
+_EMPTY_MARKS = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
+    ("ts", "datetime64[us]"), ("value", float), ("detector", object), ("score", float), ("session_id", object),
+    ("seq", "Int64"), ("flagged_by", object))})
+
+
+def charts_data(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
+                buckets: int = 600, sessions: Sequence[str] = ()) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """{sensor: (line, marks)} for the charts of `sensors` (see `charts_fetch`)."""
+    return charts_shape(*charts_fetch(conn, sensors, start, end, buckets, sessions))
+
+
+def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
+                 buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the charts of `sensors` (every sensor with readings in the span if empty) draw over
+    [start, end], as two frames with a sensor column (`charts_shape` splits them per sensor, after
+    the connection is closed: the file is held for the queries only):
 
     - the line (ts, value): the readings thinned on the database side to the lowest and the highest
       reading of each of `buckets` equal time buckets (about one per pixel), which keeps every peak
@@ -111,49 +132,67 @@ def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, en
     - the marks (ts, value, detector, score, session_id, seq, flagged_by): every reading an
       algorithm flagged, never thinned, one row per algorithm; oldest first.
 
-    One query reads each table once, through the time range only (zone maps skip the rest): the
-    flagged states first (few), then one pass over the readings that both builds the buckets and
-    picks up the flagged readings' values, matched on (ts, seq), two integers (a state carries its
-    reading's ts; ts and seq of one sensor do not repeat across sessions in practice)."""
+    Two queries serve all the sensors, each reading the time range only (zone maps skip the rest):
+    sensors' readings share row groups, so a query per sensor would read the span's rows once per
+    sensor (issue 8: the Live view of 100 sensors held the file for 2 s). The line is one pass
+    over the readings; the marks are the flagged states (few) joined to their readings on
+    (sensor, ts, seq) (a state carries its reading's ts; ts and seq of one sensor do not repeat
+    across sessions in practice)."""
     span_us = max(int((end - start).total_seconds() * 1e6), 1)
-    sw, sp = Filters(sessions=tuple(sessions)).where("s")
-    rw, rp = Filters(sessions=tuple(sessions)).where("r")
-    df = conn.execute(f"""
+    f_sensors = Filters(sessions=tuple(sessions), sensors=tuple(sensors))
+    sw, sp = f_sensors.where("s")
+    rw, rp = f_sensors.where("r")
+    lines = conn.execute(f"""
+        WITH agg AS (
+            SELECT r.sensor, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
+                   max(r.value) AS hi
+            FROM readings r WHERE r.ts >= ? AND r.ts <= ? AND {rw}
+            GROUP BY r.sensor, least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1))
+        SELECT sensor, 'line' AS kind, lo_ts AS ts, lo AS value FROM agg
+        UNION ALL SELECT sensor, 'line', hi_ts, hi FROM agg""",
+        [start, end, *rp, start, buckets, span_us, buckets]).df()
+    marks = conn.execute(f"""
         WITH f AS MATERIALIZED (
-            SELECT s.session_id, s.seq, s.ts, s.detector, s.score FROM states s
-            WHERE s.sensor = ? AND s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
-        m AS (SELECT DISTINCT ts, seq FROM f),
-        agg AS (
-            SELECT arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
-                   max(r.value) AS hi,
-                   list({{'ts': r.ts, 'seq': r.seq, 'value': r.value}}) FILTER (WHERE m.ts IS NOT NULL) AS flagged
-            FROM readings r LEFT JOIN m ON r.ts = m.ts AND r.seq = m.seq
-            WHERE r.sensor = ? AND r.ts >= ? AND r.ts <= ? AND {rw}
-            GROUP BY least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)),
-        fl AS (SELECT unnest(flagged, recursive := true) FROM agg)
-        SELECT 'line' AS kind, lo_ts AS ts, lo AS value, NULL AS detector, NULL::DOUBLE AS score,
-               NULL AS session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
-        UNION ALL SELECT 'line', hi_ts, hi, NULL, NULL, NULL, NULL, NULL FROM agg
-        UNION ALL SELECT 'mark', f.ts, fl.value, f.detector, f.score, f.session_id, f.seq,
-                         string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.session_id, f.seq)
-                  FROM f JOIN fl ON f.ts = fl.ts AND f.seq = fl.seq""",
-        [sensor, start, end, *sp, sensor, start, end, *rp, start, buckets, span_us, buckets]).df()
-    is_mark = (df["kind"] == "mark").to_numpy()
-    line = df.loc[~is_mark, ["ts", "value"]]
-    marks = df.loc[is_mark].drop(columns="kind").sort_values(["ts", "detector"], ignore_index=True)
-    if not marks.empty:
-        line = pd.concat([line, marks[["ts", "value"]]], ignore_index=True)
-    return line.drop_duplicates().sort_values("ts", ignore_index=True), marks
+            SELECT s.sensor, s.session_id, s.seq, s.ts, s.detector, s.score FROM states s
+            WHERE s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
+        g AS (SELECT sensor, session_id, seq, string_agg(detector, ', ' ORDER BY detector) AS flagged_by
+              FROM f GROUP BY ALL)
+        SELECT f.sensor, 'mark' AS kind, f.ts, r.value, f.detector, f.score, f.session_id, f.seq, g.flagged_by
+        FROM f JOIN g USING (sensor, session_id, seq)
+        JOIN readings r ON r.sensor = f.sensor AND r.ts = f.ts AND r.seq = f.seq
+        WHERE r.ts >= ? AND r.ts <= ? AND {rw}""", [start, end, *sp, start, end, *rp]).df()
+    return lines, marks
+
+
+def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """{sensor: (line, marks)} from `charts_fetch`'s frames: each flagged reading joins its line,
+    both sorted by time; one pass over all sensors, then a split."""
+    line = pd.concat([lines[["sensor", "ts", "value"]], marks[["sensor", "ts", "value"]]], ignore_index=True)
+    line = line.drop_duplicates().sort_values(["sensor", "ts"], ignore_index=True)
+    marks = marks.drop(columns="kind").sort_values(["sensor", "ts", "detector"], ignore_index=True)
+    marks_of = {k: v.drop(columns="sensor").reset_index(drop=True) for k, v in marks.groupby("sensor", sort=False)}
+    out = {}
+    for sensor, part in line.groupby("sensor", sort=True):
+        out[sensor] = (part[["ts", "value"]].reset_index(drop=True), marks_of.get(sensor, _EMPTY_MARKS))
+    return out
 
 
 def initializing_spans(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime,
                        end: datetime) -> pd.DataFrame:
     """Per session and detector, the stretch of `sensor` in [start, end] where the detector was
     still filling its window: columns session_id, detector, start, end, readings."""
-    return conn.execute("""
-        SELECT session_id, detector, min(ts) AS start, max(ts) AS "end", count(*) AS readings
-        FROM states WHERE sensor = ? AND ts >= ? AND ts <= ? AND state = 'initializing'
-        GROUP BY session_id, detector ORDER BY start""", [sensor, start, end]).df()
+    spans = initializing_spans_many(conn, (sensor,), start, end)
+    return spans.drop(columns="sensor")
+
+
+def initializing_spans_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime,
+                            end: datetime) -> pd.DataFrame:
+    """`initializing_spans` of several sensors (all if empty) in one pass, with a sensor column."""
+    where, params = Filters(sensors=tuple(sensors)).where("states")
+    return conn.execute(f"""
+        SELECT sensor, session_id, detector, min(ts) AS start, max(ts) AS "end", count(*) AS readings
+        FROM states WHERE ts >= ? AND ts <= ? AND state = 'initializing' AND {where}
+        GROUP BY sensor, session_id, detector ORDER BY start""", [start, end, *params]).df()
 
 
 # --- health ------------------------------------------------------------------------------------
@@ -184,11 +223,27 @@ def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
 def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
     """For the newest session of `sensor` since `since`: per detector, how many readings it has
     judged and whether it is still initializing (the seed's "initialisation i/N")."""
-    return conn.execute("""
-        WITH cur AS (SELECT arg_max(session_id, ts) AS session_id FROM readings WHERE sensor = ? AND ts >= ?)
-        SELECT detector, count(*) AS seen, arg_max(state, seq) = 'initializing' AS initializing
-        FROM states WHERE sensor = ? AND ts >= ? AND session_id = (SELECT session_id FROM cur)
-        GROUP BY detector ORDER BY detector""", [sensor, since, sensor, since]).df()
+    return init_progress_many(conn, (sensor,), since).drop(columns="sensor")
+
+
+def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime) -> pd.DataFrame:
+    """`init_progress` of several sensors (all if empty), with a sensor column, for the detectors
+    still initializing in each sensor's newest session: how many readings each has judged. The
+    small tables (watermarks: the newest judged reading per detector; sessions) find them, so
+    only the span's initializing states are read (issue 8: reading every state of the span
+    cost a Live refresh 40 ms of holding the file at 20,000 readings/s)."""
+    ww, wp = Filters(sensors=tuple(sensors)).where("w")
+    return conn.execute(f"""
+        WITH cur AS (SELECT w.sensor, arg_max(w.session_id, coalesce(s.started_at, '-infinity'::TIMESTAMP)) AS session_id
+                     FROM watermarks w LEFT JOIN sessions s USING (session_id)
+                     WHERE w.kind = 'reading' AND {ww} GROUP BY w.sensor),
+        init AS (SELECT st.sensor, st.session_id, st.detector, count(*) AS seen, max(st.seq) AS last_seq
+                 FROM states st JOIN cur ON st.sensor = cur.sensor AND st.session_id = cur.session_id
+                 WHERE st.ts >= ? AND st.state = 'initializing' GROUP BY ALL)
+        SELECT init.sensor, init.detector, init.seen, coalesce(w.seq = init.last_seq, TRUE) AS initializing
+        FROM init LEFT JOIN watermarks w
+          ON w.session_id = init.session_id AND w.sensor = init.sensor AND w.kind = init.detector
+        ORDER BY init.sensor, init.detector""", [*wp, since]).df()
 
 
 def rejects_count(conn: duckdb.DuckDBPyConnection, since: datetime | None = None) -> int:
@@ -387,3 +442,51 @@ def live_flags(conn: duckdb.DuckDBPyConnection, session: str, sensor: str, detec
     return conn.execute("""
         SELECT seq, state, score FROM states WHERE session_id = ? AND sensor = ? AND detector = ?
         ORDER BY seq""", [session, sensor, detector]).df()
+
+
+# --- one refresh of the Live view -------------------------------------------------------------
+
+LIVE_MAX_CHARTS = 12   # charts the Live view draws when no sensor is chosen
+
+
+def live_snapshot(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
+                  max_charts: int = LIVE_MAX_CHARTS) -> dict:
+    """Everything one refresh of the Live view draws (see `live_fetch`)."""
+    return live_shape(live_fetch(conn, sensors, since, now, max_charts))
+
+
+def live_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
+               max_charts: int = LIVE_MAX_CHARTS) -> dict:
+    """The queries of one refresh of the Live view, each reading the span once for all the charted
+    sensors: the app's refresh, and the bench's stand-in for a viewer. `live_shape` makes the
+    snapshot once the connection is closed, so the store waits for the queries only. With no
+    sensor chosen, the health table covers every sensor and the first `max_charts` by name are
+    charted: a page of 100 live charts helps no one, and each one drawn adds its span's flagged
+    readings to every refresh."""
+    found = health(conn, now)
+    raw = {"totals": totals(conn), "health": found, "lag": detector_lag(conn, now),
+           "charted_of": len(sensors) or len(found), "names": tuple(sensors) or tuple(found["sensor"])[:max_charts]}
+    if raw["names"]:
+        raw["charts"] = charts_fetch(conn, raw["names"], since, now)
+        raw["spans"] = initializing_spans_many(conn, raw["names"], since, now)
+        raw["progress"] = init_progress_many(conn, raw["names"], since)
+    return raw
+
+
+def live_shape(raw: dict) -> dict:
+    """The Live view's snapshot from `live_fetch`'s frames: per charted sensor its line, marks,
+    initializing stretches and warm-up progress."""
+    snap = {k: raw[k] for k in ("totals", "health", "lag", "charted_of")}
+    snap["sensors"] = {}
+    if not raw["names"]:
+        return snap
+    charts = charts_shape(*raw["charts"])
+    spans, progress = raw["spans"], raw["progress"]
+    spans_of = {k: v.drop(columns="sensor").reset_index(drop=True) for k, v in spans.groupby("sensor")}
+    progress_of = {k: v.drop(columns="sensor").reset_index(drop=True) for k, v in progress.groupby("sensor")}
+    for sensor in raw["names"]:
+        line, marks = charts.get(sensor, (_EMPTY_LINE, _EMPTY_MARKS))
+        snap["sensors"][sensor] = {"line": line, "marks": marks,
+                                   "init": spans_of.get(sensor, spans.drop(columns="sensor").iloc[:0]),
+                                   "progress": progress_of.get(sensor, progress.drop(columns="sensor").iloc[:0])}
+    return snap
