@@ -1,6 +1,8 @@
 """Readings per second through each transport, embedded and Kafka (a local Tansu broker), same run.
 
-Two measurements per transport, on the same generated readings:
+Kafka runs twice: with batch records (the default: many readings of a sensor per record) and with
+`kafka_batch = false` (a record per reading, the seed's format). Two measurements per transport, on
+the same generated readings, round-robin over `--sensors` sensors:
 - transport: a producer sends N readings (flushing every 500, as the serial producer does a few
   times a second) and one consumer-group member polls and commits them all;
 - end to end: producer -> detector (the real `run_detector` with the configured detectors) ->
@@ -9,7 +11,7 @@ Two measurements per transport, on the same generated readings:
 
 Parts run as threads of one process (one Python process shares its CPU time between them, so
 these are lower bounds for separate processes); Kafka's group joins happen before the clock starts.
-Run: `python -m bench.bench_transport [--n N] [--e2e-n N]` or `make bench`.
+Run: `python -m bench.bench_transport [--n N] [--e2e-n N] [--sensors N]` or `make bench`.
 """
 from __future__ import annotations
 
@@ -29,12 +31,13 @@ from lib.broker import Broker
 from lib.config import load_config
 from lib.transport.base import INTERNAL, open_transport, reading_message
 
-SENSORS = ("s0", "s1", "s2", "s3")
+SENSORS = tuple(f"s{i:03d}" for i in range(100))
 
 
-def make_config(kind: str, data_dir: Path, bootstrap: str = ""):
+def make_config(kind: str, data_dir: Path, bootstrap: str = "", batch: bool = True):
     config = load_config()
     transport = dataclasses.replace(config.transport, kind=kind, bootstrap_servers=bootstrap or "127.0.0.1:9092",
+                                    kafka_batch=batch,
                                     # Tansu finishes a group join after about half the session timeout.
                                     session_timeout_ms=4000, max_poll_interval_ms=30000, metadata_max_age_ms=1000)
     return dataclasses.replace(config, transport=transport,
@@ -157,37 +160,41 @@ def bench_end_to_end(config, transport, n: int) -> float:
 
 
 def main(argv=None) -> int:
+    global SENSORS
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=20_000, help="readings for the transport-only figure")
     ap.add_argument("--e2e-n", type=int, default=2_000, help="readings for the end-to-end figure")
+    ap.add_argument("--sensors", type=int, default=len(SENSORS), help="sensors (topics) the readings go round")
     args = ap.parse_args(argv)
+    SENSORS = tuple(f"s{i:03d}" for i in range(args.sensors))
     logging.basicConfig(level=logging.WARNING)
     rows = []
+    print(f"{args.sensors} sensors", flush=True)
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp, Broker(log_path=Path(tmp) / "tansu.log") as broker:
-        for kind in ("embedded", "kafka"):
+        for name, kind, batch in (("embedded", "embedded", True), ("kafka", "kafka", True),
+                                  ("kafka, record per reading", "kafka", False)):
             for what, n in (("transport", args.n), ("end to end", args.e2e_n)):
-                data = Path(tmp) / f"{kind}-{what.replace(' ', '-')}"
-                # A fresh broker namespace per measurement: the Kafka runs use their own topics'
-                # groups, and a fresh data folder keeps the DuckDB file and spool apart.
-                config = make_config(kind, data, broker.bootstrap)
+                data = Path(tmp) / f"{name.replace(' ', '-').replace(',', '')}-{what.replace(' ', '-')}"
+                # A fresh data folder per measurement keeps the DuckDB file and spool apart; each
+                # Kafka measurement starts on a clean broker.
+                if kind == "kafka":
+                    broker.stop()
+                    broker.start()
+                config = make_config(kind, data, broker.bootstrap, batch)
                 transport = open_transport(config)
                 try:
                     rate = (bench_transport_only(transport, n) if what == "transport"
                             else bench_end_to_end(config, transport, n))
                 finally:
                     transport.close()
-                rows.append((kind, what, n, rate))
-                print(f"  {kind:<9} {what:<11} {n:>7} readings  {rate:>9,.0f} readings/s", flush=True)
-                if kind == "kafka" and what == "transport":
-                    # Topics now hold these readings: start the end-to-end run on a clean broker.
-                    broker.stop()
-                    broker.start()
+                rows.append((name, what, n, rate))
+                print(f"  {name:<26} {what:<11} {n:>7} readings  {rate:>9,.0f} readings/s", flush=True)
     print()
     print(f"| transport | measure | readings | readings/s | vs embedded |")
     print(f"|---|---|---:|---:|---:|")
-    base = {what: rate for kind, what, _, rate in rows if kind == "embedded"}
-    for kind, what, n, rate in rows:
-        print(f"| {kind} | {what} | {n} | {rate:,.0f} | {rate / base[what]:.2f}x |")
+    base = {what: rate for name, what, _, rate in rows if name == "embedded"}
+    for name, what, n, rate in rows:
+        print(f"| {name} | {what} | {n} | {rate:,.0f} | {rate / base[what]:.2f}x |")
     return 0
 
 
