@@ -110,3 +110,17 @@ def test_round_robin_assignor_tolerates_members_with_different_topics():
     out = RoundRobin.assign(Cluster(), [member("a", ["humidite", "temperature"]), member("b", ["humidite", "temperature"])])
     assert {t for t, _ in out["a"].assigned_partitions} | {t for t, _ in out["b"].assigned_partitions} == {"humidite", "temperature"}
     assert len(list(out["a"].assigned_partitions)) == 1
+
+
+def test_packed_bodies_merge_column_by_column():
+    from lib.transport.base import Message
+    from lib.transport.packing import encode, merge, unpack
+    a = _readings(3)
+    b = _readings(2, start=3)
+    b[1].headers["session"] = "t"                      # "session" shared in a, not in b
+    c = [reading_message("temperature", "9.0", "s", 9, 9)]
+    odd = [Message("temperature", "temperature", "1.0", {"other": "x"})]    # other header names
+    for parts in ([a, b, c], [a, odd, c], [c, c]):
+        got = unpack("temperature", merge([encode(p) for p in parts]))
+        want = [m for p in parts for m in p]
+        assert [(m.key, m.value, m.headers) for m in got] == [(m.key, m.value, m.headers) for m in want]

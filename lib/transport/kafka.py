@@ -44,7 +44,7 @@ from kafka.structs import OffsetAndMetadata
 
 from lib.spool import Batch, DeliveryLock, Spool
 from lib.transport.base import Consumer, Message, Producer, Transport
-from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, unpack
+from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, merge, unpack
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ SENSOR_PATTERN = r"(?!_vigie|__)[A-Za-z0-9._-]+"
 # of up to RECORD_MAX_BYTES, which stays under the broker's and kafka-python's 1 MB defaults.
 DELIVERY_BATCH = 20_000
 RECORD_MAX_BYTES = 512 * 1024
+# A caught-up delivery thread starts a round at most this often: a reading may wait this long in
+# the spool, and a record carries about this long's readings of its sensor.
+DELIVERY_INTERVAL_S = 0.1
 BATCH_HEADER, BATCH_VERSION = "vigie-batch", b"1"
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0
 OUTAGE_WARN_EVERY_S = 10.0
@@ -167,7 +170,7 @@ def _chunk_record(topic: str, key: str | None, chunk: list[Batch]) -> OutRecord:
     first, last = chunk[0], chunk[-1]
     if len(chunk) == 1 and first.n == 1:
         return plain_record(first.messages()[0], first.id)
-    body = first.body if len(chunk) == 1 else encode([m for r in chunk for m in r.messages()])
+    body = first.body if len(chunk) == 1 else merge([r.body for r in chunk])
     return batch_record(topic, key, body, last.ts_ms, first.id)
 
 
@@ -345,6 +348,7 @@ class SpooledProducer(Producer):
                     self._wake.wait(1.0)
                     self._wake.clear()
                     continue
+                round_started = time.monotonic()
                 rows = spool.peek(DELIVERY_BATCH)
                 if not rows:
                     if self._closing.is_set():
@@ -385,6 +389,10 @@ class SpooledProducer(Producer):
                                     "(%d message(s) left)", time.monotonic() - outage_since, n)
                         outage_since = None
                     backoff = BACKOFF_START_S
+                    if sum(r.n for r in rows) < DELIVERY_BATCH:
+                        # Caught up: let the next round gather a little more, so that each record
+                        # carries more readings (kafka-python's cost is per record and per round).
+                        self._closing.wait(DELIVERY_INTERVAL_S - (time.monotonic() - round_started))
                     continue
                 check_lost = True
                 now = time.monotonic()

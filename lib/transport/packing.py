@@ -10,6 +10,7 @@ list building in C rather than a dict per message.
 from __future__ import annotations
 
 import json
+from itertools import repeat
 from typing import Sequence
 
 from lib.transport.base import Message
@@ -43,20 +44,35 @@ def unpack(topic: str, body: str | bytes, partition: int = 0, base: int = 0) -> 
     d = json.loads(body)
     values = d["v"]
     n = len(values)
-    keys = d["k"] if isinstance(d["k"], list) else [d["k"]] * n
+    keys = d["k"] if isinstance(d["k"], list) else repeat(d["k"], n)
     if "h" in d:
         headers = d["h"]
     else:
+        # One dict per message, built from the columns (shared values repeated): the per-message
+        # work of a consumer, so kept to a zip and a map.
         hc, hv = d["hc"], d["hv"]
-        if hv:
-            names = list(hv)
-            headers = [{**hc, **dict(zip(names, vs))} for vs in zip(*hv.values())]
-        else:
-            headers = [dict(hc) for _ in range(n)]
+        names = [*hc, *hv]
+        cols = [repeat(v, n) for v in hc.values()] + list(hv.values())
+        headers = [dict(zip(names, row)) for row in zip(*cols)] if cols else [{} for _ in range(n)]
     first = base << SHIFT
-    return [Message(topic, k, v, h, partition, first + i) for i, (k, v, h) in enumerate(zip(keys, values, headers))]
+    return list(map(Message, repeat(topic, n), keys, values, headers, repeat(partition, n), range(first, first + n)))
 
 
-def count(body: str) -> int:
-    """How many messages `body` holds, without building them."""
-    return len(json.loads(body)["v"])
+def merge(bodies: Sequence[str]) -> str:
+    """Several encoded bodies of one topic and key as one, in order: the columns are concatenated
+    without building a message each (a header shared within each body but not across them becomes a
+    column). Bodies that do not line up (keys or header names differ) go through `unpack`."""
+    ds = [json.loads(b) for b in bodies]
+    first = ds[0]
+    names = [*first.get("hc", ()), *first.get("hv", ())]
+    if any("h" in d or isinstance(d["k"], list) or d["k"] != first["k"] or len(d["hc"]) + len(d["hv"]) != len(names)
+           or any(name not in d["hc"] and name not in d["hv"] for name in names) for d in ds):
+        return encode([m for b in bodies for m in unpack("", b)])
+    hc, hv = {}, {}
+    for name in names:
+        shared = [d["hc"].get(name, hv) for d in ds]    # `hv` marks "not shared in this body"
+        if shared[0] is not hv and shared.count(shared[0]) == len(shared):
+            hc[name] = shared[0]
+        else:
+            hv[name] = [v for d in ds for v in (d["hv"][name] if name in d["hv"] else [d["hc"][name]] * len(d["v"]))]
+    return json.dumps({"k": first["k"], "v": [v for d in ds for v in d["v"]], "hc": hc, "hv": hv}, separators=(",", ":"))
