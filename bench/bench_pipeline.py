@@ -23,12 +23,17 @@ stored reading on disk (DuckDB file with the reading's states, or the seed's pic
 each figure's ratio to the seed's, then each program's memory and CPU and the CPU-bound capacity
 (what two otherwise idle cores would sustain). Absolute figures are indicative on a shared machine.
 
+`--transport kafka` runs the three programs over a Kafka-protocol broker instead of the embedded log:
+a fresh Tansu process on 127.0.0.1 per run (lib.broker), the sensor and internal topics created
+before the programs start, and `[transport] kind = "kafka"` given to them through VIGIE_TRANSPORT_*.
+
 `BENCH_DIR=<dir>` keeps the runs' data folders and programs' stderr there; `BENCH_DEBUG=1` makes the
 store print each write's rows, duration and latencies to its stderr.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -341,6 +346,44 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1)}
 
 
+@contextlib.contextmanager
+def kafka_broker(sensors: int, workdir: Path):
+    """A fresh Tansu broker for one run, its topics made, and the programs (which inherit this
+    environment) configured for it."""
+    import dataclasses
+
+    from lib.broker import Broker
+    from lib.config import load_config
+    from lib.transport.base import INTERNAL
+    from lib.transport.kafka import KafkaTransport
+    env = {"VIGIE_TRANSPORT_KIND": "kafka",
+           # Tansu finishes a group join after about half the session timeout: keep the joins short.
+           "VIGIE_TRANSPORT_SESSION_TIMEOUT_MS": "4000", "VIGIE_TRANSPORT_MAX_POLL_INTERVAL_MS": "60000",
+           "VIGIE_TRANSPORT_METADATA_MAX_AGE_MS": "1000"}
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Broker(log_path=workdir / "tansu.log") as broker:
+        env["VIGIE_TRANSPORT_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            config = load_config()
+            config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, data_dir=str(workdir)))
+            # Topics exist before the groups join, so no rebalance happens as each one appears.
+            maker = KafkaTransport(config).topic_maker()
+            maker.ensure([*(f"s{i:03d}" for i in range(sensors)), *INTERNAL])
+            maker.reset()
+            yield broker
+            import psutil
+            cpu = psutil.Process(broker.proc.pid).cpu_times()
+            print(f"  the Tansu broker used {cpu.user + cpu.system:.1f} CPU s (not in the table's CPU figures)", flush=True)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 # -- the table ------------------------------------------------------------------------------------
 def print_table(rows: list[tuple[str, dict]]) -> None:
     seed = rows[0][1]
@@ -387,6 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drain", type=float, default=30.0, help="seconds allowed to store the last readings")
     ap.add_argument("--skip-without-iforest", action="store_true")
     ap.add_argument("--no-rules", action="store_true", help="without the threshold rules")
+    ap.add_argument("--transport", choices=("embedded", "kafka"), default="embedded",
+                    help="kafka: a local Tansu broker per run, topics made first")
     ap.add_argument("--warmup", type=float, default=3.0,
                     help="seconds of arrivals left out of readings/s and latency (first fits, first writes)")
     args = ap.parse_args(argv)
@@ -422,11 +467,15 @@ def main(argv=None) -> int:
         if "iforest" in configured and without and not args.skip_without_iforest:
             sets.append(("vigie " + "+".join(without) + rules + " (no iforest)", ",".join(without)))
         for name, dets in sets:
+            if args.transport == "kafka":
+                name += " over kafka"
             print(f"running {name} ...", flush=True)
+            workdir = tmp / name.split(" (")[0].replace(" ", "_").replace("+", "_")
             try:
-                rows.append((name, run_vigie(tmp / name.split(" (")[0].replace(" ", "_").replace("+", "_"),
-                                             args.sensors, readings, args.rate, dets, args.drain, not args.no_rules,
-                                             args.warmup)))
+                with (kafka_broker(args.sensors, tmp / f"{workdir.name}-broker") if args.transport == "kafka"
+                      else contextlib.nullcontext()):
+                    rows.append((name, run_vigie(workdir, args.sensors, readings, args.rate, dets, args.drain,
+                                                 not args.no_rules, args.warmup)))
             except Exception as exc:  # report the others' figures anyway
                 print(f"{name} failed: {exc}")
                 return 1
