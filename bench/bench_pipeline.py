@@ -15,7 +15,9 @@ One run, one process tree, the same generated input (`--sensors` sensors, `topic
   line's arrival (its receive stamp) to the moment its states are committed in DuckDB and the file
   is closed for readers, over readings that arrived after a warm-up (`--warmup`, 3 s: the first
   fits and the first DuckDB write); readings/s is over the same steady span. Run once with the
-  configured detector set (plus threshold rules on every sensor) and once without IsolationForest.
+  configured detector set (plus threshold rules on every sensor), once more with the operator page
+  open (a fourth process doing the Live view's refresh of all sensors every `[app] refresh_s`, as
+  the app does: "+page"), and once without IsolationForest.
 
 Printed: readings/s, p50/p99 latency, CPU seconds per 1,000 readings (all the pipeline's
 processes), peak resident memory (the largest program; per program below the table), bytes per
@@ -236,11 +238,11 @@ def role_store(args) -> dict:
     commits: list[np.ndarray] = []
     counts = {"readings": 0, "first_arrival_us": None, "last_commit_us": None}
     progress = Path(args.dir, "stored.txt")
-    real_write = storage.write_batch
+    real_write = storage.Writer.write
 
-    def write_and_time(path, batch, *a, **kw):
+    def write_and_time(writer, batch, *a, **kw):
         t_write = time.monotonic()
-        real_write(path, batch, *a, **kw)
+        real_write(writer, batch, *a, **kw)
         # Committed and closed: from now on a reader sees these states.
         now_us = time.time_ns() // 1000
         arrived = {(session, seq): ts for session, seq, ts in batch.judged_readings()}
@@ -258,7 +260,7 @@ def role_store(args) -> dict:
             counts["readings"] += len(arrived)
             progress.write_text(str(counts["readings"]))
 
-    storage.write_batch = write_and_time
+    storage.Writer.write = write_and_time
     cpu0 = _cpu_s()
     Path(args.dir, "store.ready").touch()
     run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch)
@@ -279,7 +281,34 @@ def role_store(args) -> dict:
             "db_bytes": config.db_path.stat().st_size, "span_s": span}
 
 
-ROLES = {"producer": role_producer, "detector": role_detector, "store": role_store}
+def role_viewer(args) -> dict:
+    """The operator page open on the Live view, all sensors: every `refresh_s` the app's refresh
+    (`lib.queries.live_fetch` through `read_db`, then `live_shape`), timed."""
+    from datetime import timedelta
+
+    from lib import queries
+    from lib.storage import read_db
+    config = _config(Path(args.dir), None)
+    stop = _stop_on_term()
+    cpu0 = _cpu_s()
+    took: list[float] = []
+    while not stop.is_set():
+        t0 = time.monotonic()
+        now = queries.utc_now().replace(microsecond=0)
+        try:
+            with read_db(config.db_path) as conn:
+                raw = queries.live_fetch(conn, (), now - timedelta(minutes=5), now)
+            queries.live_shape(raw)
+            took.append(time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001  (the page shows "busy" and retries; so does this)
+            print(f"refresh failed: {exc}", file=sys.stderr, flush=True)
+        stop.wait(max(0.0, config.app.refresh_s - (time.monotonic() - t0)))
+    t = np.array(took or [np.nan])
+    return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "handled": 0, "refreshes": len(took),
+            "refresh_p50": float(np.percentile(t, 50)), "refresh_max": float(t.max())}
+
+
+ROLES = {"producer": role_producer, "detector": role_detector, "store": role_store, "viewer": role_viewer}
 
 
 def _spawn(role: str, workdir: Path, extra: list[str]) -> subprocess.Popen:
@@ -297,8 +326,9 @@ def _wait_file(path: Path, timeout: float) -> None:
 
 
 def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors: str,
-              drain_s: float, rules: bool = True, warmup: float = 3.0) -> dict:
-    """The three programs on a fresh data folder; returns the figures, or raises."""
+              drain_s: float, rules: bool = True, warmup: float = 3.0, viewer: bool = False) -> dict:
+    """The three programs on a fresh data folder (and the page's refreshes if `viewer`); returns
+    the figures, or raises."""
     workdir.mkdir(parents=True)
     common = ["--sensors", str(sensors), "--readings", str(readings), "--rate", str(rate), "--warmup", str(warmup)]
     procs: dict[str, subprocess.Popen] = {}
@@ -308,6 +338,8 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
                                                          *(["--no-rules"] if not rules else [])])
         _wait_file(workdir / "store.ready", 60)
         _wait_file(workdir / "detector.ready", 60)
+        if viewer:
+            procs["viewer"] = _spawn("viewer", workdir, common)
         t0 = time.monotonic()
         procs["producer"] = _spawn("producer", workdir, common)
         if procs["producer"].wait(timeout=readings / rate * 3 + 60 if rate > 0 else 600):
@@ -327,7 +359,9 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
                     raise RuntimeError(f"{name} failed: {(workdir / f'{name}.err').read_text()[-2000:]}")
             time.sleep(0.05)
         wall = time.monotonic() - t0
-        for name in ("detector", "store"):
+        for name in ("viewer", "detector", "store"):
+            if name not in procs:
+                continue
             procs[name].send_signal(signal.SIGTERM)
             procs[name].wait(timeout=120)
     finally:
@@ -335,7 +369,8 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    stats = {name: json.loads((workdir / f"{name}.json").read_text()) for name in ROLES}
+    stats = {name: json.loads((workdir / f"{name}.json").read_text()) for name in ROLES if name in procs}
+    page = stats.pop("viewer", None)
     stored = stats["store"]["judged_stored"]
     # Each program's CPU over the readings it handled (a program that fell behind handled fewer).
     cpu_by_program = {name: s["cpu"] / max(s["handled"], 1) * 1000 for name, s in stats.items()}
@@ -343,7 +378,7 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             "p50": stats["store"]["p50"], "p99": stats["store"]["p99"], "cpu_per_1000": sum(cpu_by_program.values()),
             "rss": {name: s["rss"] for name, s in stats.items()},
             "cpu_by_program": cpu_by_program,
-            "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1)}
+            "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1), "page": page}
 
 
 @contextlib.contextmanager
@@ -408,6 +443,11 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
         busiest = max(r.get("cpu_by_program", {"consumer": r["cpu_per_1000"]}).values())
         print(f"  {name:<36} {min(2000 / r['cpu_per_1000'], 1000 / busiest):>10,.0f} readings/s")
     for name, r in rows[1:]:
+        if r.get("page"):
+            p = r["page"]
+            print(f"page: {name}: the Live view (all sensors, 5 min span) refreshed {p['refreshes']} times, "
+                  f"each in {p['refresh_p50'] * 1000:.0f} ms (p50), at most {p['refresh_max'] * 1000:.0f} ms")
+    for name, r in rows[1:]:
         if r["kept_up"] and r["p99"] > 1.0:
             print(f"note: {name} stored everything, but fell behind {r['offered']:,.0f} readings/s offered: "
                   "its latency includes the queue that built up")
@@ -430,6 +470,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drain", type=float, default=30.0, help="seconds allowed to store the last readings")
     ap.add_argument("--skip-without-iforest", action="store_true")
     ap.add_argument("--no-rules", action="store_true", help="without the threshold rules")
+    ap.add_argument("--no-viewer", action="store_true",
+                    help="skip the run with the page open (the Live view's refresh of all sensors every 2 s)")
     ap.add_argument("--transport", choices=("embedded", "kafka"), default="embedded",
                     help="kafka: a local Tansu broker per run, topics made first")
     ap.add_argument("--warmup", type=float, default=3.0,
@@ -462,20 +504,22 @@ def main(argv=None) -> int:
         if args.detectors:
             configured = args.detectors.split(",")
         rules = "" if args.no_rules else "+rules"
-        sets = [("vigie " + "+".join(configured) + rules, ",".join(configured))]
+        sets = [("vigie " + "+".join(configured) + rules, ",".join(configured), False)]
+        if not args.no_viewer:
+            sets.append(("vigie " + "+".join(configured) + rules + " +page", ",".join(configured), True))
         without = [d for d in configured if d != "iforest"]
         if "iforest" in configured and without and not args.skip_without_iforest:
-            sets.append(("vigie " + "+".join(without) + rules + " (no iforest)", ",".join(without)))
-        for name, dets in sets:
+            sets.append(("vigie " + "+".join(without) + rules + " (no iforest)", ",".join(without), False))
+        for name, dets, viewer in sets:
             if args.transport == "kafka":
                 name += " over kafka"
             print(f"running {name} ...", flush=True)
-            workdir = tmp / name.split(" (")[0].replace(" ", "_").replace("+", "_")
+            workdir = tmp / name.split(" (")[0].replace(" ", "_").replace("+", "_").replace("__", "_")
             try:
                 with (kafka_broker(args.sensors, tmp / f"{workdir.name}-broker") if args.transport == "kafka"
                       else contextlib.nullcontext()):
                     rows.append((name, run_vigie(workdir, args.sensors, readings, args.rate, dets, args.drain,
-                                                 not args.no_rules, args.warmup)))
+                                                 not args.no_rules, args.warmup, viewer)))
             except Exception as exc:  # report the others' figures anyway
                 print(f"{name} failed: {exc}")
                 return 1

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from lib.storage import CODE_OF_STATE, Batch
+from lib.readserver import ReadServer
+from lib.storage import CODE_OF_STATE, Batch, Writer
 from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
@@ -56,11 +58,20 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: 
               on_flush=None, maintenance=None) -> int:
     """The single writer's loop: gather messages for `flush_interval` (or `max_batch` rows), write
     them to DuckDB in one transaction, and only then commit the consumer's position (at-least-once;
-    primary keys and watermarks make a replay harmless). `maintenance()` runs between batches (retention), in this process
-    because it is the only writer. Returns the number of messages stored."""
-    import time
+    primary keys and watermarks make a replay harmless). `maintenance()` runs between batches
+    (retention), in this process because it is the only writer. Returns the number of messages
+    stored."""
+    writer = Writer(db_path)
+    # The store holds the file for its whole run; the page's queries come to it (lib.readserver).
+    server = ReadServer(writer.connection, db_path).start()
+    try:
+        return _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance)
+    finally:
+        server.close()
+        writer.close()
 
-    from lib.storage import write_batch
+
+def _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance) -> int:
     stored = 0
     while True:
         stopping = stop.is_set()
@@ -78,7 +89,7 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: 
             if remaining <= 0 or (stopping and not messages):
                 break
         if n:
-            if not write_until_done(db_path, batch, stop, write_batch):
+            if not write_until_done(writer.path, batch, stop, lambda _path, b: writer.write(b)):
                 # Stopping while the disk is still full: the batch stays uncommitted on the
                 # transport and the next start writes it.
                 return stored
@@ -103,8 +114,6 @@ def write_until_done(db_path, batch, stop, write) -> bool:
     backoff: the batch is not committed on the transport, so nothing is lost while the store waits
     (the transport holds the readings; the store holds at most one batch in memory). A foreign or
     damaged file raises DatabaseFileError, which stops the store."""
-    import time
-
     import duckdb
 
     from lib.storage import DatabaseFileError, is_corruption, is_disk_full

@@ -17,6 +17,7 @@ watermark was stored before and is dropped.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -203,17 +204,23 @@ _NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensi
 
 def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_s
-    delay = 0.01
+    # A reader (the page) and the writer (the store) take turns at the file: a short, flat retry
+    # gets each in soon after the other closes. A backoff to 200 ms cost the store up to that
+    # much per collision, and at 20,000 readings/s every refresh collided (issue 8).
+    delay = 0.005
+    # Readers take one thread: the page's queries are small, and its bursts on both cores were
+    # time taken from the detector and the store.
+    config = _NO_EXTENSIONS if not read_only else {**_NO_EXTENSIONS, "threads": 1}
     while True:
         try:
             # No extension loading: a file that is not ours must fail to open, not make DuckDB try
             # to download a reader for it (this machine, and many sites, have no internet).
-            return duckdb.connect(str(path), read_only=read_only, config=_NO_EXTENSIONS)
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise
         time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        delay = min(delay * 2, 0.02)
 
 
 def init_db(path: Path, wait_s: float = 30.0) -> None:
@@ -227,12 +234,77 @@ def init_db(path: Path, wait_s: float = 30.0) -> None:
 
 @contextmanager
 def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived read-only connection, retried while the writer holds the file."""
-    conn = _connect(Path(path), True, wait_s)
+    """A short-lived read connection: through the store when it runs (it holds the file; see
+    lib.readserver), else the file opened read-only, retried while another process holds it."""
+    from lib.readserver import RemoteConnection, socket_path
+    path = Path(path)
+    sock = socket_path(path)
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        conn = None
+        if sock.exists():
+            try:
+                conn = RemoteConnection(sock)
+            except OSError:
+                pass   # a socket left by a store that was killed: read the file
+        if conn is None:
+            try:
+                conn = _connect(path, True, 0.0)
+            except duckdb.Error as exc:
+                if not is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+        if conn is not None:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
     try:
         yield conn
     finally:
         conn.close()
+
+
+class Writer:
+    """The store's hold on the file: one read-write connection for the whole run (readers go
+    through lib.readserver), so a write is a transaction rather than open, write, close and
+    checkpoint; DuckDB checkpoints its WAL by itself as it grows. After a failed write the
+    connection is dropped and the next write opens the file again."""
+
+    def __init__(self, path: Path, wait_s: float = 3600.0):
+        self.path, self.wait_s = Path(path), wait_s
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = _connect(self.path, False, self.wait_s)
+            return self._conn
+
+    def write(self, batch: Batch) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+            _insert(conn, batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self.reset()
+            raise
+
+    def reset(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except duckdb.Error:
+                pass
+
+    close = reset
 
 
 def write_batch(path: Path, batch: Batch, wait_s: float = 3600.0) -> None:

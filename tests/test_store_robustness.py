@@ -228,10 +228,10 @@ def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_
     # The disk is full and a stop comes: the batch is neither written nor committed.
     monkeypatch.setattr(sink, "WRITE_BACKOFF_START_S", 0.01)
 
-    def full(p, batch):
+    def full(writer, batch):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lib.storage.write_batch", full)
+    monkeypatch.setattr("lib.storage.Writer.write", full)
     consumer = _Consumer([reading_message("t", "2.5", "s1", 11, now_us)])
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()

@@ -1,4 +1,4 @@
-"""Faults around the DuckDB file: an outside reader holding it for several seconds, a full disk,
+"""Faults around the DuckDB file: an outside process reading it for several seconds, a full disk,
 and (see test_foreign_file.py) a file that is not ours."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from lib.config import PROJECT_ROOT
@@ -20,55 +21,58 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
 RATE = 100.0
 
-HOLDER = """
-import sys, time, duckdb
-path, hold = sys.argv[1], float(sys.argv[2])
-while True:
-    try:
-        conn = duckdb.connect(path, read_only=True)
-        break
-    except duckdb.Error as exc:
-        if "lock" not in str(exc).lower():
-            raise
-        time.sleep(0.01)
-print("locked", flush=True)
-time.sleep(hold)
-conn.close()
-print("released", flush=True)
+READER = """
+import sys, time
+from pathlib import Path
+from lib.storage import read_db
+path, seconds = Path(sys.argv[1]), float(sys.argv[2])
+print("reading", flush=True)
+end, n = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    with read_db(path) as conn:   # through the store: it holds the file
+        conn.execute("SELECT sensor, count(*), avg(value), max(ts) FROM readings GROUP BY sensor").fetchall()
+        conn.execute("SELECT detector, state, count(*) FROM states GROUP BY ALL").df()
+    n += 1
+print(f"done {n}", flush=True)
 """
 
 
-def test_outside_reader_holding_the_file_writers_wait_and_catch_up(tmp_path):
+def test_outside_readers_do_not_stop_the_writer(tmp_path):
+    """The store holds the DuckDB file for its whole run and answers reads on its socket
+    (lib.readserver): a process reading in a tight loop for seconds does not pause ingestion (it
+    used to: readers and the writer took turns at the file), and nothing is lost or doubled."""
     ledger = tmp_path / "ledger.txt"
-    holds, hold_s, recoveries, frozen = 3, 6.0, [], []
+    rounds, read_s, grew, reads = 3, 6.0, [], []
     with System(tmp_path, sim_env(ledger, RATE, int(RATE * 600))) as system:
         wait_for(lambda: count(system.db, "SELECT count(*) FROM states") > 100, 180, interval=0.5,
                  what="data flowing")
-        for _ in range(holds):
-            holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(system.db), str(hold_s)],
-                                      stdout=subprocess.PIPE, text=True)
+        for _ in range(rounds):
+            reader = subprocess.Popen([sys.executable, "-c", READER, str(system.db), str(read_s)],
+                                      stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
             try:
-                assert holder.stdout.readline().strip() == "locked"
+                assert reader.stdout.readline().strip() == "reading"
                 before = count(system.db, "SELECT count(*) FROM readings")
-                time.sleep(hold_s / 2)
-                frozen.append(count(system.db, "SELECT count(*) FROM readings") - before)
-                assert holder.stdout.readline().strip() == "released"
-                t0 = time.monotonic()
-                target = ledger_lines(ledger)
-                wait_for(lambda: count(system.db, "SELECT count(*) FROM readings") >= target, 120, interval=0.2,
-                         what="the store catching up")
-                recoveries.append(time.monotonic() - t0)
+                time.sleep(read_s / 2)
+                grew.append(count(system.db, "SELECT count(*) FROM readings") - before)
+                done = reader.stdout.readline().strip()
+                assert done.startswith("done ") and int(done.split()[1]) > 0, done
+                reads.append(int(done.split()[1]))
+                assert reader.wait(timeout=30) == 0
             finally:
-                holder.kill()
-                holder.wait()
-            time.sleep(2)
+                if reader.poll() is None:
+                    reader.kill()
+                    reader.wait()
+        # DuckDB itself lets no other process open the file meanwhile: readers must come through the store
+        with pytest.raises(duckdb.Error, match="(?i)lock"):
+            duckdb.connect(str(system.db), read_only=True)
         system.ctl("stop", "simulator")
         n = ledger_lines(ledger)
         wait_all_judged(system, system.db, n)
         lost, dup, _ = lost_and_duplicated(system.db, ledger)
-        report(f"DuckDB file held by an outside reader for {hold_s:.0f} s", holds, lost, dup, recoveries,
-               note=f"rows written while held: {frozen}; recovery = release to caught up with the board")
-        assert frozen == [0] * holds, "the store wrote while another process held the file?"
+        report("an outside process reading the database in a loop for 6 s", rounds, lost, dup, [],
+               note=f"readings stored in 3 s of each reading round: {grew}; reads per round: {reads}")
+        # ~RATE readings/s keep arriving: 3 s of reading must not have stopped the writer
+        assert all(g >= RATE for g in grew), grew
         assert_exactly_once(system.db, ledger)
         assert system.stop() == 0
 
