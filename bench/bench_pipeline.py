@@ -179,6 +179,17 @@ def _stop_on_term() -> threading.Event:
     return stop
 
 
+def _join_first(consumer, timeout: float = 60.0) -> None:
+    """Kafka: poll until the group has given this member its partitions, before saying ready, so the
+    run does not start with a backlog of the group join's seconds (embedded: nothing to join). The
+    producer starts after "ready", so these polls find nothing."""
+    inner = getattr(consumer, "_consumer", None)
+    deadline = time.monotonic() + timeout
+    while inner is not None and not inner.assignment():
+        if consumer.poll(1, 0.2) or time.monotonic() > deadline:
+            raise RuntimeError("Kafka group join: timed out, or readings found before the producer started")
+
+
 def role_producer(args) -> dict:
     from lib.producer import SerialProducer
     from lib.serial_port import LineSplitter
@@ -219,6 +230,7 @@ def role_detector(args) -> dict:
     consumer = transport.consumer("detectors", sensors=True)
     stop = _stop_on_term()
     cpu0 = _cpu_s()
+    _join_first(consumer)
     Path(args.dir, "detector.ready").touch()
     n = run_detector(Judge(config), consumer, stop)
     consumer.close()
@@ -262,6 +274,7 @@ def role_store(args) -> dict:
 
     storage.Writer.write = write_and_time
     cpu0 = _cpu_s()
+    _join_first(consumer)
     Path(args.dir, "store.ready").touch()
     run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch)
     consumer.close()
