@@ -4,7 +4,7 @@ in lib/queries.py, the charts in lib/charts.py, comparisons in lib/compare.py, C
 Five views (sidebar): Live, Compare, Sessions, Anomalies, Labels. The session, sensors,
 algorithms and time range chosen in the sidebar are shared by Compare, Anomalies and Labels;
 opening a session in Sessions sets them. The page never writes the database: labels go to the
-store through the transport (lib/labels.py), and every read is a short read-only connection.
+store through the transport (lib/labels.py), and reads go through the store (lib.storage.read_db).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ if auth.gate_enabled(config.app.password) and not st.session_state.get("authenti
 
 @st.cache_data(ttl=1.0, max_entries=64, show_spinner=False)
 def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> dict:
-    """Everything one refresh of the Live view draws, read through one short read-only connection
+    """Everything one refresh of the Live view draws, read through one short connection
     (cached for a second, so reruns share it)."""
     with read_db(db) as conn:
         raw = queries.live_fetch(conn, sensors, since, now)

@@ -1,9 +1,10 @@
-"""The DuckDB file: schema, the single writer's batched idempotent inserts, and read-only access.
+"""The DuckDB file: schema, the single writer's batched idempotent inserts, and read access.
 
 DuckDB lets one process hold a file read-write, and a read-only open from another process fails
-while it does ("Could not set lock on file"). So exactly one process (workers/store.py) writes: it
-opens the file, writes a batch in one transaction and closes it, a few times a second; readers
-open read-only between those moments and retry briefly on the lock error.
+while it does ("Could not set lock on file"). So exactly one process (workers/store.py) writes:
+it holds the file for its whole run (`Writer`), writes a batch in one transaction a few times a
+second, and answers other processes' reads on a socket (lib.readserver); `read_db` goes through
+it, or opens the file read-only when no store runs.
 
 Every small table has a primary key built from what the wire carries (session id, per-session
 sequence number, detector), and inserts skip what is already there: a batch replayed after a crash
@@ -308,7 +309,8 @@ class Writer:
 
 
 def write_batch(path: Path, batch: Batch, wait_s: float = 3600.0) -> None:
-    """Write one batch in one transaction, then close the file so readers can open it."""
+    """Open the file, write one batch in one transaction and close it (tools and tests; the store
+    keeps its `Writer`)."""
     conn = _connect(Path(path), False, wait_s)
     try:
         conn.execute("BEGIN")
