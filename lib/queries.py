@@ -132,35 +132,39 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
     - the marks (ts, value, detector, score, session_id, seq, flagged_by): every reading an
       algorithm flagged, never thinned, one row per algorithm; oldest first.
 
-    Two queries serve all the sensors, each reading the time range only (zone maps skip the rest):
-    sensors' readings share row groups, so a query per sensor would read the span's rows once per
-    sensor (issue 8: the Live view of 100 sensors held the file for 2 s). The line is one pass
-    over the readings; the marks are the flagged states (few) joined to their readings on
-    (sensor, ts, seq) (a state carries its reading's ts; ts and seq of one sensor do not repeat
-    across sessions in practice)."""
+    One query serves all the sensors, reading each table once through the time range only (zone
+    maps skip the rest): sensors' readings share row groups, so a query per sensor would read the
+    span's rows once per sensor (issue 8: the Live view of 100 sensors held the file for 2 s).
+    The flagged states first (few), then one pass over the readings that both builds the buckets
+    and picks up the flagged readings' values, matched on (sensor, ts, seq) (a state carries its
+    reading's ts; ts and seq of one sensor do not repeat across sessions in practice)."""
     span_us = max(int((end - start).total_seconds() * 1e6), 1)
     f_sensors = Filters(sessions=tuple(sessions), sensors=tuple(sensors))
     sw, sp = f_sensors.where("s")
     rw, rp = f_sensors.where("r")
-    lines = conn.execute(f"""
-        WITH agg AS (
-            SELECT r.sensor, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
-                   max(r.value) AS hi
-            FROM readings r WHERE r.ts >= ? AND r.ts <= ? AND {rw}
-            GROUP BY r.sensor, least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1))
-        SELECT sensor, 'line' AS kind, lo_ts AS ts, lo AS value FROM agg
-        UNION ALL SELECT sensor, 'line', hi_ts, hi FROM agg""",
-        [start, end, *rp, start, buckets, span_us, buckets]).df()
-    marks = conn.execute(f"""
+    df = conn.execute(f"""
         WITH f AS MATERIALIZED (
             SELECT s.sensor, s.session_id, s.seq, s.ts, s.detector, s.score FROM states s
             WHERE s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
-        g AS (SELECT sensor, session_id, seq, string_agg(detector, ', ' ORDER BY detector) AS flagged_by
-              FROM f GROUP BY ALL)
-        SELECT f.sensor, 'mark' AS kind, f.ts, r.value, f.detector, f.score, f.session_id, f.seq, g.flagged_by
-        FROM f JOIN g USING (sensor, session_id, seq)
-        JOIN readings r ON r.sensor = f.sensor AND r.ts = f.ts AND r.seq = f.seq
-        WHERE r.ts >= ? AND r.ts <= ? AND {rw}""", [start, end, *sp, start, end, *rp]).df()
+        m AS (SELECT DISTINCT sensor, ts, seq FROM f),
+        agg AS (
+            SELECT r.sensor, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
+                   max(r.value) AS hi,
+                   list({{'ts': r.ts, 'seq': r.seq, 'value': r.value}}) FILTER (WHERE m.ts IS NOT NULL) AS flagged
+            FROM readings r LEFT JOIN m ON r.sensor = m.sensor AND r.ts = m.ts AND r.seq = m.seq
+            WHERE r.ts >= ? AND r.ts <= ? AND {rw}
+            GROUP BY r.sensor, least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)),
+        fl AS (SELECT sensor, unnest(flagged, recursive := true) FROM agg)
+        SELECT sensor, 'line' AS kind, lo_ts AS ts, lo AS value, NULL AS detector, NULL::DOUBLE AS score,
+               NULL AS session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
+        UNION ALL SELECT sensor, 'line', hi_ts, hi, NULL, NULL, NULL, NULL, NULL FROM agg
+        UNION ALL SELECT f.sensor, 'mark', f.ts, fl.value, f.detector, f.score, f.session_id, f.seq,
+                         string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.sensor, f.session_id, f.seq)
+                  FROM f JOIN fl ON f.sensor = fl.sensor AND f.ts = fl.ts AND f.seq = fl.seq""",
+        [start, end, *sp, start, end, *rp, start, buckets, span_us, buckets]).df()
+    is_mark = (df["kind"] == "mark").to_numpy()
+    lines = df.loc[~is_mark, ["sensor", "kind", "ts", "value"]]
+    marks = df.loc[is_mark]
     return lines, marks
 
 

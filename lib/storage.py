@@ -209,14 +209,11 @@ def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConne
     # gets each in soon after the other closes. A backoff to 200 ms cost the store up to that
     # much per collision, and at 20,000 readings/s every refresh collided (issue 8).
     delay = 0.005
-    # Readers take one thread: the page's queries are small, and its bursts on both cores were
-    # time taken from the detector and the store.
-    config = _NO_EXTENSIONS if not read_only else {**_NO_EXTENSIONS, "threads": 1}
     while True:
         try:
             # No extension loading: a file that is not ours must fail to open, not make DuckDB try
             # to download a reader for it (this machine, and many sites, have no internet).
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            return duckdb.connect(str(path), read_only=read_only, config=_NO_EXTENSIONS)
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise
