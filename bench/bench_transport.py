@@ -25,8 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
-
 from lib.broker import Broker
 from lib.config import load_config
 from lib.transport.base import INTERNAL, open_transport, reading_message
@@ -115,6 +113,7 @@ def bench_transport_only(transport, n: int) -> float:
 def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detection import Judge, check_detection_config, run_detector
     from lib.sink import run_store
+    from lib import storage
     from lib.storage import init_db
     check_detection_config(config)
     ensure_topics(transport, (*SENSORS, *INTERNAL))
@@ -125,19 +124,23 @@ def bench_end_to_end(config, transport, n: int) -> float:
     finished = threading.Event()
 
     def on_flush(_n):
-        # In the store's thread, between its writes: DuckDB allows one configuration per file and
-        # process, so the count is read with the writer's (read-write) connection settings.
-        conn = duckdb.connect(str(config.db_path))
-        try:
-            progress["states"] = conn.execute(
-                "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
-        finally:
-            conn.close()
+        # In the store's thread, between its writes, on the store's own connection (the store
+        # holds the file for its whole run).
+        progress["states"] = writers[0].connection().execute(
+            "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
         if progress["states"] >= want:
             finished.set()
 
+    writers = []
+    real_init = storage.Writer.__init__
+
+    def keep_writer(self, *a, **kw):
+        real_init(self, *a, **kw)
+        writers.append(self)
+
     detector = transport.consumer("detectors", sensors=True)
     store = transport.consumer("store", topics=INTERNAL, sensors=True)
+    storage.Writer.__init__ = keep_writer
     threads = [threading.Thread(target=run_detector, args=(Judge(config), detector, stop), daemon=True),
                threading.Thread(target=run_store, args=(config.db_path, store, stop, config.store.flush_interval,
                                                         config.store.max_batch, on_flush), daemon=True)]
@@ -152,6 +155,7 @@ def bench_end_to_end(config, transport, n: int) -> float:
     stop.set()
     for t in threads:
         t.join(timeout=60)
+    storage.Writer.__init__ = real_init
     detector.close()
     store.close()
     if done < want:
