@@ -73,7 +73,7 @@ class Transport:
 
 @dataclass(frozen=True)
 class Store:
-    flush_interval: float = 0.25
+    flush_interval: float = 0.1
     max_batch: int = 50_000
     bus_retention_s: float = 3600.0
     # Readings, states and rejects older than this many days leave the DuckDB file (0: keep all),

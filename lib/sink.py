@@ -54,7 +54,7 @@ def add_message(batch: Batch, msg: Message) -> None:
 POLL_SLICE = 2000
 
 
-def run_store(db_path, consumer, stop, flush_interval: float = 0.25, max_batch: int = 50_000,
+def run_store(db_path, consumer, stop, flush_interval: float = 0.1, max_batch: int = 50_000,
               on_flush=None, maintenance=None) -> int:
     """The single writer's loop: gather messages for `flush_interval` (or `max_batch` rows), write
     them to DuckDB in one transaction, and only then commit the consumer's position (at-least-once;
