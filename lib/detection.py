@@ -209,7 +209,10 @@ def _owned(consumer) -> set[str] | None:
     return set(owned()) if callable(owned) else None
 
 
-BATCH_SECONDS = 1.0
+# A poll takes about this long's worth of readings at the rate just measured: long enough that a
+# poll's per-call costs are shared by many readings, short enough that a reading does not wait
+# behind a large poll (over Kafka at 20,000 readings/s, 1 s gave p99 0.92-1.16 s, 0.5 s 0.78-0.98 s).
+BATCH_SECONDS = 0.5
 
 
 def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
