@@ -11,7 +11,6 @@ Each consumer group has one member here (a lock file enforces it); Kafka is how 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lib.transport.base import Consumer, Message, Producer, Transport
+from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, unpack
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -26,17 +26,16 @@ CREATE TABLE IF NOT EXISTS log (
     topic   TEXT NOT NULL,
     sensor  INTEGER NOT NULL,        -- 1 for a sensor topic, 0 for an internal one
     n       INTEGER NOT NULL,        -- messages in this row
-    body    TEXT NOT NULL,           -- the messages, oldest first (see _encode)
+    body    TEXT NOT NULL,           -- the messages, oldest first (lib.transport.packing)
     ts      REAL NOT NULL            -- append time, for retention
 );
 CREATE INDEX IF NOT EXISTS log_topic ON log (topic, id);
 CREATE TABLE IF NOT EXISTS positions (grp TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 """
 
-# A message's offset is (row id << SHIFT) + its index in the row: offsets stay increasing integers,
-# and a consumer can stop (and commit) in the middle of a row.
-SHIFT = 20
-ROW_MAX = (1 << SHIFT) - 1
+# A message's offset is (row id << SHIFT) + its index in the row (lib.transport.packing): offsets
+# stay increasing integers, and a consumer can stop (and commit) in the middle of a row.
+ROW_MAX = MAX_MESSAGES
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -52,28 +51,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _encode(msgs: list[Message]) -> str:
-    """Messages of one topic as one JSON object, column by column: {"k": key, or [keys] when they
-    differ, "v": [values], "hc": {header: value shared by all}, "hv": {header: [values]}}; messages
-    whose header names differ fall back to "h": [headers]. Half the bytes of a list of messages, and
-    several times cheaper to encode and decode."""
-    keys = [m.key for m in msgs]
-    body: dict = {"k": keys[0] if keys.count(keys[0]) == len(keys) else keys, "v": [m.value for m in msgs]}
-    names = msgs[0].headers.keys()
-    if all(m.headers.keys() == names for m in msgs):
-        hc, hv = {}, {}
-        for name in names:
-            col = [m.headers[name] for m in msgs]
-            if col.count(col[0]) == len(col):
-                hc[name] = col[0]
-            else:
-                hv[name] = col
-        body["hc"], body["hv"] = hc, hv
-    else:
-        body["h"] = [m.headers for m in msgs]
-    return json.dumps(body, separators=(",", ":"))
-
-
 def _rows(messages: Iterable[Message], now: float):
     """One log row per topic per flush, holding all of that topic's messages in order: one SQLite
     row and one JSON encoding per row instead of per message (the per-message costs were most of
@@ -85,25 +62,7 @@ def _rows(messages: Iterable[Message], now: float):
         sensor = 0 if topic.startswith("_vigie.") else 1
         for i in range(0, len(msgs), ROW_MAX):
             part = msgs[i:i + ROW_MAX]
-            yield topic, sensor, len(part), _encode(part), now
-
-
-def _unpack(row_id: int, topic: str, body: str) -> list[Message]:
-    d = json.loads(body)
-    values = d["v"]
-    n = len(values)
-    keys = d["k"] if isinstance(d["k"], list) else [d["k"]] * n
-    if "h" in d:
-        headers = d["h"]
-    else:
-        hc, hv = d["hc"], d["hv"]
-        if hv:
-            names = list(hv)
-            headers = [{**hc, **dict(zip(names, vs))} for vs in zip(*hv.values())]
-        else:
-            headers = [dict(hc) for _ in range(n)]
-    base = row_id << SHIFT
-    return [Message(topic, k, v, h, 0, base + i) for i, (k, v, h) in enumerate(zip(keys, values, headers))]
+            yield topic, sensor, len(part), encode(part), now
 
 
 _INSERT = "INSERT INTO log (topic, sensor, n, body, ts) VALUES (?, ?, ?, ?, ?)"
@@ -163,7 +122,7 @@ class EmbeddedConsumer(Consumer):
                 (self.position >> SHIFT, *self._params))
             try:
                 for row_id, topic, body in cur:
-                    msgs = _unpack(row_id, topic, body)
+                    msgs = unpack(topic, body, 0, row_id)
                     if msgs and msgs[0].offset <= self.position:
                         msgs = [m for m in msgs if m.offset > self.position]
                     out.extend(msgs)
@@ -197,7 +156,7 @@ class EmbeddedConsumer(Consumer):
                                  (message.topic, message.offset >> SHIFT))
         try:
             for row_id, topic, body in cur:
-                found[:0] = [m for m in _unpack(row_id, topic, body) if m.offset < message.offset]
+                found[:0] = [m for m in unpack(topic, body, 0, row_id) if m.offset < message.offset]
                 if len(found) >= n:
                     break
         finally:

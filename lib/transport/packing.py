@@ -1,7 +1,7 @@
 """Many messages of one topic as one JSON text, column by column: the unit the transports store and
 send instead of one row or one record per message.
 
-The format is the embedded log's (lib.transport.embedded keeps its own copy for now): {"k": key,
+The embedded log's rows and Kafka's batch records both hold this format: {"k": key,
 or [keys] when they differ, "v": [values], "hc": {header: value shared by all}, "hv": {header:
 [values]}}; messages whose header names differ fall back to "h": [headers]. Half the bytes of a
 list of messages, and several times cheaper to encode and decode, since the per-message work is
