@@ -194,8 +194,8 @@ def main(argv=None) -> int:
                 rows.append((name, what, n, rate))
                 print(f"  {name:<26} {what:<11} {n:>7} readings  {rate:>9,.0f} readings/s", flush=True)
     print()
-    print(f"| transport | measure | readings | readings/s | vs embedded |")
-    print(f"|---|---|---:|---:|---:|")
+    print("| transport | measure | readings | readings/s | vs embedded |")
+    print("|---|---|---:|---:|---:|")
     base = {what: rate for name, what, _, rate in rows if name == "embedded"}
     for name, what, n, rate in rows:
         print(f"| {name} | {what} | {n} | {rate:,.0f} | {rate / base[what]:.2f}x |")

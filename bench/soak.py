@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     p95 = fresh[int(0.95 * (len(fresh) - 1))] if fresh else float("inf")
     reasons = [] if p95 <= 2.0 else [f"freshness p95 {p95:.2f}s > 2s"]
     reasons += [] if rc_stop == 0 else [f"stop exit code {rc_stop}"]
-    print(f"\n| program | RSS first MB | RSS last MB | RSS max MB | slope 2nd half MB/min | fds first->last |"
-          f" threads first->last | restarts |")
+    print("\n| program | RSS first MB | RSS last MB | RSS max MB | slope 2nd half MB/min | fds first->last |"
+          " threads first->last | restarts |")
     print("|---|---|---|---|---|---|---|---|")
     for n in PROGRAMS:
         pts = [(r["t"], r[n]) for r in rows if r[n]]

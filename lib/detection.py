@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from lib import detectors
 from lib.config import Config, ConfigError
@@ -102,9 +102,10 @@ class Judge:
 
     def judge_sensors(self, batch: list[tuple[str, list[float], list[int] | None]]) -> list[dict]:
         """For each (sensor, values, ts_us): {detector or "rule:<name>": (states, scores)}, states
-        as a string of lib.storage.STATE_CODES letters and scores as a list, detectors in the sensor's plan order and then the rules; each reading
-        is scored before it is learnt. Detectors of one class are scored for every sensor in one
-        call (`score_learn_groups`). `ts_us` (the readings' times) lets the rate rule work per second."""
+        as a string of lib.storage.STATE_CODES letters and scores as a list, detectors in the
+        sensor's plan order and then the rules; each reading is scored before it is learnt.
+        Detectors of one class are scored for every sensor in one call (`score_learn_groups`).
+        `ts_us` (the readings' times) lets the rate rule work per second."""
         out: list[dict] = [{} for _ in batch]
         groups: dict[type, list] = {}
         for k, (sensor, values, _) in enumerate(batch):
@@ -221,7 +222,7 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
     transaction on the embedded transport). Returns the number of readings judged."""
     done = 0
     data_now = 0   # the latest reading time seen: the clock for silences while readings flow
-    # A stop is seen between polls, so a poll takes about a second's worth of judging at the rate
+    # A stop is seen between polls, so a poll takes BATCH_SECONDS' worth of judging at the rate
     # just measured: a worker catching up on a backlog still stops (and commits) promptly.
     limit = max_records
     while not stop.is_set() and (count is None or done < count):

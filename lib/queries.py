@@ -7,12 +7,11 @@ flagged readings in full, so no alarm is ever thinned away.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 ANOMALY, NORMAL, INITIALIZING = "anomaly", "normal", "initializing"

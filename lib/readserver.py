@@ -18,7 +18,6 @@ the peer is the same user, who can read and write the database file anyway.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import pickle
 import socket
@@ -28,8 +27,6 @@ import threading
 from pathlib import Path
 
 import duckdb
-
-log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("!Q")
 METHODS = ("df", "fetchall", "fetchone")

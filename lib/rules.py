@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL
+from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
 
 RULE_KEYS = ("min", "max", "max_rate", "stuck_n", "no_data_s")
 
@@ -130,11 +130,10 @@ class RuleState:
         self.learn(x, ts_us)
         return out
 
-
     def judge_columns(self, values, ts_us=None) -> dict[str, tuple[str, list[float | None]]]:
         """`judge` for many readings in one numpy pass: {rule name: (states as letters of
-        lib.storage.STATE_CODES, scores)}, then learns
-        them. The worker's way (per-reading Python was a tenth of its time at 20,000 readings/s)."""
+        lib.storage.STATE_CODES, scores)}, then learns them. The worker's way (per-reading Python
+        was a tenth of its time at 20,000 readings/s)."""
         r = self.rules
         x = np.asarray(values, dtype=float)
         n = len(x)
@@ -176,7 +175,7 @@ class RuleState:
 
 def _columns(hit: np.ndarray) -> tuple[str, list[float]]:
     """States as letters (lib.storage.STATE_CODES) and scores."""
-    return np.where(hit, ord("a"), ord("n")).astype(np.uint8).tobytes().decode("ascii"), hit.astype(float).tolist()
+    return state_letters(hit), hit.astype(float).tolist()
 
 
 def _row(name: str, hit: bool) -> tuple[str, str, float]:

@@ -29,7 +29,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from lib.transport.base import Message
 from lib.transport.packing import MAX_MESSAGES, encode, unpack

@@ -117,6 +117,14 @@ for _i, _code in enumerate(STATE_CODES):
 _STATE_DICTIONARY = pa.array(list(STATE_CODES.values()))
 
 
+def state_letters(anomaly: np.ndarray, ready: np.ndarray | None = None) -> str:
+    """The STATE_CODES string for many readings: "a" where `anomaly`, else "n"; "i" where not `ready`."""
+    letters = np.where(anomaly, ord("a"), ord("n"))
+    if ready is not None:
+        letters = np.where(ready, letters, ord("i"))
+    return letters.astype(np.uint8).tobytes().decode("ascii")
+
+
 @dataclass
 class Batch:
     """Rows gathered from the transport for one write. Keys dedupe replays inside a batch."""
@@ -205,9 +213,7 @@ _NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensi
 
 def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_s
-    # A reader (the page) and the writer (the store) take turns at the file: a short, flat retry
-    # gets each in soon after the other closes. A backoff to 200 ms cost the store up to that
-    # much per collision, and at 20,000 readings/s every refresh collided (issue 8).
+    # Short retries: whoever holds the file (a tool, a store shutting down) usually lets go soon.
     delay = 0.005
     while True:
         try:
@@ -308,19 +314,11 @@ class Writer:
 def write_batch(path: Path, batch: Batch, wait_s: float = 3600.0) -> None:
     """Open the file, write one batch in one transaction and close it (tools and tests; the store
     keeps its `Writer`)."""
-    conn = _connect(Path(path), False, wait_s)
+    writer = Writer(path, wait_s)
     try:
-        conn.execute("BEGIN")
-        _insert(conn, batch)
-        conn.execute("COMMIT")
-    except BaseException:
-        try:
-            conn.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-        raise
+        writer.write(batch)
     finally:
-        conn.close()
+        writer.close()
 
 
 def _frame(rows: dict, names: list[str]) -> pa.Table:

@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 import time
-from pathlib import Path
 
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event

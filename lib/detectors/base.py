@@ -18,7 +18,7 @@ from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL
+from lib.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
 
 
 class Detector(abc.ABC):
@@ -92,8 +92,7 @@ class Decision:
     def columns(self, ready: np.ndarray, scores: np.ndarray) -> tuple[str, list[float | None]]:
         """Many readings' states, a letter each (lib.storage.STATE_CODES), and the stored scores
         (rounded, None while initializing)."""
-        letters = np.where(ready, np.where(scores > self.threshold, ord("a"), ord("n")), ord("i")).astype(np.uint8)
         rounded = np.round(scores, 6).tolist()
         if not ready.all():
             rounded = [s if r else None for r, s in zip(ready.tolist(), rounded)]
-        return letters.tobytes().decode("ascii"), rounded
+        return state_letters(scores > self.threshold, ready), rounded

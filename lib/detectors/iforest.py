@@ -42,7 +42,8 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from lib.detectors.base import Detector
-from lib.detectors.window import Window, robust_scale, robust_scale_rows, sliding_previous, stacked_previous
+from lib.detectors.window import (Window, learn_cold, robust_scale, robust_scale_rows, sliding_previous,
+                                  stacked_previous)
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -228,55 +229,38 @@ class IsolationForestDetector(Detector):
         call per 1,024 rows: its cost is mostly per call at a poll's 50 readings per sensor."""
         out: list = [None] * len(groups)
         pending: dict[tuple, list] = {}
+        tables = [(k, det, xs) for k, (det, xs) in enumerate(groups) if det.method != "paths"]
+        for (k, _, _), result in zip(tables, super().score_learn_groups([(det, xs) for _, det, xs in tables])):
+            out[k] = result
         for k, (det, xs) in enumerate(groups):
-            xs = np.asarray(xs, dtype=float)
             if det.method != "paths":
-                rows = det.score_learn_many(xs)
-                out[k] = (np.array([r for r, _ in rows], dtype=bool), np.array([v for _, v in rows], dtype=float))
                 continue
-            cold = 0
-            while cold < len(xs) and not det.ready:
-                det.learn_one(float(xs[cold]))
-                cold += 1
-            pending.setdefault((det.window_size, det.n_estimators, det.seed), []).append((k, det, cold, xs))
+            out[k], warm = learn_cold(det, xs)
+            if len(warm):
+                pending.setdefault((det.window_size, det.n_estimators, det.seed), []).append((k, det, warm))
         for (size, n_trees, seed), items in pending.items():
-            warm = [(k, det, cold, xs) for k, det, cold, xs in items if cold < len(xs)]
-            for k, det, cold, xs in items:
-                out[k] = (np.arange(len(xs)) >= cold, np.zeros(len(xs)))
-            if not warm:
-                continue
-            prev = stacked_previous([det._window.values() for _, det, _, _ in warm], [xs[cold:] for *_, cold, xs in warm], size)
-            xs_all = np.concatenate([xs[cold:] for _, _, cold, xs in warm])
-            numbers = np.concatenate([det.seen + np.arange(len(xs) - cold) for _, det, cold, xs in warm])
+            prev = stacked_previous([det._window.values() for _, det, _ in items], [warm for *_, warm in items], size)
+            xs_all = np.concatenate([warm for *_, warm in items])
+            numbers = np.concatenate([det.seen + np.arange(len(warm)) for _, det, warm in items])
             scores = np.concatenate([sampled_path_scores(prev[i:i + 1024], xs_all[i:i + 1024], n_trees, seed,
                                                          numbers[i:i + 1024]) for i in range(0, len(xs_all), 1024)])
             at = 0
-            for k, det, cold, xs in warm:
-                n = len(xs) - cold
-                out[k][1][cold:] = scores[at:at + n]
-                at += n
-                for x in xs[cold:]:
+            for k, det, warm in items:
+                out[k][1][len(out[k][1]) - len(warm):] = scores[at:at + len(warm)]
+                at += len(warm)
+                for x in warm:
                     det.learn_one(float(x))
         return out
 
     def score_learn_many(self, xs):
-        """Readings between two refits are scored together with one table look-up."""
+        """Method "paths": as `score_learn_groups` for this one sensor. Method "table": readings
+        between two refits are scored together with one table look-up."""
+        if self.method == "paths":
+            ready, scores = type(self).score_learn_groups([(self, xs)])[0]
+            return list(zip(ready.tolist(), scores.tolist()))
         xs = np.asarray(xs, dtype=float)
         out: list[tuple[bool, float]] = []
         i = 0
-        while i < len(xs) and self.method == "paths":
-            if not self.ready:
-                out.append((False, 0.0))
-                self.learn_one(float(xs[i]))
-                i += 1
-                continue
-            seg = xs[i:i + 256]   # bounds the (readings, trees, window) arrays
-            scores = sampled_path_scores(sliding_previous(self._window.values(), seg, self.window_size), seg,
-                                         self.n_estimators, self.seed, self.seen)
-            out.extend((True, float(v)) for v in scores)
-            for x in seg:
-                self.learn_one(float(x))
-            i += len(seg)
         while i < len(xs):
             if not self.ready:
                 out.append((False, 0.0))

@@ -81,33 +81,27 @@ def robust_scale_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, spread
 
 
+def learn_cold(det, xs) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Learn the readings that come before `det` is ready (they are "initializing"); returns the
+    (ready, scores) arrays to fill in for all of `xs`, and the readings left to score."""
+    xs = np.asarray(xs, dtype=float)
+    cold = 0
+    while cold < len(xs) and not det.ready:
+        det.learn_one(float(xs[cold]))
+        cold += 1
+    return (np.arange(len(xs)) >= cold, np.zeros(len(xs))), xs[cold:]
+
+
 class WindowDetectorMixin:
     """`score_learn_many` for window detectors: readings scored before the window is full go one
-    at a time; the rest are scored together by `_score_rows(previous, xs)` on (n, w) windows."""
+    at a time; the rest are scored together by `_score_rows(previous, xs)` on (n, w) windows, for
+    one sensor or (`score_learn_groups`) for every sensor of a poll at once."""
 
     _chunk = 4096
 
     def score_learn_many(self, xs):
-        xs = np.asarray(xs, dtype=float)
-        out = []
-        i = 0
-        while i < len(xs) and not self.ready:
-            out.append((False, 0.0))
-            self.learn_one(float(xs[i]))
-            i += 1
-        for start in range(i, len(xs), self._chunk):
-            chunk = xs[start:start + self._chunk]
-            prev = sliding_previous(self._window.values(), chunk, self._window.size)
-            scores = self._score_rows(prev, chunk)
-            out.extend((True, float(s)) for s in scores)
-            for x in chunk:
-                self._window.push(float(x))
-            self.seen += len(chunk)
-            self._after_many(chunk)
-        return out
-
-    def _after_many(self, chunk) -> None:
-        pass
+        ready, scores = type(self).score_learn_groups([(self, xs)])[0]
+        return list(zip(ready.tolist(), scores.tolist()))
 
     def _row_params(self) -> tuple:
         """What `_score_rows` depends on besides the rows: detectors agreeing on it are scored together."""
@@ -116,39 +110,24 @@ class WindowDetectorMixin:
     @classmethod
     def score_learn_groups(cls, groups):
         """Every sensor's ready readings as rows of one (n, w) array per parameter set, scored by
-        one `_score_rows` call, then learnt sensor by sensor."""
+        one `_score_rows` call per `_chunk` rows, then learnt sensor by sensor."""
         out: list = [None] * len(groups)
         pending: dict[tuple, list] = {}
         for k, (det, xs) in enumerate(groups):
-            xs = np.asarray(xs, dtype=float)
-            cold = 0
-            while cold < len(xs) and not det.ready:
-                det.learn_one(float(xs[cold]))
-                cold += 1
-            ready = np.arange(len(xs)) >= cold
-            warm = xs[cold:]
-            if type(det)._after_many is not WindowDetectorMixin._after_many or not len(warm):
-                # a detector with per-chunk state to keep (or nothing left to score) goes alone
-                scores = np.zeros(len(xs))
-                if len(warm):
-                    scores[cold:] = [s for _, s in det.score_learn_many(warm)]
-                out[k] = (ready, scores)
-                continue
-            key = (det._window.size, det._row_params())
-            pending.setdefault(key, []).append((k, det, ready, warm))
-        for items in pending.values():
-            prev = stacked_previous([det._window.values() for _, det, _, _ in items], [w for *_, w in items],
-                                    items[0][1]._window.size)
-            xs_all = np.concatenate([warm for _, _, _, warm in items])
-            scores_all = np.concatenate([items[0][1]._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk])
+            out[k], warm = learn_cold(det, xs)
+            if len(warm):
+                pending.setdefault((det._window.size, det._row_params()), []).append((k, det, warm))
+        for (size, _), items in pending.items():
+            prev = stacked_previous([det._window.values() for _, det, _ in items], [warm for *_, warm in items], size)
+            xs_all = np.concatenate([warm for *_, warm in items])
+            scorer = items[0][1]
+            scores_all = np.concatenate([scorer._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk])
                                          for i in range(0, len(xs_all), cls._chunk)])
             at = 0
-            for k, det, ready, warm in items:
-                scores = np.zeros(len(ready))
-                scores[len(ready) - len(warm):] = scores_all[at:at + len(warm)]
+            for k, det, warm in items:
+                out[k][1][len(out[k][1]) - len(warm):] = scores_all[at:at + len(warm)]
                 at += len(warm)
                 for x in warm:
                     det._window.push(float(x))
                 det.seen += len(warm)
-                out[k] = (ready, scores)
         return out

@@ -33,10 +33,6 @@ CREATE INDEX IF NOT EXISTS log_topic ON log (topic, id);
 CREATE TABLE IF NOT EXISTS positions (grp TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 """
 
-# A message's offset is (row id << SHIFT) + its index in the row (lib.transport.packing): offsets
-# stay increasing integers, and a consumer can stop (and commit) in the middle of a row.
-ROW_MAX = MAX_MESSAGES
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +56,8 @@ def _rows(messages: Iterable[Message], now: float):
         by_topic.setdefault(m.topic, []).append(m)
     for topic, msgs in by_topic.items():
         sensor = 0 if topic.startswith("_vigie.") else 1
-        for i in range(0, len(msgs), ROW_MAX):
-            part = msgs[i:i + ROW_MAX]
+        for i in range(0, len(msgs), MAX_MESSAGES):
+            part = msgs[i:i + MAX_MESSAGES]
             yield topic, sensor, len(part), encode(part), now
 
 
