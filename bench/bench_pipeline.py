@@ -288,6 +288,11 @@ def role_store(args) -> dict:
         start = counts["first_arrival_us"] or 0
     lat = (committed[steady] - arrived[steady]) / 1e6 if steady.any() else np.array([np.nan])
     span = (counts["last_commit_us"] - start) / 1e6 if steady.any() else 0.0
+    if os.environ.get("BENCH_DEBUG") and steady.any():
+        # p99 per second of arrival: a transient stall and a queue that grows look different here
+        sec = (arrived[steady] - start) // 1_000_000
+        print("p99 by second of arrival: " + " ".join(f"{np.percentile(lat[sec == s], 99):.2f}"
+                                                      for s in np.unique(sec)), file=sys.stderr, flush=True)
     return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "judged_stored": counts["readings"],
             "handled": counts["readings"], "steady": int(steady.sum()),
             "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
