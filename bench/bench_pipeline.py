@@ -28,9 +28,11 @@ each figure's ratio to the seed's, then each program's memory and CPU and the CP
 `--transport kafka` runs the three programs over a Kafka-protocol broker instead of the embedded log:
 a fresh Tansu process on 127.0.0.1 per run (lib.broker), the sensor and internal topics created
 before the programs start, and `[transport] kind = "kafka"` given to them through VIGIE_TRANSPORT_*.
+`--detector-workers 2` runs two detectors in one consumer group, as supervisord-kafka.conf does.
 
 `BENCH_DIR=<dir>` keeps the runs' data folders and programs' stderr there; `BENCH_DEBUG=1` makes the
-store print each write's rows, duration and latencies to its stderr.
+store print each write's rows, duration and latencies to its stderr, and its p99 per second of
+arrival at the end.
 """
 from __future__ import annotations
 
@@ -231,10 +233,15 @@ def role_detector(args) -> dict:
     stop = _stop_on_term()
     cpu0 = _cpu_s()
     _join_first(consumer)
-    Path(args.dir, "detector.ready").touch()
+    Path(args.dir, f"{_role_name(args)}.ready").touch()
     n = run_detector(Judge(config), consumer, stop)
     consumer.close()
     return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "judged": n, "handled": n}
+
+
+def _role_name(args) -> str:
+    """detector, or detector-<k> for the k-th of several detector workers."""
+    return args.role if not args.worker else f"{args.role}-{args.worker}"
 
 
 def role_store(args) -> dict:
@@ -329,9 +336,11 @@ def role_viewer(args) -> dict:
 ROLES = {"producer": role_producer, "detector": role_detector, "store": role_store, "viewer": role_viewer}
 
 
-def _spawn(role: str, workdir: Path, extra: list[str]) -> subprocess.Popen:
-    with open(workdir / f"{role}.err", "wb") as err:
-        return subprocess.Popen([PY, "-m", "bench.bench_pipeline", "--role", role, "--dir", str(workdir), *extra],
+def _spawn(role: str, workdir: Path, extra: list[str], worker: int = 0) -> subprocess.Popen:
+    name = role if not worker else f"{role}-{worker}"
+    with open(workdir / f"{name}.err", "wb") as err:
+        return subprocess.Popen([PY, "-m", "bench.bench_pipeline", "--role", role, "--dir", str(workdir),
+                                 "--worker", str(worker), *extra],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
 
 
@@ -344,18 +353,24 @@ def _wait_file(path: Path, timeout: float) -> None:
 
 
 def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors: str,
-              drain_s: float, rules: bool = True, warmup: float = 3.0, viewer: bool = False) -> dict:
+              drain_s: float, rules: bool = True, warmup: float = 3.0, viewer: bool = False,
+              detector_workers: int = 1) -> dict:
     """The three programs on a fresh data folder (and the page's refreshes if `viewer`); returns
-    the figures, or raises."""
+    the figures, or raises. `detector_workers` > 1 (Kafka): that many detectors in one group."""
     workdir.mkdir(parents=True)
     common = ["--sensors", str(sensors), "--readings", str(readings), "--rate", str(rate), "--warmup", str(warmup)]
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["store"] = _spawn("store", workdir, common)
-        procs["detector"] = _spawn("detector", workdir, [*common, "--detectors", detectors,
-                                                         *(["--no-rules"] if not rules else [])])
         _wait_file(workdir / "store.ready", 60)
-        _wait_file(workdir / "detector.ready", 60)
+        for k in range(detector_workers):
+            # One at a time: each says ready once the group has given it partitions, so the
+            # group's rebalances are over before the producer starts.
+            name = "detector" if detector_workers == 1 else f"detector-{k + 1}"
+            procs[name] = _spawn("detector", workdir, [*common, "--detectors", detectors,
+                                                       *(["--no-rules"] if not rules else [])],
+                                 worker=0 if detector_workers == 1 else k + 1)
+            _wait_file(workdir / f"{name}.ready", 60)
         if viewer:
             procs["viewer"] = _spawn("viewer", workdir, common)
         t0 = time.monotonic()
@@ -377,7 +392,7 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
                     raise RuntimeError(f"{name} failed: {(workdir / f'{name}.err').read_text()[-2000:]}")
             time.sleep(0.05)
         wall = time.monotonic() - t0
-        for name in ("viewer", "detector", "store"):
+        for name in ("viewer", *(n for n in procs if n.startswith("detector")), "store"):
             if name not in procs:
                 continue
             procs[name].send_signal(signal.SIGTERM)
@@ -387,7 +402,12 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    stats = {name: json.loads((workdir / f"{name}.json").read_text()) for name in ROLES if name in procs}
+    stats = {name: json.loads((workdir / f"{name}.json").read_text()) for name in procs}
+    workers = [stats.pop(name) for name in list(stats) if name.startswith("detector-")]
+    if workers:  # the detectors as one program: their CPU and readings summed, the largest RSS
+        stats[f"{len(workers)} detectors (RSS: each)"] = {
+            "cpu": sum(w["cpu"] for w in workers), "handled": sum(w["handled"] for w in workers),
+            "rss": max(w["rss"] for w in workers), "processes": len(workers)}
     page = stats.pop("viewer", None)
     stored = stats["store"]["judged_stored"]
     # Each program's CPU over the readings it handled (a program that fell behind handled fewer).
@@ -396,6 +416,8 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             "p50": stats["store"]["p50"], "p99": stats["store"]["p99"], "cpu_per_1000": sum(cpu_by_program.values()),
             "rss": {name: s["rss"] for name, s in stats.items()},
             "cpu_by_program": cpu_by_program,
+            # per process: several detector workers share the detectors' CPU
+            "busiest": max(v / stats[name].get("processes", 1) for name, v in cpu_by_program.items()),
             "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1), "page": page}
 
 
@@ -440,7 +462,8 @@ def kafka_broker(sensors: int, workdir: Path):
 # -- the table ------------------------------------------------------------------------------------
 def print_table(rows: list[tuple[str, dict]]) -> None:
     seed = rows[0][1]
-    head = (f"{'run':<34} {'readings':>9} {'readings/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'CPU s/1k':>9} "
+    wide = max(34, *(len(name) for name, _ in rows))
+    head = (f"{'run':<{wide}} {'readings':>9} {'readings/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'CPU s/1k':>9} "
             f"{'peak RSS MB':>11} {'B/reading':>10}  vigie/seed: rate, p99, CPU, bytes")
     print(head)
     print("-" * len(head))
@@ -448,18 +471,18 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
         peak = max(r["rss"].values())
         ratio = (f"x{r['rate'] / seed['rate']:.0f}, x{r['p99'] / seed['p99']:.2f}, "
                  f"x{r['cpu_per_1000'] / seed['cpu_per_1000']:.4f}, x{r['bytes_per_reading'] / seed['bytes_per_reading']:.3f}")
-        print(f"{name:<34} {r['readings']:>9} {r['rate']:>11,.0f} {r['p50'] * 1000:>9.1f} {r['p99'] * 1000:>9.1f} "
+        print(f"{name:<{wide}} {r['readings']:>9} {r['rate']:>11,.0f} {r['p50'] * 1000:>9.1f} {r['p99'] * 1000:>9.1f} "
               f"{r['cpu_per_1000']:>9.3f} {peak:>11.0f} {r['bytes_per_reading']:>10.1f}  {'-' if r is seed else ratio}")
     print("\npeak resident memory per program (MB), and CPU seconds per 1,000 readings per program:")
     for name, r in rows:
-        print(f"  {name:<36} " + ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items()))
+        print(f"  {name:<{wide + 2}} " + ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items()))
         if "cpu_by_program" in r:
-            print(f"  {'':<36} " + ", ".join(f"{k} {v:.4f}" for k, v in r["cpu_by_program"].items()))
+            print(f"  {'':<{wide + 2}} " + ", ".join(f"{k} {v:.4f}" for k, v in r["cpu_by_program"].items()))
     print("\nCPU-bound capacity (what two otherwise idle cores would sustain, from CPU per reading: the")
     print("lesser of two cores over the whole pipeline's CPU and one core over its busiest program's):")
     for name, r in rows:
-        busiest = max(r.get("cpu_by_program", {"consumer": r["cpu_per_1000"]}).values())
-        print(f"  {name:<36} {min(2000 / r['cpu_per_1000'], 1000 / busiest):>10,.0f} readings/s")
+        busiest = r.get("busiest", r["cpu_per_1000"])
+        print(f"  {name:<{wide + 2}} {min(2000 / r['cpu_per_1000'], 1000 / busiest):>10,.0f} readings/s")
     for name, r in rows[1:]:
         if r.get("page"):
             p = r["page"]
@@ -492,14 +515,20 @@ def main(argv=None) -> int:
                     help="skip the run with the page open (the Live view's refresh of all sensors every 2 s)")
     ap.add_argument("--transport", choices=("embedded", "kafka"), default="embedded",
                     help="kafka: a local Tansu broker per run, topics made first")
+    ap.add_argument("--detector-workers", type=int, default=1,
+                    help="detector processes in one consumer group (Kafka only; supervisord-kafka.conf "
+                         "runs 2): 1 runs the same programs as the embedded run")
+    ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=float, default=3.0,
                     help="seconds of arrivals left out of readings/s and latency (first fits, first writes)")
     args = ap.parse_args(argv)
     if args.role:
         result = ROLES[args.role](args)
-        Path(args.dir, f"{args.role}.json").write_text(json.dumps(result))
+        Path(args.dir, f"{_role_name(args)}.json").write_text(json.dumps(result))
         return 0
 
+    if args.detector_workers != 1 and args.transport != "kafka":
+        ap.error("--detector-workers: the embedded transport runs one detector")
     from lib.config import load_config
     configured = list(load_config().detection.detectors)
     readings = int(args.rate * args.seconds) if args.rate > 0 else 300_000
@@ -528,16 +557,17 @@ def main(argv=None) -> int:
         without = [d for d in configured if d != "iforest"]
         if "iforest" in configured and without and not args.skip_without_iforest:
             sets.append(("vigie " + "+".join(without) + rules + " (no iforest)", ",".join(without), False))
+        workers = args.detector_workers
         for name, dets, viewer in sets:
             if args.transport == "kafka":
-                name += " over kafka"
+                name += " over kafka" + (f", {workers} detectors" if workers > 1 else "")
             print(f"running {name} ...", flush=True)
-            workdir = tmp / name.split(" (")[0].replace(" ", "_").replace("+", "_").replace("__", "_")
+            workdir = tmp / name.split(" (")[0].replace(",", "").replace(" ", "_").replace("+", "_").replace("__", "_")
             try:
                 with (kafka_broker(args.sensors, tmp / f"{workdir.name}-broker") if args.transport == "kafka"
                       else contextlib.nullcontext()):
                     rows.append((name, run_vigie(workdir, args.sensors, readings, args.rate, dets, args.drain,
-                                                 not args.no_rules, args.warmup, viewer)))
+                                                 not args.no_rules, args.warmup, viewer, workers)))
             except Exception as exc:  # report the others' figures anyway
                 print(f"{name} failed: {exc}")
                 return 1
