@@ -74,6 +74,8 @@ class Transport:
 @dataclass(frozen=True)
 class Store:
     flush_interval: float = 0.1
+    # Under light load a small batch may wait this long (seconds) instead: fewer, larger writes.
+    quiet_flush_interval: float = 0.5
     max_batch: int = 50_000
     bus_retention_s: float = 3600.0
     # Readings, states and rejects older than this many days leave the DuckDB file (0: keep all),
@@ -147,7 +149,7 @@ _SECTION_CLASSES = {
 }
 _CHOICES = {("transport", "kind"): ("embedded", "kafka"),
             ("store", "retention_export"): ("parquet", "csv", "none")}
-_NON_NEGATIVE = {("store", "retention_days")}
+_NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval")}
 
 
 def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:

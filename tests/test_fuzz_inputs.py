@@ -17,7 +17,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 SECTIONS = ["paths", "serial", "simulator", "transport", "store", "detection", "app", "bogus"]
 KEYS = ["data_dir", "database", "port", "baud", "timeout", "max_line", "rate", "seed", "scenario", "count",
-        "ledger", "kind", "bootstrap_servers", "partitions", "flush_interval", "max_batch", "bus_retention_s",
+        "ledger", "kind", "bootstrap_servers", "partitions", "flush_interval", "quiet_flush_interval", "max_batch", "bus_retention_s",
         "retention_days", "retention_export", "retention_check_s", "window", "detectors", "params", "sensors",
         "rules", "address", "refresh_s", "password", "dbscan", "eps", "threshold", "x", "Ünï"]
 

@@ -239,6 +239,79 @@ def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_
     assert consumer.commits == 0
 
 
+class _Trickle(_Consumer):
+    """Releases its messages one at a time, `every` seconds apart; records commits."""
+
+    def __init__(self, messages, every):
+        super().__init__(messages)
+        self.every, self.next_at = every, time.monotonic()
+
+    def poll(self, max_records=1000, timeout=0.5):
+        if self.messages and time.monotonic() >= self.next_at:
+            self.next_at = time.monotonic() + self.every
+            return [self.messages.pop(0)]
+        time.sleep(min(timeout, 0.005))
+        return []
+
+
+def _store_in_thread(path, consumer, **kw):
+    from lib import sink
+    stop = threading.Event()
+    done = []
+    t = threading.Thread(target=lambda: done.append(sink.run_store(path, consumer, stop, **kw)))
+    t.start()
+    return stop, t, done
+
+
+def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
+    """Ten readings 30 ms apart: with writes every 50 ms they take several writes; allowed to wait
+    0.5 s (they are far under QUIET_ROWS), one write holds them all. A batch of QUIET_ROWS state
+    rows is written at the usual interval."""
+    from lib import sink
+    from lib.transport.base import Message, reading_message, states_message
+    now_us = int(time.time() * 1e6)
+    counts = {}
+    for quiet in (0.0, 0.5):
+        path = tmp_path / f"q{quiet}.duckdb"
+        init_db(path)
+        consumer = _Trickle([reading_message("t", "1.5", "s1", i, now_us + i) for i in range(1, 11)], every=0.03)
+        stop, t, done = _store_in_thread(path, consumer, flush_interval=0.05, quiet_flush_interval=quiet)
+        deadline = time.monotonic() + 30
+        while consumer.messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.7)   # past the quiet interval: the last batch is written
+        stop.set()
+        t.join(30)
+        assert done == [10]
+        counts[quiet] = consumer.commits
+        with read_db(path) as conn:
+            assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10
+    assert counts[0.5] == 1 and counts[0.0] > 1, counts
+
+    # Large batches do not wait: two of QUIET_ROWS state rows each, 0.2 s apart, are two writes.
+    path = tmp_path / "big.duckdb"
+    init_db(path)
+    n = sink.QUIET_ROWS
+
+    def big(first):
+        readings = [Message("t", "t", "1.0", {"session": "s1", "seq": str(q), "ts_us": str(now_us + q)})
+                    for q in range(first, first + n)]
+        return states_message("t", readings, [now_us + q for q in range(first, first + n)],
+                              {"dbscan": ("n" * n, [0.0] * n)})
+
+    consumer = _Trickle([big(1), big(1 + n)], every=0.2)
+    stop, t, done = _store_in_thread(path, consumer, flush_interval=0.05, quiet_flush_interval=0.5)
+    deadline = time.monotonic() + 30
+    while consumer.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    stop.set()
+    t.join(30)
+    assert done == [2] and consumer.commits == 2
+    with read_db(path) as conn:
+        assert conn.execute("SELECT count(*) FROM states").fetchone()[0] == 2 * n
+
+
 def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
     """A detector that restarts before the store wrote re-sends the states of readings already in
     the store's batch (a whole message, or its first part): each (reading, detector) is stored

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         retention = Retention(config.db_path, config.store.retention_days, config.data_dir / "export",
                               config.store.retention_export, config.store.retention_check_s)
         n = run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch,
-                      maintenance=retention)
+                      maintenance=retention, quiet_flush_interval=config.store.quiet_flush_interval)
         log.info("stopped after storing %d messages", n)
     except DatabaseFileError as exc:
         log.error("%s", exc)
