@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from lib import detectors
 from lib.config import Config, ConfigError
@@ -42,6 +42,15 @@ def check_detection_config(config: Config) -> None:
         check_rules(config)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    _check_params("[detection.params]", det.params)
+    for sensor, override in det.sensors.items():
+        where = f"[detection.sensors.{sensor}]"
+        if not isinstance(override, Mapping):
+            raise ConfigError(f"{where}: expected a table (with detectors and/or params), got {override!r}")
+        names = override.get("detectors")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"{where} detectors: expected a list of detector names, got {names!r}")
+        _check_params(f"{where} params", override.get("params", {}))
     for sensor in ["*", *det.sensors]:
         extra = set(det.sensors.get(sensor, {})) - {"detectors", "params"}
         if extra:
@@ -53,6 +62,15 @@ def check_detection_config(config: Config) -> None:
             except ValueError as exc:
                 where = "[detection]" if sensor == "*" else f"[detection.sensors.{sensor}]"
                 raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_params(where: str, params: Any) -> None:
+    """Detector parameters are a table of tables: {detector name: {parameter: value}}."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: expected a table of detector tables, got {params!r}")
+    for name, table in params.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: {name} must be a table of parameters, got {table!r}")
 
 
 class Judge:

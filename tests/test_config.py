@@ -43,3 +43,18 @@ def test_unknown_detector_or_parameter_stops_start_up():
         check_detection_config(load_config(env={"VIGIE_DETECTION_DETECTORS": "dbscna"}))
     with pytest.raises(ConfigError, match="epsilon"):
         check_detection_config(load_config(env={}, overrides={"detection": {"params": {"dbscan": {"epsilon": 1}}}}))
+
+
+@pytest.mark.parametrize("detection, needle", [
+    ({"sensors": {"hum": []}}, "[detection.sensors.hum]: expected a table"),
+    ({"sensors": {"hum": 0}}, "[detection.sensors.hum]: expected a table"),
+    ({"sensors": {"hum": {"detectors": "dbscan"}}}, "[detection.sensors.hum] detectors: expected a list"),
+    ({"sensors": {"hum": {"params": {"dbscan": 1.0}}}}, "[detection.sensors.hum] params: dbscan must be a table"),
+    ({"sensors": {"hum": {"params": [1]}}}, "[detection.sensors.hum] params: expected a table"),
+    ({"params": {"dbscan": 0}}, "[detection.params]: dbscan must be a table"),
+])
+def test_malformed_detection_tables_stop_start_up_with_their_place(detection, needle):
+    """Found by the config fuzzer: a sensor's override that is not a table raised AttributeError."""
+    with pytest.raises(ConfigError) as exc:
+        check_detection_config(load_config(env={}, overrides={"detection": detection}))
+    assert needle in str(exc.value)
