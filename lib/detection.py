@@ -47,15 +47,14 @@ def check_detection_config(config: Config) -> None:
         where = f"[detection.sensors.{sensor}]"
         if not isinstance(override, Mapping):
             raise ConfigError(f"{where}: expected a table (with detectors and/or params), got {override!r}")
+        extra = set(override) - {"detectors", "params"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))} (known: detectors, params)")
         names = override.get("detectors")
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise ConfigError(f"{where} detectors: expected a list of detector names, got {names!r}")
         _check_params(f"{where} params", override.get("params", {}))
     for sensor in ["*", *det.sensors]:
-        extra = set(det.sensors.get(sensor, {})) - {"detectors", "params"}
-        if extra:
-            raise ConfigError(f"[detection.sensors.{sensor}]: unknown key(s) {', '.join(sorted(extra))}"
-                              " (known: detectors, params)")
         for name, params in sensor_plan(config, sensor).items():
             try:
                 detectors.build(name, params)
