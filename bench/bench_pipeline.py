@@ -233,15 +233,16 @@ def role_detector(args) -> dict:
     stop = _stop_on_term()
     cpu0 = _cpu_s()
     _join_first(consumer)
-    Path(args.dir, f"{_role_name(args)}.ready").touch()
+    Path(args.dir, f"{_proc_name(args.role, args.worker)}.ready").touch()
     n = run_detector(Judge(config), consumer, stop)
     consumer.close()
     return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "judged": n, "handled": n}
 
 
-def _role_name(args) -> str:
-    """detector, or detector-<k> for the k-th of several detector workers."""
-    return args.role if not args.worker else f"{args.role}-{args.worker}"
+def _proc_name(role: str, worker: int) -> str:
+    """A program's name in the run's files: its role, or detector-<k> for the k-th of several
+    detector workers (worker 0: the only one)."""
+    return role if not worker else f"{role}-{worker}"
 
 
 def role_store(args) -> dict:
@@ -337,8 +338,7 @@ ROLES = {"producer": role_producer, "detector": role_detector, "store": role_sto
 
 
 def _spawn(role: str, workdir: Path, extra: list[str], worker: int = 0) -> subprocess.Popen:
-    name = role if not worker else f"{role}-{worker}"
-    with open(workdir / f"{name}.err", "wb") as err:
+    with open(workdir / f"{_proc_name(role, worker)}.err", "wb") as err:
         return subprocess.Popen([PY, "-m", "bench.bench_pipeline", "--role", role, "--dir", str(workdir),
                                  "--worker", str(worker), *extra],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
@@ -366,10 +366,10 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
         for k in range(detector_workers):
             # One at a time: each says ready once the group has given it partitions, so the
             # group's rebalances are over before the producer starts.
-            name = "detector" if detector_workers == 1 else f"detector-{k + 1}"
+            worker = 0 if detector_workers == 1 else k + 1
+            name = _proc_name("detector", worker)
             procs[name] = _spawn("detector", workdir, [*common, "--detectors", detectors,
-                                                       *(["--no-rules"] if not rules else [])],
-                                 worker=0 if detector_workers == 1 else k + 1)
+                                                       *(["--no-rules"] if not rules else [])], worker)
             _wait_file(workdir / f"{name}.ready", 60)
         if viewer:
             procs["viewer"] = _spawn("viewer", workdir, common)
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.role:
         result = ROLES[args.role](args)
-        Path(args.dir, f"{_role_name(args)}.json").write_text(json.dumps(result))
+        Path(args.dir, f"{_proc_name(args.role, args.worker)}.json").write_text(json.dumps(result))
         return 0
 
     if args.detector_workers != 1 and args.transport != "kafka":

@@ -113,8 +113,7 @@ def bench_transport_only(transport, n: int) -> float:
 def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detection import Judge, check_detection_config, run_detector
     from lib.sink import run_store
-    from lib import storage
-    from lib.storage import init_db
+    from lib.storage import init_db, read_db
     check_detection_config(config)
     ensure_topics(transport, (*SENSORS, *INTERNAL))
     init_db(config.db_path)
@@ -124,23 +123,16 @@ def bench_end_to_end(config, transport, n: int) -> float:
     finished = threading.Event()
 
     def on_flush(_n):
-        # In the store's thread, between its writes, on the store's own connection (the store
-        # holds the file for its whole run).
-        progress["states"] = writers[0].connection().execute(
-            "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
+        # In the store's thread, between its writes; the store holds the file, so this goes
+        # through its read socket (lib.readserver), as the page's queries do.
+        with read_db(config.db_path) as conn:
+            progress["states"] = conn.execute(
+                "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
         if progress["states"] >= want:
             finished.set()
 
-    writers = []
-    real_init = storage.Writer.__init__
-
-    def keep_writer(self, *a, **kw):
-        real_init(self, *a, **kw)
-        writers.append(self)
-
     detector = transport.consumer("detectors", sensors=True)
     store = transport.consumer("store", topics=INTERNAL, sensors=True)
-    storage.Writer.__init__ = keep_writer
     threads = [threading.Thread(target=run_detector, args=(Judge(config), detector, stop), daemon=True),
                threading.Thread(target=run_store, args=(config.db_path, store, stop, config.store.flush_interval,
                                                         config.store.max_batch, on_flush), daemon=True)]
@@ -155,7 +147,6 @@ def bench_end_to_end(config, transport, n: int) -> float:
     stop.set()
     for t in threads:
         t.join(timeout=60)
-    storage.Writer.__init__ = real_init
     detector.close()
     store.close()
     if done < want:
