@@ -254,13 +254,21 @@ class _Trickle(_Consumer):
         return []
 
 
-def _store_in_thread(path, consumer, **kw):
+def _store_trickle(path, consumer, settle_s, **kw) -> int:
+    """Run the store until the consumer has handed out everything, then `settle_s` more; returns
+    what `run_store` returns (messages stored)."""
     from lib import sink
     stop = threading.Event()
     done = []
     t = threading.Thread(target=lambda: done.append(sink.run_store(path, consumer, stop, **kw)))
     t.start()
-    return stop, t, done
+    deadline = time.monotonic() + 30
+    while consumer.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(settle_s)
+    stop.set()
+    t.join(30)
+    return done[0] if done else None
 
 
 def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
@@ -275,14 +283,8 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
         path = tmp_path / f"q{quiet}.duckdb"
         init_db(path)
         consumer = _Trickle([reading_message("t", "1.5", "s1", i, now_us + i) for i in range(1, 11)], every=0.03)
-        stop, t, done = _store_in_thread(path, consumer, flush_interval=0.05, quiet_flush_interval=quiet)
-        deadline = time.monotonic() + 30
-        while consumer.messages and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.7)   # past the quiet interval: the last batch is written
-        stop.set()
-        t.join(30)
-        assert done == [10]
+        # settle past the quiet interval: the last batch is written
+        assert _store_trickle(path, consumer, 0.7, flush_interval=0.05, quiet_flush_interval=quiet) == 10
         counts[quiet] = consumer.commits
         with read_db(path) as conn:
             assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10
@@ -300,14 +302,8 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
                               {"dbscan": ("n" * n, [0.0] * n)})
 
     consumer = _Trickle([big(1), big(1 + n)], every=0.2)
-    stop, t, done = _store_in_thread(path, consumer, flush_interval=0.05, quiet_flush_interval=0.5)
-    deadline = time.monotonic() + 30
-    while consumer.messages and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)
-    stop.set()
-    t.join(30)
-    assert done == [2] and consumer.commits == 2
+    assert _store_trickle(path, consumer, 0.3, flush_interval=0.05, quiet_flush_interval=0.5) == 2
+    assert consumer.commits == 2
     with read_db(path) as conn:
         assert conn.execute("SELECT count(*) FROM states").fetchone()[0] == 2 * n
 
