@@ -1,10 +1,10 @@
 """Vigie's operator page: `streamlit run app.py` (or `make run`). Layout only: the queries live
-in lib/queries.py, the charts in lib/charts.py, comparisons in lib/compare.py, CSV in lib/export.py.
+in lib/page/queries.py, the charts in lib/page/charts.py, comparisons in lib/detect/compare.py, CSV in lib/page/export.py.
 
 Five views (sidebar): Live, Compare, Sessions, Anomalies, Labels. The session, sensors,
 algorithms and time range chosen in the sidebar are shared by Compare, Anomalies and Labels;
 opening a session in Sessions sets them. The page never writes the database: labels go to the
-store through the transport (lib/labels.py), and reads go through the store (lib.storage.read_db).
+store through the transport (lib/page/labels.py), and reads go through the store (lib.store.storage.read_db).
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from lib import auth, charts, compare, export, queries
+from lib.page import auth, charts, export, queries
+
+from lib.detect import compare
 from lib.config import load_config
-from lib.queries import Filters
-from lib.storage import read_db
+from lib.page.queries import Filters
+from lib.store.storage import read_db
 
 st.set_page_config(page_title="Vigie", layout="wide")
 config = load_config()
@@ -212,8 +214,8 @@ def compare_view(f: Filters) -> None:
 
 
 def replay_panel(f: Filters) -> None:
-    from lib import detectors
-    from lib.detection import sensor_plan
+    from lib.detect import detectors
+    from lib.detect.detection import sensor_plan
     st.subheader("Replay a session with other parameters")
     ids = list(all_sessions["session_id"])
     if not ids:
@@ -318,13 +320,13 @@ def anomalies_view(f: Filters) -> None:
 
 # --- Labels ------------------------------------------------------------------------------------
 def send(label) -> None:
-    from lib.labels import send_labels
+    from lib.page.labels import send_labels
     send_labels(config, [label])
     st.session_state.setdefault("sent_labels", []).append(label)
 
 
 def labels_view(f: Filters) -> None:
-    from lib.labels import CONFIRMED, MISSED, REJECTED, Label
+    from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label
     st.title("Labels")
     st.caption("Confirm or reject what an algorithm flagged, or mark an anomaly none flagged. Labels go to "
                "the store and count as truth in Compare's precision and recall.")

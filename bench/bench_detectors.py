@@ -5,7 +5,7 @@ One run, one process, one core, the same data for all:
   the NAB-style score (standard profile, one threshold per detector over the ten files) and the
   F1 of detected windows at that threshold.
 - **sim**: a simulator scenario with every anomaly kind (spike, dip, level_shift, drift,
-  flatline, noise, dropout, malformed), generated in-process with `lib.simulator.SignalModel`
+  flatline, noise, dropout, malformed), generated in-process with `lib.ingest.simulator.SignalModel`
   (two sensors on different scales). Dropouts and malformed lines leave no reading to score:
   they are the no-data rule's and the producer's rejects' business, so only the value-changing
   kinds are windows here. Same scores: NAB-style and F1.
@@ -28,17 +28,17 @@ import time
 
 import numpy as np
 
-from lib import detectors
-from lib.detectors.base import Detector
-from lib.detectors.window import Window, robust_scale
-from lib.evaluation import Series, evaluate, load_nab, simulated_series
+from lib.detect import detectors
+from lib.detect.detectors.base import Detector
+from lib.detect.detectors.window import Window, robust_scale
+from lib.detect.evaluation import Series, evaluate, load_nab, simulated_series
 from lib.config import PROJECT_ROOT
-from lib.nab_score import FileScorer, corpus_score
-from lib.evaluation import window_metrics
+from lib.detect.nab_score import FileScorer, corpus_score
+from lib.detect.evaluation import window_metrics
 
 
 def sim_scenario(anomalies: bool = True):
-    from lib.simulator import scenario_from_dict
+    from lib.ingest.simulator import scenario_from_dict
     kinds = {  # kind: (duration_s, magnitude in noise units)
         "spike": (0, 12), "dip": (0, 12), "level_shift": (6, 8), "drift": (8, 15),
         "flatline": (6, 0), "noise": (4, 6), "dropout": (3, 0), "malformed": (0, 0),

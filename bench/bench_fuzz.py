@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 
-from lib.protocol import MAX_LINE, REASONS, Parsed, Rejected, parse_line
+from lib.ingest.protocol import MAX_LINE, REASONS, Parsed, Rejected, parse_line
 
 GOOD = [b"humidite!42.7", b"temperature!21,5", b"t!-0.5", b"a.b-c_d!1e3", b"x!+.5", b"capteur_2!  7  "]
 VALUES = [b"nan", b"NaN", b"inf", b"-Infinity", b"1e999", b"-1e-999", b"4,2", b"4.2.1", b"", b" ", b"0x1F",
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             if len(bad) < 5:
                 bad.append((line, repr(result)))
     elapsed = time.perf_counter() - t0
-    print(f"{args.lines} random lines (seed {args.seed}) through lib.protocol.parse_line in {elapsed:.1f}s "
+    print(f"{args.lines} random lines (seed {args.seed}) through lib.ingest.protocol.parse_line in {elapsed:.1f}s "
           f"({args.lines / elapsed:,.0f} lines/s, generation included)\n")
     print("| outcome | lines | share |\n|---|---|---|")
     for reason, n in outcomes.most_common():

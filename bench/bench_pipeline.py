@@ -26,7 +26,7 @@ each figure's ratio to the seed's, then each program's memory and CPU and the CP
 (what two otherwise idle cores would sustain). Absolute figures are indicative on a shared machine.
 
 `--transport kafka` runs the three programs over a Kafka-protocol broker instead of the embedded log:
-a fresh Tansu process on 127.0.0.1 per run (lib.broker), the sensor and internal topics created
+a fresh Tansu process on 127.0.0.1 per run (lib.transport.broker), the sensor and internal topics created
 before the programs start, and `[transport] kind = "kafka"` given to them through VIGIE_TRANSPORT_*.
 `--detector-workers 2` runs two detectors in one consumer group, as supervisord-kafka.conf does.
 
@@ -193,8 +193,8 @@ def _join_first(consumer, timeout: float = 60.0) -> None:
 
 
 def role_producer(args) -> dict:
-    from lib.producer import SerialProducer
-    from lib.serial_port import LineSplitter
+    from lib.ingest.producer import SerialProducer
+    from lib.ingest.serial_port import LineSplitter
     from lib.transport.base import open_transport
     config = _config(Path(args.dir), None)
     lines = generate_lines(args.readings, args.sensors)
@@ -225,7 +225,7 @@ def role_producer(args) -> dict:
 
 
 def role_detector(args) -> dict:
-    from lib.detection import Judge, run_detector
+    from lib.detect.detection import Judge, run_detector
     from lib.transport.base import open_transport
     config = _config(Path(args.dir), args.detectors.split(",") if args.detectors else None, rules=not args.no_rules)
     transport = open_transport(config)
@@ -246,8 +246,8 @@ def _proc_name(role: str, worker: int) -> str:
 
 
 def role_store(args) -> dict:
-    import lib.storage as storage
-    from lib.sink import run_store
+    import lib.store.storage as storage
+    from lib.store.sink import run_store
     from lib.transport.base import INTERNAL, open_transport
     config = _config(Path(args.dir), None)
     storage.init_db(config.db_path)
@@ -309,11 +309,11 @@ def role_store(args) -> dict:
 
 def role_viewer(args) -> dict:
     """The operator page open on the Live view, all sensors: every `refresh_s` the app's refresh
-    (`lib.queries.live_fetch` through `read_db`, then `live_shape`), timed."""
+    (`lib.page.queries.live_fetch` through `read_db`, then `live_shape`), timed."""
     from datetime import timedelta
 
-    from lib import queries
-    from lib.storage import read_db
+    from lib.page import queries
+    from lib.store.storage import read_db
     config = _config(Path(args.dir), None)
     stop = _stop_on_term()
     cpu0 = _cpu_s()
@@ -427,7 +427,7 @@ def kafka_broker(sensors: int, workdir: Path):
     environment) configured for it."""
     import dataclasses
 
-    from lib.broker import Broker
+    from lib.transport.broker import Broker
     from lib.config import load_config
     from lib.transport.base import INTERNAL
     from lib.transport.kafka import KafkaTransport

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from lib.config import PROJECT_ROOT
-from lib.producer import SerialProducer
-from lib.protocol import format_line, parse_line
-from lib.serial_port import open_port
+from lib.ingest.producer import SerialProducer
+from lib.ingest.protocol import format_line, parse_line
+from lib.ingest.serial_port import open_port
 from lib.transport.embedded import EmbeddedTransport
 
 SENSORS = ("humidite", "temperature", "pression", "co2")
@@ -48,7 +48,7 @@ def board_main(link: str, lines_file: str, bytes_per_s: float) -> int:
     them, or paced at `bytes_per_s`; then keep the port open until terminated."""
     import signal
 
-    from lib.simulator import PseudoBoard
+    from lib.ingest.simulator import PseudoBoard
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     data = Path(lines_file).read_bytes()

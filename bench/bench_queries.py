@@ -3,7 +3,7 @@
 Generates readings straight into a DuckDB file in a temporary folder with SQL (`range()`), with the
 store's schema (primary keys included), 20 sensors at 100 readings/s in all ending now, and two
 detectors' states for every reading (about 0.1 % flagged). At each size it times what the Live view
-asks per sensor chart (`lib.queries.chart_data`: the line thinned to 600 buckets and every flagged
+asks per sensor chart (`lib.page.queries.chart_data`: the line thinned to 600 buckets and every flagged
 reading) over three spans, on an open read-only connection as one Live refresh uses it; opening
 that connection (once per refresh, whatever the number of charts) is timed on its own. The
 skeleton's way (every reading and state of the span) is timed for comparison. Wall-clock p50/p95 over `--repeat` runs, and the process's
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import duckdb
 
-from lib import queries
-from lib.storage import SCHEMA, read_db
+from lib.page import queries
+from lib.store.storage import SCHEMA, read_db
 
 SENSORS = 20
 STEP_US = 10_000            # 100 readings/s in all, 5/s per sensor

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib.broker import Broker
+from lib.transport.broker import Broker
 from lib.config import load_config
 from lib.transport.base import INTERNAL, open_transport, reading_message
 
@@ -111,9 +111,9 @@ def bench_transport_only(transport, n: int) -> float:
 
 
 def bench_end_to_end(config, transport, n: int) -> float:
-    from lib.detection import Judge, check_detection_config, run_detector
-    from lib.sink import run_store
-    from lib.storage import init_db, read_db
+    from lib.detect.detection import Judge, check_detection_config, run_detector
+    from lib.store.sink import run_store
+    from lib.store.storage import init_db, read_db
     check_detection_config(config)
     ensure_topics(transport, (*SENSORS, *INTERNAL))
     init_db(config.db_path)
@@ -124,7 +124,7 @@ def bench_end_to_end(config, transport, n: int) -> float:
 
     def on_flush(_n):
         # In the store's thread, between its writes; the store holds the file, so this goes
-        # through its read socket (lib.readserver), as the page's queries do.
+        # through its read socket (lib.store.readserver), as the page's queries do.
         with read_db(config.db_path) as conn:
             progress["states"] = conn.execute(
                 "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]

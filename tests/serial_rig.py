@@ -11,12 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 from lib.config import PROJECT_ROOT
-from lib.producer import SerialProducer
-from lib.protocol import Parsed, parse_line
-from lib.serial_port import LineSplitter
-from lib.simulator import PseudoBoard, run_board
-from lib.sink import run_store
-from lib.storage import init_db, read_db
+from lib.ingest.producer import SerialProducer
+from lib.ingest.protocol import Parsed, parse_line
+from lib.ingest.serial_port import LineSplitter
+from lib.ingest.simulator import PseudoBoard, run_board
+from lib.store.sink import run_store
+from lib.store.storage import init_db, read_db
 from lib.transport.base import INTERNAL
 from lib.transport.embedded import EmbeddedTransport
 

@@ -10,7 +10,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from lib.config import PROJECT_ROOT, load_config
-from lib.storage import read_db
+from lib.store.storage import read_db
 from tests.appdata import prepare
 
 VIEWS = ["Live", "Compare", "Sessions", "Anomalies", "Labels"]
@@ -177,7 +177,7 @@ def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepar
 def test_check_password_compares_in_constant_time(monkeypatch):
     import hmac
 
-    from lib import auth
+    from lib.page import auth
     calls = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
@@ -190,7 +190,7 @@ def test_check_password_compares_in_constant_time(monkeypatch):
 def test_export_neutralises_every_formula_start():
     import pandas as pd
 
-    from lib.export import to_csv
+    from lib.page.export import to_csv
     cells = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", "a=b"]
     out = list(csv.reader(io.StringIO(to_csv(pd.DataFrame({"c": cells, "v": [-1.5] * 8})).decode(), newline="")))
     assert [r[0] for r in out[1:]] == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ok", "a=b"]
@@ -211,7 +211,7 @@ def test_labelling_a_flagged_reading_sends_it_to_the_store(prepared_db):
 
 
 def test_chart_data_thins_the_line_but_keeps_every_flagged_reading(prepared_db):
-    from lib import queries
+    from lib.page import queries
     config, info = prepared_db
     start, end = info["sessions"][OLD], info["sessions"][OLD] + timedelta(minutes=10)
     with read_db(config.db_path) as conn:
@@ -231,7 +231,7 @@ def test_chart_data_thins_the_line_but_keeps_every_flagged_reading(prepared_db):
 
 
 def test_rule_limits_come_from_the_configuration(monkeypatch):
-    from lib.charts import rule_limits
+    from lib.page.charts import rule_limits
     config = load_config(env={"VIGIE_DETECTION_RULES": '{"*": {"max": 100}, "humidite": {"min": 0, "max": 90}}'})
     assert rule_limits(config, "humidite") == {"min": 0.0, "max": 90.0}
     assert rule_limits(config, "temperature") == {"max": 100.0}

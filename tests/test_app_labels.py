@@ -3,9 +3,9 @@ import threading
 from datetime import datetime
 
 from lib.config import load_config
-from lib.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
-from lib.sink import run_store
-from lib.storage import init_db, read_db
+from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
+from lib.store.sink import run_store
+from lib.store.storage import init_db, read_db
 from lib.transport.base import INTERNAL, LABELS, open_transport
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from lib.config import ConfigError, load_config
-from lib.detection import check_detection_config
+from lib.detect.detection import check_detection_config
 
 
 def test_defaults_match_the_seed():

@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from lib import detectors
-from lib.detectors import REGISTRY
+from lib.detect import detectors
+from lib.detect.detectors import REGISTRY
 
 NAMES = sorted(REGISTRY)
 

@@ -6,10 +6,10 @@ from sklearn.cluster import DBSCAN
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 
-from lib.detectors.dbscan import DBSCANDetector, new_point_distance, new_point_distances
-from lib.detectors.iforest import IsolationForestDetector, sampled_path_scores, step_table, table_scores
-from lib.detectors.lof import lof_scores
-from lib.detectors.window import robust_scale
+from lib.detect.detectors.dbscan import DBSCANDetector, new_point_distance, new_point_distances
+from lib.detect.detectors.iforest import IsolationForestDetector, sampled_path_scores, step_table, table_scores
+from lib.detect.detectors.lof import lof_scores
+from lib.detect.detectors.window import robust_scale
 
 
 @pytest.mark.parametrize("seed", range(40))

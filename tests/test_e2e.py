@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from lib.protocol import parse_line
+from lib.ingest.protocol import parse_line
 from tests.system import System, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from lib.evaluation import (Series, evaluate, load_nab, session_series, simulated_series, truth_windows,
+from lib.detect.evaluation import (Series, evaluate, load_nab, session_series, simulated_series, truth_windows,
                             window_metrics)
 from workers import evaluate as evaluate_cli
 
@@ -80,7 +80,7 @@ def test_simulated_series_labels_every_value_kind():
 
 
 def test_session_against_truth(tmp_path):
-    from lib.storage import SCHEMA
+    from lib.store.storage import SCHEMA
     db = tmp_path / "v.duckdb"
     conn = duckdb.connect(str(db))
     conn.execute(SCHEMA)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib.config import ConfigError, load_config
-from lib.detection import check_detection_config
-from lib.simulator import ScenarioError, SignalModel, load_scenario, scenario_from_dict
+from lib.detect.detection import check_detection_config
+from lib.ingest.simulator import ScenarioError, SignalModel, load_scenario, scenario_from_dict
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

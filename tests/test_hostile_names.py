@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib import charts, queries
-from lib.protocol import BAD_TOPIC, Parsed, Rejected, parse_line
-from lib.retention import prune
-from lib.storage import Batch, init_db, read_db, write_batch
+from lib.page import charts, queries
+from lib.ingest.protocol import BAD_TOPIC, Parsed, Rejected, parse_line
+from lib.store.retention import prune
+from lib.store.storage import Batch, init_db, read_db, write_batch
 
 HOSTILE = ["a'b", 'a"b', "x'); DROP TABLE readings; --", "../../etc/passwd", "a b", "é", "<script>alert(1)</script>",
            "%s%n{0}", "a\\b", "line\nbreak", "${jndi:ldap://x}"]

@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from lib.broker import Broker
-from lib.protocol import parse_line
+from lib.transport.broker import Broker
+from lib.ingest.protocol import parse_line
 from tests.system import System, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ import json
 import pytest
 from kafka import KafkaConsumer
 
-from lib.broker import Broker
+from lib.transport.broker import Broker
 from lib.config import load_config
-from lib.spool import Batch
+from lib.transport.spool import Batch
 from lib.transport.base import STATES, json_message, reading_message
 from lib.transport.kafka import BATCH_HEADER, KafkaTransport, pack_messages, pack_spool
 from lib.transport.packing import SHIFT, encode

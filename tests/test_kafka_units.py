@@ -2,7 +2,7 @@
 consumer-group assignor."""
 from __future__ import annotations
 
-from lib.spool import DeliveryLock, Spool
+from lib.transport.spool import DeliveryLock, Spool
 from lib.transport.base import reading_message
 
 

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from lib import queries
-from lib.storage import Batch, init_db, read_db, write_batch
+from lib.page import queries
+from lib.store.storage import Batch, init_db, read_db, write_batch
 
 T0 = datetime(2026, 11, 28, 12, 0, 0)
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.nab_score import FileScorer, corpus_score, probationary_length, scaled_sigmoid
+from lib.detect.nab_score import FileScorer, corpus_score, probationary_length, scaled_sigmoid
 
 MAX_TP = scaled_sigmoid(-1.0)
 

@@ -11,12 +11,12 @@ from collections import Counter
 import pytest
 
 from lib.config import load_config
-from lib.detection import Judge, run_detector
-from lib.producer import SerialProducer
-from lib.protocol import format_line
-from lib.serial_port import LineSplitter
-from lib.sink import run_store
-from lib.storage import init_db, read_db
+from lib.detect.detection import Judge, run_detector
+from lib.ingest.producer import SerialProducer
+from lib.ingest.protocol import format_line
+from lib.ingest.serial_port import LineSplitter
+from lib.store.sink import run_store
+from lib.store.storage import init_db, read_db
 from lib.transport.base import INTERNAL
 from lib.transport.embedded import EmbeddedTransport
 

@@ -12,8 +12,8 @@ import time
 from collections import Counter
 
 from lib.config import PROJECT_ROOT
-from lib.producer import ACK_FLUSH_INTERVAL_S
-from lib.simulator import SignalModel, load_scenario, scenario_ticks
+from lib.ingest.producer import ACK_FLUSH_INTERVAL_S
+from lib.ingest.simulator import SignalModel, load_scenario, scenario_ticks
 from tests.serial_rig import Rig, expected, ledger_lines
 from tests.system import wait_for
 

@@ -1,8 +1,8 @@
 """The line protocol: split at the last `!`, strip `\\r\\n`, reject with a reason, never raise."""
 import pytest
 
-from lib import protocol
-from lib.protocol import Parsed, Rejected, parse_line
+from lib.ingest import protocol
+from lib.ingest.protocol import Parsed, Rejected, parse_line
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -105,7 +105,7 @@ def test_split_at_the_last_separator_keeps_every_earlier_one_in_the_topic(topic,
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3000), st.lists(st.integers(1, 700), max_size=20))
 def test_line_splitter_gives_the_same_lines_however_the_bytes_arrive(data, cuts):
-    from lib.serial_port import LineSplitter
+    from lib.ingest.serial_port import LineSplitter
     whole = LineSplitter(512).feed(data)
     splitter, pos, pieces = LineSplitter(512), 0, []
     for n in cuts:

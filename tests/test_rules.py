@@ -3,9 +3,9 @@ rule named at start-up."""
 import pytest
 
 from lib.config import ConfigError, load_config
-from lib.detection import Judge, check_detection_config, silence_messages
-from lib.rules import RuleState, Rules, rules_for
-from lib.storage import STATE_CODES
+from lib.detect.detection import Judge, check_detection_config, silence_messages
+from lib.detect.rules import RuleState, Rules, rules_for
+from lib.store.storage import STATE_CODES
 
 
 def _config(rules, **det):

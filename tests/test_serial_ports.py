@@ -10,7 +10,7 @@ import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
 from lib.config import PROJECT_ROOT
-from lib.serial_port import PortError, find_arduino, resolve_port
+from lib.ingest.serial_port import PortError, find_arduino, resolve_port
 
 
 def port(device: str, vid=None, description="n/a", manufacturer=None) -> ListPortInfo:

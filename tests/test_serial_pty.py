@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from lib import protocol
-from lib.simulator import SignalModel, Unplug, load_scenario, scenario_from_dict, scenario_ticks
+from lib.ingest import protocol
+from lib.ingest.simulator import SignalModel, Unplug, load_scenario, scenario_from_dict, scenario_ticks
 from lib.config import PROJECT_ROOT
 from tests.serial_rig import Rig, expected
 from tests.system import wait_for

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from lib.producer import ACK_FLUSH_INTERVAL_S
+from lib.ingest.producer import ACK_FLUSH_INTERVAL_S
 from tests.serial_rig import expected
 from tests.system import System, wait_for
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lib.config import PROJECT_ROOT
-from lib.protocol import Parsed, Rejected, parse_line
-from lib.simulator import (ANOMALY_KINDS, ScenarioError, SignalModel, load_scenario, nab_windows, replay_ticks,
+from lib.ingest.protocol import Parsed, Rejected, parse_line
+from lib.ingest.simulator import (ANOMALY_KINDS, ScenarioError, SignalModel, load_scenario, nab_windows, replay_ticks,
                            scenario_from_dict, scenario_ticks)
 from tests.serial_rig import Rig, expected
 from tests.system import wait_for

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from lib.config import PROJECT_ROOT, load_config
-from lib.retention import Retention, prune
-from lib.sink import write_until_done
-from lib.storage import Batch, DatabaseFileError, init_db, open_checked, read_db, write_batch
+from lib.store.retention import Retention, prune
+from lib.store.sink import write_until_done
+from lib.store.storage import Batch, DatabaseFileError, init_db, open_checked, read_db, write_batch
 
 
 def _digest(path) -> str:
@@ -124,7 +124,7 @@ def test_a_failing_write_is_retried_until_it_succeeds(tmp_path, caplog):
             raise exc
         write_batch(p, batch)
 
-    import lib.sink as sink
+    import lib.store.sink as sink
     old = sink.WRITE_BACKOFF_START_S
     sink.WRITE_BACKOFF_START_S = 0.01
     try:
@@ -210,7 +210,7 @@ class _Consumer:
 
 
 def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_uncommitted(tmp_path, monkeypatch):
-    from lib import sink
+    from lib.store import sink
     from lib.transport.base import reading_message
     path = tmp_path / "v.duckdb"
     init_db(path)
@@ -231,7 +231,7 @@ def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_
     def full(writer, batch):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lib.storage.Writer.write", full)
+    monkeypatch.setattr("lib.store.storage.Writer.write", full)
     consumer = _Consumer([reading_message("t", "2.5", "s1", 11, now_us)])
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
@@ -257,7 +257,7 @@ class _Trickle(_Consumer):
 def _store_trickle(path, consumer, settle_s, **kw) -> int:
     """Run the store until the consumer has handed out everything, then `settle_s` more; returns
     what `run_store` returns (messages stored)."""
-    from lib import sink
+    from lib.store import sink
     stop = threading.Event()
     done = []
     t = threading.Thread(target=lambda: done.append(sink.run_store(path, consumer, stop, **kw)))
@@ -275,7 +275,7 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
     """Ten readings 30 ms apart: with writes every 50 ms they take several writes; allowed to wait
     0.5 s (they are far under QUIET_ROWS), one write holds them all. A batch of QUIET_ROWS state
     rows is written at the usual interval."""
-    from lib import sink
+    from lib.store import sink
     from lib.transport.base import Message, reading_message, states_message
     now_us = int(time.time() * 1e6)
     counts = {}
@@ -312,7 +312,7 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
     """A detector that restarts before the store wrote re-sends the states of readings already in
     the store's batch (a whole message, or its first part): each (reading, detector) is stored
     once, with the states and scores the message carried."""
-    from lib.sink import add_message
+    from lib.store.sink import add_message
     from lib.transport.base import Message, states_message
 
     db = tmp_path / "v.duckdb"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lib.config import load_config
-from lib.detection import Judge
-from lib.detectors.window import Window
+from lib.detect.detection import Judge
+from lib.detect.detectors.window import Window
 
 
 def test_window_keeps_the_last_n_in_order():

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lib.config import ConfigError, load_config
-from lib.detection import Judge, check_detection_config, run_detector
+from lib.detect.detection import Judge, check_detection_config, run_detector
 from lib.runtime import setup_logging, stop_event
 from lib.transport.base import open_transport
 

@@ -16,8 +16,8 @@ import json
 import sys
 
 from lib.config import PROJECT_ROOT, ConfigError, load_config
-from lib.detectors import REGISTRY, check_params
-from lib.evaluation import evaluate, format_report, load_nab, session_series
+from lib.detect.detectors import REGISTRY, check_params
+from lib.detect.evaluation import evaluate, format_report, load_nab, session_series
 
 
 def main(argv=None) -> int:

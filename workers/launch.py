@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from lib.config import PROJECT_ROOT, ConfigError, load_config
-from lib.detection import check_detection_config
+from lib.detect.detection import check_detection_config
 from lib.runtime import setup_logging
 
 

@@ -5,9 +5,9 @@ import argparse
 import sys
 
 from lib.config import ConfigError, load_config
-from lib.producer import SerialProducer
+from lib.ingest.producer import SerialProducer
 from lib.runtime import setup_logging, stop_event
-from lib.serial_port import PortError, resolve_port
+from lib.ingest.serial_port import PortError, resolve_port
 from lib.transport.base import open_transport
 
 

@@ -13,7 +13,7 @@ import time
 
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
-from lib.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
+from lib.ingest.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
                            scenario_ticks)
 from lib.transport.base import TRUTH, json_message, open_transport
 

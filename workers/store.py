@@ -7,9 +7,9 @@ import threading
 
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
-from lib.retention import Retention
-from lib.sink import run_store
-from lib.storage import DatabaseFileError, open_checked
+from lib.store.retention import Retention
+from lib.store.sink import run_store
+from lib.store.storage import DatabaseFileError, open_checked
 from lib.transport.base import INTERNAL, open_transport
 
 

@@ -2,7 +2,7 @@
 worker processes and machines, on any Kafka-protocol broker.
 
 - Producing: readings go to their sensor's topic, keyed by the sensor (one partition per sensor,
-  so its order holds). Everything passes through a local durable spool (`lib.spool`) and leaves it
+  so its order holds). Everything passes through a local durable spool (`lib.transport.spool`) and leaves it
   only once the broker acknowledged it (acks=all, idempotent producer), so a broker outage costs no
   reading. Missing topics are created with `[transport] partitions`.
 - Records: a delivery round sends one record per topic and key holding all of its messages
@@ -42,13 +42,13 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from lib.spool import Batch, DeliveryLock, Spool
+from lib.transport.spool import Batch, DeliveryLock, Spool
 from lib.transport.base import Consumer, Message, Producer, Transport
 from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, merge, unpack
 
 log = logging.getLogger(__name__)
 
-# Sensor topics (see lib.protocol.valid_topic: no "_vigie" or "__" prefix), for pattern subscriptions.
+# Sensor topics (see lib.ingest.protocol.valid_topic: no "_vigie" or "__" prefix), for pattern subscriptions.
 SENSOR_PATTERN = r"(?!_vigie|__)[A-Za-z0-9._-]+"
 # Messages per delivery round: under a backlog a round merges each topic's spool rows into records
 # of up to RECORD_MAX_BYTES, which stays under the broker's and kafka-python's 1 MB defaults.
@@ -599,7 +599,7 @@ class KafkaGroupConsumer(Consumer):
         return out
 
     def owned_sensors(self) -> set[str]:
-        """Topics this member is assigned now (lib.detection's no-data rule asks: a sensor handed to
+        """Topics this member is assigned now (lib.detect.detection's no-data rule asks: a sensor handed to
         another worker is not silent)."""
         return {tp.topic for tp in self._consumer.assignment()}
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from lib.config import load_config
-from lib.protocol import Parsed, parse_line
+from lib.ingest.protocol import Parsed, parse_line
 from tests.system import System, query, wait_for
 
 # Where the figures go besides stdout (`pytest -s tests/faults | grep FAULT` prints them too).

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lib.protocol import REASONS
+from lib.ingest.protocol import REASONS
 from tests.faults.board import DrivenBoard
 from tests.faults.common import count, expected_detectors, lost_and_duplicated, report, wait_all_judged
 from tests.system import System, wait_for

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from lib.config import PROJECT_ROOT
-from lib.storage import open_checked
+from lib.store.storage import open_checked
 from tests.faults.common import (assert_exactly_once, count, ledger_lines, lost_and_duplicated, report, sim_env,
                                  wait_all_judged)
 from tests.system import System, wait_for
@@ -24,7 +24,7 @@ RATE = 100.0
 READER = """
 import sys, time
 from pathlib import Path
-from lib.storage import read_db
+from lib.store.storage import read_db
 path, seconds = Path(sys.argv[1]), float(sys.argv[2])
 print("reading", flush=True)
 end, n = time.monotonic() + seconds, 0
@@ -39,7 +39,7 @@ print(f"done {n}", flush=True)
 
 def test_outside_readers_do_not_stop_the_writer(tmp_path):
     """The store holds the DuckDB file for its whole run and answers reads on its socket
-    (lib.readserver): a process reading in a tight loop for seconds does not pause ingestion (it
+    (lib.store.readserver): a process reading in a tight loop for seconds does not pause ingestion (it
     used to: readers and the writer took turns at the file), and nothing is lost or doubled."""
     ledger = tmp_path / "ledger.txt"
     rounds, read_s, grew, reads = 3, 6.0, [], []

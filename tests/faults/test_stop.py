@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lib.protocol import Parsed, parse_line
+from lib.ingest.protocol import Parsed, parse_line
 from tests.faults.common import count, ledger_lines, lost_and_duplicated, report, sim_env, status, wait_all_judged
 from tests.system import System, wait_for
 

@@ -41,8 +41,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from lib.detectors.base import Detector
-from lib.detectors.window import (Window, learn_cold, robust_scale, robust_scale_rows, sliding_previous,
+from lib.detect.detectors.base import Detector
+from lib.detect.detectors.window import (Window, learn_cold, robust_scale, robust_scale_rows, sliding_previous,
                                   stacked_previous)
 
 

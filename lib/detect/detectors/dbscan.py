@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detectors.base import Detector
-from lib.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
+from lib.detect.detectors.base import Detector
+from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
 
 
 def new_point_distance(window: np.ndarray, x: float, eps: float, min_samples: int) -> float:

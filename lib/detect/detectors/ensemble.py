@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from lib.detectors.base import Detector
+from lib.detect.detectors.base import Detector
 
 _ALARM_Z = 4.26
 
@@ -34,7 +34,7 @@ class EnsembleDetector(Detector):
 
     def __init__(self, members: tuple[str, ...] | list[str] = ("likelihood", "cusum"),
                  combine: str = "mean", memory: int = 1000, suppress: int = 10):
-        from lib.detectors import REGISTRY
+        from lib.detect.detectors import REGISTRY
         members = tuple(members)
         bad = [m for m in members if m not in REGISTRY or m == self.name]
         if not members or bad:

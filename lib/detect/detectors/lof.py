@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detectors.base import Detector
-from lib.detectors.window import Window, WindowDetectorMixin, robust_scale_rows
+from lib.detect.detectors.base import Detector
+from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale_rows
 
 _TINY = 1e-3  # in robust units: distances below this count as this (ties in quantised readings)
 

@@ -3,7 +3,7 @@
 DuckDB lets one process hold a file read-write, and a read-only open from another process fails
 while it does ("Could not set lock on file"). So exactly one process (workers/store.py) writes:
 it holds the file for its whole run (`Writer`), writes a batch in one transaction a few times a
-second, and answers other processes' reads on a socket (lib.readserver); `read_db` goes through
+second, and answers other processes' reads on a socket (lib.store.readserver); `read_db` goes through
 it, or opens the file read-only when no store runs.
 
 Every small table has a primary key built from what the wire carries (session id, per-session
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS rejects (
     seq        BIGINT NOT NULL,
     ts         TIMESTAMP NOT NULL,
     reason     VARCHAR NOT NULL,
-    raw        VARCHAR NOT NULL,     -- escaped bytes (see lib.protocol.escape_raw)
+    raw        VARCHAR NOT NULL,     -- escaped bytes (see lib.ingest.protocol.escape_raw)
     PRIMARY KEY (session_id, seq)
 );
 CREATE TABLE IF NOT EXISTS gaps (
@@ -239,8 +239,8 @@ def init_db(path: Path, wait_s: float = 30.0) -> None:
 @contextmanager
 def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived read connection: through the store when it runs (it holds the file; see
-    lib.readserver), else the file opened read-only, retried while another process holds it."""
-    from lib.readserver import RemoteConnection, socket_path
+    lib.store.readserver), else the file opened read-only, retried while another process holds it."""
+    from lib.store.readserver import RemoteConnection, socket_path
     path = Path(path)
     sock = socket_path(path)
     deadline = time.monotonic() + wait_s
@@ -270,7 +270,7 @@ def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnecti
 
 class Writer:
     """The store's hold on the file: one read-write connection for the whole run (readers go
-    through lib.readserver), so a write is a transaction rather than open, write, close and
+    through lib.store.readserver), so a write is a transaction rather than open, write, close and
     checkpoint; DuckDB checkpoints its WAL by itself as it grows. After a failed write the
     connection is dropped and the next write opens the file again."""
 

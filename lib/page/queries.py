@@ -347,7 +347,7 @@ def per_detector(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
 
 def pair_counts(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """For each ordered pair of detectors, over readings both judged: n11 (both flagged), n10,
-    n01, n00. Agreement measures (lib.compare) come from these four counts."""
+    n01, n00. Agreement measures (lib.detect.compare) come from these four counts."""
     sql, params = _judged_sql(f)
     return conn.execute(f"""
         WITH j AS ({sql})

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from lib.storage import _connect
+from lib.store.storage import _connect
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from lib import detectors
-from lib.storage import STATE_ANOMALY
+from lib.detect import detectors
+from lib.store.storage import STATE_ANOMALY
 
 
 def jaccard(n11: int, n10: int, n01: int, n00: int = 0) -> float:
@@ -42,7 +42,7 @@ def kappa(n11: int, n10: int, n01: int, n00: int) -> float:
 
 def agreement_matrix(pairs: pd.DataFrame, measure: str = "kappa") -> pd.DataFrame:
     """Square matrix (detector x detector) of `measure` ("kappa" or "jaccard") from
-    `lib.queries.pair_counts`."""
+    `lib.page.queries.pair_counts`."""
     fn = kappa if measure == "kappa" else jaccard
     if pairs.empty:
         return pd.DataFrame()

@@ -104,12 +104,12 @@ def replay_chart(rows: pd.DataFrame) -> alt.LayerChart:
 
 
 def rule_limits(config, sensor: str) -> dict[str, float]:
-    """The min/max threshold rules that apply to `sensor`, for drawing as lines: lib.rules'
+    """The min/max threshold rules that apply to `sensor`, for drawing as lines: lib.detect.rules'
     reading of `[detection.rules."*"]` then `[detection.rules.<sensor>]`. Other rules (rate of
     change, stuck value, silence) have no line to draw: their hits show as markers like any
     detector's ("rule:rate", ...)."""
     try:
-        from lib.rules import rules_for
+        from lib.detect.rules import rules_for
         rules = rules_for(config, sensor)
         found = {"min": rules.min, "max": rules.max}
     except (ImportError, ValueError):

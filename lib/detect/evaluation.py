@@ -1,5 +1,5 @@
 """Evaluation: replay labelled series through a registered detector, reading by reading, and
-measure it the way NAB does (`lib.nab_score`) and by window precision / recall / F1.
+measure it the way NAB does (`lib.detect.nab_score`) and by window precision / recall / F1.
 
 Two sources of labelled series:
 - NAB-format folders: `<category>/<name>.csv` with `timestamp,value`, and a windows file in NAB's
@@ -23,8 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from lib import detectors
-from lib.nab_score import FileScorer, corpus_score, probationary_length, window_rows
+from lib.detect import detectors
+from lib.detect.nab_score import FileScorer, corpus_score, probationary_length, window_rows
 
 
 @dataclass
@@ -195,8 +195,8 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
     from the series, as they would be from the stored readings). `kinds` keeps only those
     injections as windows (all by default). `t0` is the simulated time of the first reading."""
     kinds = set(kinds) if kinds is not None else None
-    from lib.protocol import Parsed, parse_line
-    from lib.simulator import SignalModel
+    from lib.ingest.protocol import Parsed, parse_line
+    from lib.ingest.simulator import SignalModel
     model = SignalModel(scenario, seed=seed)
     dt = 1.0 / rate_per_sensor
     rows: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenario.sensors}
@@ -224,7 +224,7 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
 def session_series(db_path: str | Path, session: str | None = None, min_rows: int = 5) -> list[Series]:
     """One labelled series per sensor of a recorded session (the latest when `session` is None),
     labelled with the simulator's truth rows that fall within the session."""
-    from lib.storage import read_db
+    from lib.store.storage import read_db
     with read_db(Path(db_path)) as conn:
         if session is None:
             row = conn.execute("SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1").fetchone()

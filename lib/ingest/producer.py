@@ -18,8 +18,8 @@ from typing import Callable
 
 import serial
 
-from lib import protocol
-from lib.serial_port import LineSplitter, PortError, open_port
+from lib.ingest import protocol
+from lib.ingest.serial_port import LineSplitter, PortError, open_port
 from lib.transport.base import REJECTS, SESSIONS, Producer, json_message, reading_message
 
 log = logging.getLogger(__name__)

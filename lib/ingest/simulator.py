@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lib.protocol import format_line, valid_topic
+from lib.ingest.protocol import format_line, valid_topic
 
 log = logging.getLogger(__name__)
 

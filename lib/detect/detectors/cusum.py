@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from lib.detectors.base import Detector
+from lib.detect.detectors.base import Detector
 
 
 class CUSUMDetector(Detector):

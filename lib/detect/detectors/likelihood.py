@@ -23,7 +23,7 @@ from collections import deque
 
 import numpy as np
 
-from lib.detectors.base import Detector
+from lib.detect.detectors.base import Detector
 
 
 class LikelihoodDetector(Detector):

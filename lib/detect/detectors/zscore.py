@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detectors.base import Detector
-from lib.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
+from lib.detect.detectors.base import Detector
+from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
 
 
 def z_to_score(z):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import time
 
-from lib.readserver import ReadServer
-from lib.storage import CODE_OF_STATE, Batch, Writer
+from lib.store.readserver import ReadServer
+from lib.store.storage import CODE_OF_STATE, Batch, Writer
 from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.1, max_batch: i
     `flush_interval`). `maintenance()` runs between batches (retention), in this process because
     it is the only writer. Returns the number of messages stored."""
     writer = Writer(db_path)
-    # The store holds the file for its whole run; the page's queries come to it (lib.readserver).
+    # The store holds the file for its whole run; the page's queries come to it (lib.store.readserver).
     server = ReadServer(writer.connection, db_path).start()
     try:
         return _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance,
@@ -130,7 +130,7 @@ def write_until_done(db_path, batch, stop, write) -> bool:
     damaged file raises DatabaseFileError, which stops the store."""
     import duckdb
 
-    from lib.storage import DatabaseFileError, is_corruption, is_disk_full
+    from lib.store.storage import DatabaseFileError, is_corruption, is_disk_full
     backoff, failed_since, attempts = WRITE_BACKOFF_START_S, None, 0
     while True:
         try:
