@@ -5,7 +5,7 @@ import pytest
 from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, silence_messages
 from lib.detect.rules import RuleState, Rules, rules_for
-from lib.store.storage import STATE_CODES
+from lib.states import STATE_CODES
 
 
 def _config(rules, **det):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lib.detect import detectors
-from lib.store.storage import STATE_ANOMALY
+from lib.states import STATE_ANOMALY
 
 
 def jaccard(n11: int, n10: int, n01: int, n00: int = 0) -> float:

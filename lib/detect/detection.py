@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from lib.detect import detectors
 from lib.config import Config, ConfigError
 from lib.detect.rules import RuleState, check_rules, rules_for
-from lib.store.storage import STATE_CODES
+from lib.states import STATE_CODES
 from lib.transport.base import STATES, json_message, states_message
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Judge:
 
     def judge_sensors(self, batch: list[tuple[str, list[float], list[int] | None]]) -> list[dict]:
         """For each (sensor, values, ts_us): {detector or "rule:<name>": (states, scores)}, states
-        as a string of lib.store.storage.STATE_CODES letters and scores as a list, detectors in the
+        as a string of lib.states.STATE_CODES letters and scores as a list, detectors in the
         sensor's plan order and then the rules; each reading is scored before it is learnt.
         Detectors of one class are scored for every sensor in one call (`score_learn_groups`).
         `ts_us` (the readings' times) lets the rate rule work per second."""

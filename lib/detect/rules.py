@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lib.store.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
+from lib.states import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
 
 RULE_KEYS = ("min", "max", "max_rate", "stuck_n", "no_data_s")
 
@@ -132,7 +132,7 @@ class RuleState:
 
     def judge_columns(self, values, ts_us=None) -> dict[str, tuple[str, list[float | None]]]:
         """`judge` for many readings in one numpy pass: {rule name: (states as letters of
-        lib.store.storage.STATE_CODES, scores)}, then learns them. The worker's way (per-reading Python
+        lib.states.STATE_CODES, scores)}, then learns them. The worker's way (per-reading Python
         was a tenth of its time at 20,000 readings/s)."""
         r = self.rules
         x = np.asarray(values, dtype=float)
@@ -174,7 +174,7 @@ class RuleState:
 
 
 def _columns(hit: np.ndarray) -> tuple[str, list[float]]:
-    """States as letters (lib.store.storage.STATE_CODES) and scores."""
+    """States as letters (lib.states.STATE_CODES) and scores."""
     return state_letters(hit), hit.astype(float).tolist()
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
-ANOMALY, NORMAL, INITIALIZING = "anomaly", "normal", "initializing"
+from lib.states import STATE_ANOMALY as ANOMALY, STATE_INITIALIZING as INITIALIZING, STATE_NORMAL as NORMAL
 
 
 def utc_now() -> datetime:

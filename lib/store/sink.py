@@ -5,7 +5,8 @@ import logging
 import time
 
 from lib.store.readserver import ReadServer
-from lib.store.storage import CODE_OF_STATE, Batch, Writer
+from lib.states import CODE_OF_STATE
+from lib.store.storage import Batch, Writer
 from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from lib.states import STATE_CODES
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -99,7 +101,6 @@ CREATE TABLE IF NOT EXISTS labels (
 );
 """
 
-STATE_INITIALIZING, STATE_NORMAL, STATE_ANOMALY = "initializing", "normal", "anomaly"
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 
 
@@ -107,22 +108,10 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(m in str(exc) for m in LOCK_MARKERS)
 
 
-# States travel as one letter each (a detector's states for a poll are one string): the detectors
-# encode, and the store decodes, a string per column instead of a Python object per row.
-STATE_CODES = {"i": STATE_INITIALIZING, "n": STATE_NORMAL, "a": STATE_ANOMALY}
-CODE_OF_STATE = {state: code for code, state in STATE_CODES.items()}
 _CODE_INDEX = np.full(256, -1, dtype=np.int8)
 for _i, _code in enumerate(STATE_CODES):
     _CODE_INDEX[ord(_code)] = _i
 _STATE_DICTIONARY = pa.array(list(STATE_CODES.values()))
-
-
-def state_letters(anomaly: np.ndarray, ready: np.ndarray | None = None) -> str:
-    """The STATE_CODES string for many readings: "a" where `anomaly`, else "n"; "i" where not `ready`."""
-    letters = np.where(anomaly, ord("a"), ord("n"))
-    if ready is not None:
-        letters = np.where(ready, letters, ord("i"))
-    return letters.astype(np.uint8).tobytes().decode("ascii")
 
 
 @dataclass

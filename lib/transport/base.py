@@ -49,7 +49,7 @@ def states_message(sensor: str, readings: Sequence[Message], ts_us: Sequence[int
     per polled batch, and the store builds its columns without a loop per row. Payload:
     {"sensor": s, "session": id (or [ids] when they differ), "seq": [...], "ts_us": [...],
     "judged": {detector or "rule:<name>": ["nnai...", [score or null, ...]]}}: a state per
-    reading as one letter (n normal, a anomaly, i initializing: lib.store.storage.STATE_CODES)."""
+    reading as one letter (n normal, a anomaly, i initializing: lib.states.STATE_CODES)."""
     sessions = [m.headers["session"] for m in readings]
     return json_message(STATES, sensor, {
         "sensor": sensor,

@@ -18,7 +18,7 @@ from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from lib.store.storage import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
+from lib.states import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_letters
 
 
 class Detector(abc.ABC):
@@ -90,7 +90,7 @@ class Decision:
         return STATE_ANOMALY if score > self.threshold else STATE_NORMAL
 
     def columns(self, ready: np.ndarray, scores: np.ndarray) -> tuple[str, list[float | None]]:
-        """Many readings' states, a letter each (lib.store.storage.STATE_CODES), and the stored scores
+        """Many readings' states, a letter each (lib.states.STATE_CODES), and the stored scores
         (rounded, None while initializing)."""
         rounded = np.round(scores, 6).tolist()
         if not ready.all():
