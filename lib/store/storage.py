@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from lib.states import STATE_CODES
+from lib.states import CODE_OF_STATE, STATE_CODES
 
 log = logging.getLogger(__name__)
 
