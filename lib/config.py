@@ -62,11 +62,11 @@ class Transport:
     partitions: int = 1
     max_poll_interval_ms: int = 300_000
     spool_max_bytes: int = 256 * 1024 * 1024
-    # Kafka only (see README "## Kafka"): failure detection, new-topic discovery, topic creation.
+    # Kafka only (see docs/kafka.md): failure detection, new-topic discovery, topic creation.
     session_timeout_ms: int = 10_000
     metadata_max_age_ms: int = 5_000
     replication_factor: int = -1     # -1: the broker's default.replication.factor
-    # Kafka: many readings of a sensor per record (README "## Kafka"); false: one record per
+    # Kafka: many readings of a sensor per record (docs/kafka.md); false: one record per
     # reading, the seed's format, for consumers that expect it.
     kafka_batch: bool = True
 

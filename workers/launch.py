@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     print(f"\n  Vigie operator page: http://{config.app.address}:{config.app.port}\n"
           f"  data: {data}   transport: {config.transport.kind}   port: {config.serial.port}\n"
           f"  Ctrl-C stops everything.\n", flush=True)
-    # Kafka mode runs several detector workers in one group (supervisord-kafka.conf, README "## Kafka").
+    # Kafka mode runs several detector workers in one group (supervisord-kafka.conf, docs/kafka.md).
     conf = "supervisord-kafka.conf" if config.transport.kind == "kafka" else "supervisord.conf"
     os.execve(supervisord, [supervisord, "-n", "-c", str(PROJECT_ROOT / conf)], env)
 
