@@ -13,7 +13,8 @@ from lib.config import PROJECT_ROOT, load_config
 from lib.store.storage import read_db
 from tests.appdata import prepare
 
-VIEWS = ["Live", "Compare", "Sessions", "Anomalies", "Labels"]
+VIEWS = {"Live": "views/live.py", "Compare": "views/compare.py", "Sessions": "views/sessions.py",
+         "Anomalies": "views/anomalies.py", "Labels": "views/labels.py"}
 OLD, MIDDLE, LIVE = "20261125T080000-a1", "20261127T140000-b2", "live-c3"
 
 
@@ -50,18 +51,47 @@ def frame(at, column: str):
 
 def open_view(view: str) -> AppTest:
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
-    at.sidebar.radio(key="view").set_value(view).run()
+    at.switch_page(VIEWS[view]).run()
     assert not at.exception, at.exception
     return at
 
 
 def test_each_view_renders_on_a_prepared_database(prepared_db):
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
-    for view in VIEWS:
-        at.sidebar.radio(key="view").set_value(view).run()
+    for view, path in VIEWS.items():
+        at.switch_page(path).run()
         assert not at.exception, (view, at.exception)
         assert not at.error, view
         assert at.title[0].value.startswith(view)
+
+
+def test_views_are_the_files_under_views_in_their_declared_order(tmp_path):
+    from lib.page.views import find_views
+    assert [(v.title, v.filters) for v in find_views(PROJECT_ROOT / "views")][:5] == [
+        ("Live", False), ("Compare", True), ("Sessions", False), ("Anomalies", True), ("Labels", True)]
+    (tmp_path / "b.py").write_text('TITLE = "B"\nFILTERS = True\n')
+    (tmp_path / "a.py").write_text('"""A view."""\nTITLE = "A"\nORDER = 200\n')
+    (tmp_path / "_helper.py").write_text("x = 1\n")
+    assert [(v.name, v.title, v.order, v.filters) for v in find_views(tmp_path)] == [
+        ("b", "B", 100, True), ("a", "A", 200, False)]
+    (tmp_path / "c.py").write_text("ORDER = 3\n")
+    with pytest.raises(ValueError, match="c.py: a view file needs TITLE"):
+        find_views(tmp_path)
+    (tmp_path / "c.py").write_text('TITLE = "C"\nORDER = "first"\n')
+    with pytest.raises(ValueError, match="c.py: ORDER must be a whole number written out, got 'first'"):
+        find_views(tmp_path)
+
+
+def test_the_shared_filters_survive_a_visit_to_a_view_without_them(prepared_db):
+    at = open_view("Anomalies")
+    at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
+    at.sidebar.multiselect(key="sensors").set_value(["humidite"]).run()
+    at.switch_page(VIEWS["Live"]).run()
+    assert not at.sidebar.selectbox          # Live has no shared filters
+    at.switch_page(VIEWS["Anomalies"]).run()
+    assert at.sidebar.selectbox(key="session").value == MIDDLE
+    assert at.sidebar.multiselect(key="sensors").value == ["humidite"]
+    assert set(frame(at, "detector")["sensor"]) == {"humidite"}
 
 
 def test_live_view_shows_each_sensor_and_totals(prepared_db):
@@ -155,8 +185,8 @@ def test_the_csv_is_safe_to_open_in_a_spreadsheet(prepared_db, downloads):
 
 def test_app_explains_an_empty_system():
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
-    for view in VIEWS:
-        at.sidebar.radio(key="view").set_value(view).run()
+    for view, path in VIEWS.items():
+        at.switch_page(path).run()
         assert not at.exception, view
         assert "No data yet" in at.info[0].value
 
@@ -165,13 +195,13 @@ def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepar
     monkeypatch.setenv("VIGIE_APP_PASSWORD", "s3cret-Ω")
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
-    assert not at.sidebar.radio and not at.metric          # nothing but the gate
+    assert [t.value for t in at.title] == ["Vigie"] and not at.metric   # nothing but the gate
     at.text_input(key="password").input("s3cret").run()
     at.button(key="login").click().run()
     assert at.error and "Wrong password" in at.error[0].value and not at.metric
     at.text_input(key="password").input("s3cret-Ω").run()
     at.button(key="login").click().run()
-    assert not at.exception and at.sidebar.radio(key="view").value == "Live" and at.metric
+    assert not at.exception and at.title[0].value == "Live" and at.metric
 
 
 def test_check_password_compares_in_constant_time(monkeypatch):

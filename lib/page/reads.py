@@ -1,0 +1,128 @@
+"""What the page reads: one typed function per query, cached for a few seconds.
+
+Each function takes the DuckDB file first (the cache key; tests serve several files from one
+process), then the query's own arguments. All of them go through `ask`, the one place that
+reaches the store (by query name, through `lib.store.storage.read_db`), so the transport of a
+query can change without touching the views. Results are cached with `st.cache_data`: reruns
+and other viewers within the time to live share one read.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from lib.page import queries
+from lib.page.queries import Filters
+from lib.store.storage import read_db
+
+#: seconds a result stays fresh: the views that do not refresh by themselves show an "as of" time
+TTL_S = 10.0
+#: one Live refresh (whole seconds), shared by every viewer of that second
+LIVE_TTL_S = 1.0
+
+
+def ask(db: str, name: str, *args):
+    """Run the read query `name` (a function of lib.page.queries) on the database `db`."""
+    with read_db(db) as conn:
+        return getattr(queries, name)(conn, *args)
+
+
+def _cached(ttl: float = TTL_S):
+    return st.cache_data(ttl=ttl, max_entries=256, show_spinner=False)
+
+
+# --- what exists -------------------------------------------------------------------------------
+
+@_cached()
+def sessions(db: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+    return ask(db, "sessions", start, end)
+
+
+@_cached()
+def sensor_names(db: str) -> list[str]:
+    return ask(db, "sensor_names")
+
+
+@_cached()
+def detectors(db: str) -> list[str]:
+    return ask(db, "detectors")
+
+
+@_cached()
+def time_bounds(db: str, f: Filters = Filters()) -> tuple[datetime | None, datetime | None]:
+    return ask(db, "time_bounds", f)
+
+
+@_cached()
+def session_sensors(db: str, session: str) -> list[str]:
+    return ask(db, "session_sensors", session)
+
+
+# --- Live --------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=64, show_spinner=False)
+def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> dict:
+    """Everything one refresh of the Live view draws; the connection is held for the queries
+    only, the frames are split per sensor after (`queries.live_shape`)."""
+    return queries.live_shape(ask(db, "live_fetch", sensors, since, now))
+
+
+# --- Compare -----------------------------------------------------------------------------------
+
+@_cached()
+def per_detector(db: str, f: Filters) -> pd.DataFrame:
+    return ask(db, "per_detector", f)
+
+
+@_cached()
+def pair_counts(db: str, f: Filters) -> pd.DataFrame:
+    return ask(db, "pair_counts", f)
+
+
+@_cached()
+def truth_available(db: str, f: Filters) -> dict[str, int]:
+    return ask(db, "truth_available", f)
+
+
+@_cached()
+def scores_vs_truth(db: str, f: Filters) -> pd.DataFrame:
+    return ask(db, "scores_vs_truth", f)
+
+
+@_cached()
+def disagreements(db: str, f: Filters) -> pd.DataFrame:
+    return ask(db, "disagreements", f)
+
+
+@_cached()
+def session_series(db: str, session: str, sensor: str) -> pd.DataFrame:
+    return ask(db, "session_series", session, sensor)
+
+
+@_cached()
+def live_flags(db: str, session: str, sensor: str, detector: str) -> pd.DataFrame:
+    return ask(db, "live_flags", session, sensor, detector)
+
+
+# --- Anomalies and Labels ----------------------------------------------------------------------
+
+@_cached()
+def anomalies(db: str, f: Filters, limit: int | None = None) -> pd.DataFrame:
+    return ask(db, "anomalies", f, limit)
+
+
+@_cached()
+def count_readings(db: str, f: Filters) -> int:
+    return ask(db, "count_readings", f)
+
+
+@_cached()
+def readings(db: str, f: Filters) -> pd.DataFrame:
+    return ask(db, "readings", f)
+
+
+@_cached()
+def labels(db: str, f: Filters = Filters()) -> pd.DataFrame:
+    return ask(db, "labels", f)

@@ -1,0 +1,87 @@
+"""The page's views: one file each under `views/`, found by the entry point (`app.py`).
+
+A view file starts with constants the entry point reads without running the file:
+
+- `TITLE`: its name in the sidebar (required);
+- `ORDER`: its place in the sidebar, smaller first (default 100, then by file name);
+- `FILTERS`: True when it uses the sidebar's shared filters (session, sensors, algorithms, time
+  range), which the entry point then draws above it (default False).
+
+Adding a view is adding a file. Streamlit runs the file as the page on every rerun; the file
+reads what the entry point prepared (configuration, database, filters) with `current()`.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib.config import Config
+from lib.page.queries import Filters
+
+_CONTEXT_KEY = "_vigie_context"
+_DECLARED = {"TITLE": (str, "a string"), "ORDER": (int, "a whole number"), "FILTERS": (bool, "True or False")}
+
+
+@dataclass(frozen=True)
+class View:
+    name: str        # the file's stem, also the view's URL path
+    path: Path
+    title: str
+    order: int = 100
+    filters: bool = False
+
+
+def read_declarations(path: Path) -> dict:
+    """The view constants assigned at the top level of `path`, read without running it."""
+    found = {}
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in _DECLARED):
+            name = node.targets[0].id
+            kind, said = _DECLARED[name]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = ast.unparse(node.value)
+            if type(value) is not kind:
+                raise ValueError(f"{path}: {name} must be {said} written out, got {value!r}")
+            found[name] = value
+    return found
+
+
+def find_views(folder: Path) -> list[View]:
+    """Every view file in `folder` (names starting with `_` are helpers), in sidebar order."""
+    found = []
+    for path in sorted(Path(folder).glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        declared = read_declarations(path)
+        if "TITLE" not in declared:
+            raise ValueError(f"{path}: a view file needs TITLE = \"...\" at its top")
+        found.append(View(name=path.stem, path=path, title=declared["TITLE"], order=declared.get("ORDER", 100),
+                          filters=declared.get("FILTERS", False)))
+    return sorted(found, key=lambda v: (v.order, v.name))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the entry point prepared for the view of this run."""
+    config: Config
+    db: str                    # the DuckDB file, the key of every cached read
+    sessions: pd.DataFrame     # every session, newest first
+    sensors: list[str]         # every sensor with readings
+    detectors: list[str]       # every algorithm with verdicts
+    filters: Filters | None    # the shared filters, for views that declared FILTERS = True
+
+
+def publish(context: Context) -> None:
+    import streamlit as st
+    st.session_state[_CONTEXT_KEY] = context
+
+
+def current() -> Context:
+    import streamlit as st
+    return st.session_state[_CONTEXT_KEY]

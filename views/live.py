@@ -1,0 +1,77 @@
+"""Live: each sensor over the chosen span, refreshed every `[app] refresh_s` seconds, with the
+system's health above the charts."""
+from datetime import timedelta
+
+import duckdb
+import streamlit as st
+
+from lib.page import charts, queries, reads, views
+
+TITLE = "Live"
+ORDER = 10
+
+SPANS = {"5 min": 5, "15 min": 15, "1 h": 60, "6 h": 360, "24 h": 1440}
+
+ctx = views.current()
+config = ctx.config
+st.title("Live")
+c1, c2, c3 = st.columns([2, 4, 1])
+span = c1.selectbox("Span", list(SPANS), index=0, key="span")
+chosen = c2.multiselect("Sensors", ctx.sensors, key="live_sensors", placeholder="all sensors")
+paused = c3.toggle("Pause", key="paused", help="Stop refreshing to look at a moment closely.")
+
+
+@st.fragment(run_every=None if paused else config.app.refresh_s)
+def live() -> None:
+    now = queries.utc_now().replace(microsecond=0)  # whole seconds: viewers share one read per second
+    since = now - timedelta(minutes=SPANS[span])
+    try:
+        snap = reads.live_snapshot(ctx.db, tuple(chosen), since, now)
+    except duckdb.Error as exc:  # the store held the file longer than the read's retries
+        st.warning(f"The database is busy ({exc.__class__.__name__}); the next refresh retries.")
+        return
+    totals, health, lag = snap["totals"], snap["health"], snap["lag"]
+    cols = st.columns(5)
+    cols[0].metric("Readings", f"{totals['readings']:,}")
+    cols[1].metric("Readings/s (last min)", f"{health['per_s'].sum():.1f}" if not health.empty else "0")
+    cols[2].metric("States", f"{totals['states']:,}")
+    cols[3].metric("Rejects", f"{totals['rejects']:,}")
+    cols[4].metric("Sessions", f"{totals['sessions']:,}")
+    if health.empty:
+        st.info("No readings yet: waiting for the board.")
+        return
+    # stale: silent for 10 s, or for 5 of its usual intervals if it is a slow sensor
+    limit = (5.0 / health["per_s"].where(health["per_s"] > 0)).fillna(10.0).clip(lower=10.0)
+    h = health.assign(stale=health["age_s"] > limit)
+    with st.expander("Health: sensors and workers", expanded=False):
+        st.dataframe(h.style.apply(lambda r: ["color: #d62728; font-weight: bold" if r["stale"] else ""] * len(r),
+                                   axis=1), hide_index=True, key="health_table",
+                     column_config={"last_ts": st.column_config.DatetimeColumn("last reading (UTC)"),
+                                    "age_s": st.column_config.NumberColumn("age (s)", format="%.1f"),
+                                    "per_s": st.column_config.NumberColumn("readings/s", format="%.2f")})
+        if not lag.empty:
+            st.dataframe(lag.assign(status=["ok" if b is not None and b < 5 else "behind" for b in lag["behind_s"]]),
+                         hide_index=True, key="lag_table",
+                         column_config={"behind_s": st.column_config.NumberColumn("behind newest reading (s)",
+                                                                                  format="%.1f")})
+    stale = h[h["stale"]]
+    if not stale.empty:
+        st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
+                                                   zip(stale["sensor"], stale["age_s"])))
+    if len(snap["sensors"]) < snap["charted_of"]:
+        st.caption(f"Charts for {len(snap['sensors'])} of {snap['charted_of']} sensors: choose sensors above "
+                   "to chart others.")
+    for sensor, data in snap["sensors"].items():
+        st.subheader(sensor)
+        progress = data["progress"]
+        for row in progress[progress["initializing"]].itertuples():
+            st.progress(min(1.0, row.seen / config.detection.window),
+                        text=f"{row.detector}: initialisation {row.seen}/{config.detection.window}")
+        if data["line"].empty:
+            st.caption(f"No reading in the last {span} (sensor silent).")
+            continue
+        st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
+                                          charts.rule_limits(config, sensor)), width="stretch")
+
+
+live()
