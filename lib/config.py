@@ -98,6 +98,38 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class Events:
+    """How flagged readings make anomaly events (lib.detect.events.Policy, whose keys these are)."""
+    min_agree: int = 1
+    quiet_s: float = 30.0
+    quiet_n: int = 0
+    base_severity: str = "warning"
+    severity_from: tuple[str, ...] = ("agree", "score", "rule")
+    critical_agree: int = 2
+    critical_score: float = 0.0
+    critical_rules: tuple[str, ...] = ("range", "no_data")
+    # Per-sensor overrides, `[events.sensors.<sensor>]` with any of the keys above.
+    sensors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Notifications of events (lib.alerts): channels, routes and when to hold back."""
+    page_url: str = ""               # links in notifications ("": http://<[app] address>:<[app] port>)
+    min_severity: str = "warning"    # events below it notify no one
+    quiet_hours: str = ""            # e.g. "22:00-07:00", local time: only quiet_min_severity gets through
+    quiet_min_severity: str = "critical"
+    group_wait_s: float = 0.2        # a channel's first message waits this long for others to join it
+    group_interval_s: float = 60.0   # then at most one message per channel per this many seconds
+    retry_max_s: float = 60.0        # the longest wait between two tries of a delivery
+    give_up_s: float = 86400.0       # a delivery still failing after this is marked failed
+    timeout_s: float = 10.0          # one try of a delivery (HTTP request or SMTP session)
+    # `[alerts.channels.<name>]` (kind = "webhook" or "email") and `[alerts.routes.<name>]`.
+    channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    routes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class App:
     address: str = "127.0.0.1"
     port: int = 8501
@@ -113,6 +145,8 @@ class Config:
     transport: Transport = field(default_factory=Transport)
     store: Store = field(default_factory=Store)
     detection: Detection = field(default_factory=Detection)
+    events: Events = field(default_factory=Events)
+    alerts: Alerts = field(default_factory=Alerts)
     app: App = field(default_factory=App)
 
     # Derived locations; everything a run writes lives under the data folder.
@@ -145,11 +179,15 @@ class Config:
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_CLASSES = {
     "paths": Paths, "serial": Serial, "simulator": Simulator, "transport": Transport,
-    "store": Store, "detection": Detection, "app": App,
+    "store": Store, "detection": Detection, "events": Events, "alerts": Alerts, "app": App,
 }
 _CHOICES = {("transport", "kind"): ("embedded", "kafka"),
-            ("store", "retention_export"): ("parquet", "csv", "none")}
-_NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval")}
+            ("store", "retention_export"): ("parquet", "csv", "none"),
+            ("alerts", "min_severity"): ("info", "warning", "critical"),
+            ("alerts", "quiet_min_severity"): ("info", "warning", "critical")}
+_NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval"), ("events", "quiet_s"),
+                 ("events", "quiet_n"), ("events", "critical_score"), ("alerts", "group_wait_s"),
+                 ("alerts", "group_interval_s")}
 
 
 def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:
@@ -205,7 +243,8 @@ def _check(section: str, key: str, value: Any) -> None:
                     ("simulator", "speed"), ("simulator", "unplug_s"),
                     ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
                     ("app", "refresh_s"), ("transport", "partitions"), ("app", "port"),
-                    ("store", "retention_check_s")}
+                    ("store", "retention_check_s"), ("events", "min_agree"), ("alerts", "retry_max_s"),
+                    ("alerts", "give_up_s"), ("alerts", "timeout_s")}
         if (section, key) in positive and not value > 0:
             raise ConfigError(f"{where}: must be positive, got {value!r}")
         if (section, key) in _NON_NEGATIVE and not value >= 0:

@@ -6,6 +6,7 @@ from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, silence_messages
 from lib.detect.rules import RuleState, Rules, rules_for
 from lib.states import STATE_CODES
+from lib.transport.base import EVENTS, STATES
 
 
 def _config(rules, **det):
@@ -87,11 +88,14 @@ def test_no_data_is_told_once_per_silence_on_the_last_reading():
     judge.note_last("humidite", "s1", 7, 1_000_000)
     assert silence_messages(judge, 5_000_000) == []
     msgs = silence_messages(judge, 6_500_000)
-    assert [m.json() for m in msgs] == [{"session": "s1", "seq": 7, "sensor": "humidite", "ts_us": 1_000_000,
-                                         "states": [["rule:no_data", "anomaly", 1.0]]}]
+    assert [m.json() for m in msgs if m.topic == STATES] == [
+        {"session": "s1", "seq": 7, "sensor": "humidite", "ts_us": 1_000_000,
+         "states": [["rule:no_data", "anomaly", 1.0]]}]
+    # the silence opens the sensor's anomaly event (lib.detect.events), keyed on the same reading
+    assert [m.json()["id"] for m in msgs if m.topic == EVENTS] == ["s1:humidite:7"]
     assert silence_messages(judge, 9_000_000) == []          # once per silence
     judge.note_last("humidite", "s1", 8, 9_000_000)          # a reading ends the silence
-    assert len(silence_messages(judge, 20_000_000)) == 1
+    assert len([m for m in silence_messages(judge, 20_000_000) if m.topic == STATES]) == 1
 
 
 def test_a_sensor_handed_to_another_worker_is_not_silent():
@@ -102,4 +106,4 @@ def test_a_sensor_handed_to_another_worker_is_not_silent():
     judge = Judge(cfg)
     judge.note_last("humidite", "s1", 7, 1_000_000)
     assert silence_messages(judge, 60_000_000, Consumer()) == []
-    assert len(silence_messages(judge, 60_000_000)) == 1
+    assert len([m for m in silence_messages(judge, 60_000_000) if m.topic == STATES]) == 1

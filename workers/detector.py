@@ -7,8 +7,34 @@ import sys
 
 from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, run_detector
+from lib.detect.events import EventBook
 from lib.runtime import setup_logging, stop_event
 from lib.transport.base import open_transport
+
+
+def open_events_from_store(config, log):
+    """`restore` for lib.detect.events.EventBook: the events the store holds as still open, so an
+    event open across a restart (or handed over by another worker) stays one event. Without the
+    store (not started yet, a file of an older version) the worker judges on and says so."""
+    import duckdb
+
+    from lib.store.events import open_events
+    from lib.store.storage import read_db
+
+    def restore(sensors):
+        if not config.db_path.exists():
+            return []
+        try:
+            with read_db(config.db_path, wait_s=30) as conn:
+                found = open_events(conn, sensors)
+        except (duckdb.Error, OSError) as exc:
+            log.warning("cannot read the open events from the store (%s): an event open before this start "
+                        "will be told again as a new one", exc)
+            return []
+        if found:
+            log.info("carrying on %d open event(s): %s", len(found), ", ".join(e.id for e in found[:5]))
+        return found
+    return restore
 
 
 def main(argv=None) -> int:
@@ -27,7 +53,8 @@ def main(argv=None) -> int:
     consumer = transport.consumer(args.group, sensors=True)
     log.info("judging with %s", ", ".join(config.detection.detectors))
     try:
-        n = run_detector(Judge(config), consumer, stop)
+        judge = Judge(config, EventBook(config, open_events_from_store(config, log)))
+        n = run_detector(judge, consumer, stop)
         log.info("stopped after judging %d readings", n)
     finally:
         consumer.close()

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from lib.detect import detectors
 from lib.config import Config, ConfigError
+from lib.detect.events import EventBook, check_events_config, event_messages
 from lib.detect.rules import RuleState, check_rules, rules_for
 from lib.states import STATE_CODES
 from lib.transport.base import STATES, json_message, states_message
@@ -40,6 +41,7 @@ def check_detection_config(config: Config) -> None:
     det = config.detection
     try:
         check_rules(config)
+        check_events_config(config)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _check_params("[detection.params]", det.params)
@@ -73,8 +75,10 @@ def _check_params(where: str, params: Any) -> None:
 
 
 class Judge:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, events: EventBook | None = None):
         self.config = config
+        # each sensor's anomaly events (lib.detect.events), fed with what this judge decides
+        self.events = events if events is not None else EventBook(config)
         self._sensors: dict[str, list[tuple[str, detectors.Detector, detectors.Decision]]] = {}
         self._rules: dict[str, RuleState] = {}
         # the last reading of each sensor, (session, seq, ts_us), and whether its silence was told
@@ -194,15 +198,18 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
             if len(history) >= need:
                 judge.forget(sensor)
                 _warm(judge, sensor, history)
+            judge.events.reload(sensor)
         elif not judge.known(sensor):
             need = judge.history_needed(sensor)
             if need:
                 _warm(judge, sensor, consumer.history(msgs[0], need))
     batch = [(sensor, [float(m.value) for m in msgs], [int(m.headers["ts_us"]) for m in msgs])
              for sensor, msgs in by_sensor.items()]
-    for (sensor, _, ts), judged in zip(batch, judge.judge_sensors(batch)):
+    for (sensor, values, ts), judged in zip(batch, judge.judge_sensors(batch)):
         msgs = by_sensor[sensor]
         outputs.append(states_message(sensor, msgs, ts, judged))
+        outputs += event_messages(judge.events.tracker(sensor).feed_columns(
+            [m.headers["session"] for m in msgs], [int(m.headers["seq"]) for m in msgs], ts, values, judged))
         last = msgs[-1].headers
         judge.note_last(sensor, last["session"], int(last["seq"]), ts[-1])
     return outputs
@@ -214,10 +221,16 @@ def _warm(judge: Judge, sensor: str, history) -> None:
 
 def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
     """A "rule:no_data" anomaly row for each sensor silent too long, keyed on its last reading
-    (session, seq, time): storage needs no new table, and the row says where the silence began."""
-    return [json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
-                                          "states": [["rule:no_data", "anomaly", 1.0]]})
-            for sensor, session, seq, ts in judge.silent(now_us, _owned(consumer))]
+    (session, seq, time): storage needs no new table, and the row says where the silence began.
+    The silence opens (or extends) the sensor's event; events whose quiet period has passed by
+    `now_us` close."""
+    owned = _owned(consumer)
+    out = []
+    for sensor, session, seq, ts in judge.silent(now_us, owned):
+        out.append(json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
+                                                 "states": [["rule:no_data", "anomaly", 1.0]]}))
+        out += event_messages(judge.events.tracker(sensor).silence(session, seq, ts))
+    return out + event_messages(judge.events.tick(now_us, owned))
 
 
 def _owned(consumer) -> set[str] | None:

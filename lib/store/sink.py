@@ -7,7 +7,7 @@ import time
 from lib.store.readserver import ReadServer
 from lib.states import CODE_OF_STATE
 from lib.store.storage import Batch, Writer
-from lib.transport.base import LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
+from lib.transport.base import EVENTS, LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,16 @@ def add_message(batch: Batch, msg: Message) -> None:
             if old is None or p["made_us"] >= old[5]:
                 batch.labels[key] = (p["sensor"], int(p["ts_us"]), p["verdict"], p.get("detector"),
                                      p.get("note"), int(p["made_us"]))
+        elif msg.topic == EVENTS:
+            p = msg.json()
+            if p["type"] == "event":
+                old = batch.events.get(p["id"])
+                if old is None or p["rev"] >= old["rev"]:
+                    batch.events[p["id"]] = p
+            elif p["type"] == "action":
+                batch.event_actions.append(p)
+            else:
+                raise ValueError(f"unknown event message type {p['type']!r}")
         else:
             h = msg.headers
             batch.readings[(h["session"], int(h["seq"]))] = (msg.topic, int(h["ts_us"]), float(msg.value))

@@ -99,6 +99,34 @@ CREATE TABLE IF NOT EXISTS labels (
     made_at    TIMESTAMP NOT NULL,   -- the latest verdict on a reading wins
     PRIMARY KEY (session_id, seq)
 );
+CREATE TABLE IF NOT EXISTS events (
+    event_id    VARCHAR PRIMARY KEY,  -- <session>:<sensor>:<start seq> (lib.detect.events)
+    sensor      VARCHAR NOT NULL,
+    session_id  VARCHAR NOT NULL,     -- the session of its first flagged reading
+    start_seq   BIGINT NOT NULL,
+    start_ts    TIMESTAMP NOT NULL,
+    start_value DOUBLE,               -- NULL when a silence opened it
+    end_seq     BIGINT NOT NULL,      -- its last flagged reading (or the one that ended a silence)
+    end_ts      TIMESTAMP NOT NULL,
+    peak_seq    BIGINT NOT NULL,
+    peak_ts     TIMESTAMP NOT NULL,
+    peak_value  DOUBLE,
+    peak_score  DOUBLE,
+    members     VARCHAR NOT NULL,     -- the detectors and "rule:<name>"s that agreed, comma-separated
+    n_flagged   BIGINT NOT NULL,
+    max_agree   INTEGER NOT NULL,     -- the most detectors that flagged one of its readings
+    severity    VARCHAR NOT NULL,     -- info | warning | critical
+    silent      BOOLEAN NOT NULL,     -- open on a sensor that stopped sending
+    closed_at   TIMESTAMP,            -- the detector closed it (quiet period over): resolved by itself
+    rev         BIGINT NOT NULL,      -- the detector's change count: an older change never overwrites
+    baseline    DOUBLE,               -- the last unflagged reading before it
+    acked_by    VARCHAR,              -- acknowledged on the page: who, when, a note
+    acked_at    TIMESTAMP,
+    ack_note    VARCHAR,
+    resolved_by VARCHAR,              -- resolved by an operator before it closed by itself
+    resolved_at TIMESTAMP,
+    resolve_note VARCHAR
+);
 """
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -123,6 +151,8 @@ class Batch:
     sessions: list = field(default_factory=list)   # session events, in order
     truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
     labels: dict = field(default_factory=dict)     # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
+    events: dict = field(default_factory=dict)     # event id -> its latest snapshot (lib.detect.events payload)
+    event_actions: list = field(default_factory=list)  # operators' acknowledgements and resolutions, in order
     # states as columns (what the detectors send): no Python object per row. One run per
     # add_states call: (session, sensor, detector, rows); seq, ts, codes and scores per row.
     _runs: list = field(default_factory=list)
@@ -134,7 +164,8 @@ class Batch:
 
     def __len__(self) -> int:
         return (len(self.readings) + len(self.states) + len(self._seq) + len(self.rejects)
-                + len(self.sessions) + len(self.truth) + len(self.labels))
+                + len(self.sessions) + len(self.truth) + len(self.labels) + len(self.events)
+                + len(self.event_actions))
 
     def add_states(self, sensor: str, sessions: str | list[str], seqs: list[int], ts_us: list[int],
                    detector: str, codes: str, scores: list) -> None:
@@ -380,6 +411,9 @@ def _insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
                      " verdict = excluded.verdict, detector = excluded.detector, note = excluded.note,"
                      " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at")
         conn.unregister("batch_df")
+    if batch.events or batch.event_actions:
+        from lib.store.events import insert_events
+        insert_events(conn, batch.events, batch.event_actions)
 
 
 # -- start-up checks and write errors (issue 7) ------------------------------------------------

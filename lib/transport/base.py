@@ -17,7 +17,8 @@ REJECTS = "_vigie.rejects"
 SESSIONS = "_vigie.sessions"
 TRUTH = "_vigie.truth"
 LABELS = "_vigie.labels"      # operator verdicts from the app (the app never writes DuckDB)
-INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH, LABELS)
+EVENTS = "_vigie.events"      # anomaly events from the detectors, acknowledgements from the app
+INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH, LABELS, EVENTS)
 
 
 @dataclass(slots=True)

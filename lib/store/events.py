@@ -1,0 +1,88 @@
+"""The store's side of anomaly events: upsert the detectors' snapshots, apply operators' actions.
+
+A snapshot (lib.detect.events.Event) replaces the stored row only when its `rev` is at least the
+stored one, so a replay after a crash, or a snapshot that arrives late, never takes an event back.
+The operator's columns (acknowledged, resolved) are only written by actions, never by snapshots.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+ACK, RESOLVE = "ack", "resolve"
+ACTIONS = (ACK, RESOLVE)
+
+_DETECTOR_COLUMNS = ("sensor", "session_id", "start_seq", "start_ts", "start_value", "end_seq", "end_ts",
+                     "peak_seq", "peak_ts", "peak_value", "peak_score", "members", "n_flagged", "max_agree",
+                     "severity", "silent", "closed_at", "rev", "baseline")
+
+
+def _table(snapshots) -> pa.Table:
+    rows = list(snapshots)
+    col = lambda key: [r.get(key) for r in rows]   # noqa: E731 - a column of the rows
+    return pa.table({
+        "event_id": pa.array(col("id"), pa.string()), "sensor": pa.array(col("sensor"), pa.string()),
+        "session_id": pa.array(col("session"), pa.string()),
+        "start_seq": pa.array(col("start_seq"), pa.int64()), "start_ts_us": pa.array(col("start_ts_us"), pa.int64()),
+        "start_value": pa.array(col("start_value"), pa.float64()),
+        "end_seq": pa.array(col("end_seq"), pa.int64()), "end_ts_us": pa.array(col("end_ts_us"), pa.int64()),
+        "peak_seq": pa.array(col("peak_seq"), pa.int64()), "peak_ts_us": pa.array(col("peak_ts_us"), pa.int64()),
+        "peak_value": pa.array(col("peak_value"), pa.float64()),
+        "peak_score": pa.array(col("peak_score"), pa.float64()),
+        "members": pa.array([",".join(m) for m in col("members")], pa.string()),
+        "n_flagged": pa.array(col("n_flagged"), pa.int64()), "max_agree": pa.array(col("max_agree"), pa.int32()),
+        "severity": pa.array(col("severity"), pa.string()), "silent": pa.array(col("silent"), pa.bool_()),
+        "closed_ts_us": pa.array(col("closed_ts_us"), pa.int64()), "rev": pa.array(col("rev"), pa.int64()),
+        "baseline": pa.array(col("baseline"), pa.float64()),
+    })
+
+
+def insert_events(conn, snapshots: dict, actions: list) -> None:
+    """File one batch's event snapshots (id -> payload, the latest of each) and then the
+    operators' actions, in the order they were made."""
+    if snapshots:
+        conn.register("events_df", _table(snapshots.values()))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _DETECTOR_COLUMNS)
+        conn.execute(
+            "INSERT INTO events (event_id, " + ", ".join(_DETECTOR_COLUMNS) + ") SELECT event_id, sensor,"
+            " session_id, start_seq, make_timestamp(start_ts_us), start_value, end_seq, make_timestamp(end_ts_us),"
+            " peak_seq, make_timestamp(peak_ts_us), peak_value, peak_score, members, n_flagged, max_agree,"
+            " severity, silent, make_timestamp(closed_ts_us), rev, baseline FROM events_df"
+            f" ON CONFLICT (event_id) DO UPDATE SET {updates} WHERE excluded.rev >= events.rev")
+        conn.unregister("events_df")
+    for a in sorted(actions, key=lambda a: a["made_us"]):
+        if a["action"] == ACK:
+            conn.execute("UPDATE events SET acked_by = ?, acked_at = make_timestamp(?), ack_note = ?"
+                         " WHERE event_id = ? AND (acked_at IS NULL OR acked_at <= make_timestamp(?))",
+                         (a["by"], a["made_us"], a.get("note"), a["event_id"], a["made_us"]))
+        elif a["action"] == RESOLVE:
+            conn.execute("UPDATE events SET resolved_by = ?, resolved_at = make_timestamp(?), resolve_note = ?"
+                         " WHERE event_id = ? AND resolved_at IS NULL",
+                         (a["by"], a["made_us"], a.get("note"), a["event_id"]))
+        else:
+            raise ValueError(f"unknown event action {a['action']!r}")
+
+
+# The event's lifecycle state, from its columns: what the page filters on and shows.
+STATE_SQL = ("CASE WHEN resolved_at IS NOT NULL OR closed_at IS NOT NULL THEN 'resolved'"
+             " WHEN acked_at IS NOT NULL THEN 'acknowledged' ELSE 'open' END")
+
+
+def open_events(conn, sensors=None) -> list:
+    """Events the detectors have not closed (for a restarted detector worker to carry on), as
+    lib.detect.events.Event."""
+    from lib.detect.events import Event
+    sql = ("SELECT event_id, sensor, session_id, start_seq, epoch_us(start_ts), start_value, end_seq,"
+           " epoch_us(end_ts), peak_seq, epoch_us(peak_ts), peak_value, peak_score, members, n_flagged,"
+           " max_agree, severity, silent, rev, baseline FROM events WHERE closed_at IS NULL")
+    params: list = []
+    if sensors is not None and not sensors:
+        return []
+    if sensors is not None:
+        sql += f" AND sensor IN ({', '.join('?' * len(sensors))})"
+        params = list(sensors)
+    out = []
+    for (_, sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score, members, n, agree,
+         severity, silent, rev, baseline) in conn.execute(sql, params).fetchall():
+        out.append(Event(sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score,
+                         tuple(m for m in members.split(",") if m), n, agree, severity, None, baseline, silent, rev))
+    return out
