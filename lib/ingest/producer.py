@@ -20,6 +20,7 @@ import serial
 
 from lib.ingest import protocol
 from lib.ingest.serial_port import LineSplitter, PortError, open_port
+from lib.ingest.status import CONNECTED, FAILED, PORT_BUSY, RECONNECTING, WAITING, StatusWriter
 from lib.transport.base import REJECTS, SESSIONS, Producer, json_message, reading_message
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ FLUSH_INTERVAL_S = 0.05
 # smaller share of the time (3 ms in 200 ms), at no risk of loss.
 ACK_FLUSH_INTERVAL_S = 0.2
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 2.0
+# A port away for less than this is routine, not for the operator: the simulator starting, the
+# simulator stopping first at Ctrl-C, a board resetting. Longer, and the log says so as a warning.
+WARN_AFTER_S = 10.0
 
 
 def new_session_id() -> str:
@@ -43,18 +47,23 @@ def now_us() -> int:
 
 
 class SerialProducer:
-    """`find_port`, when given, is asked for the device again before each reconnect (`--port auto`:
-    a replugged board may come back under another name). With `ack`, each flush is acknowledged
+    """`find_port`, when given, is asked for the device before each open (`--port auto`: no board
+    yet, or a replugged board back under another name). With `ack`, each flush is acknowledged
     back on the port (`ACK <bytes of complete lines read since open> LF`): the simulated board then
-    resends whatever a producer killed with -9 had read but not stored. Off for real boards."""
+    resends whatever a producer killed with -9 had read but not stored. Off for real boards.
+    `status`, when given, is kept up to date for the page (lib.ingest.status)."""
 
     def __init__(self, out: Producer, port: str, baud: int, timeout: float = 0.5,
                  max_line: int = protocol.MAX_LINE, session_id: str | None = None,
-                 find_port: Callable[[], str] | None = None, ack: bool = False):
+                 find_port: Callable[[], str] | None = None, ack: bool = False,
+                 status: StatusWriter | None = None):
         self.out, self.port, self.baud, self.timeout, self.max_line = out, port, baud, timeout, max_line
         self.find_port = find_port
         self.ack = ack
+        self.status = status
         self.session = session_id or new_session_id()
+        if status is not None:
+            status.set(port=port, session=self.session)
         self.seq = 0
         self.counts = {"readings": 0, "rejects": 0, "gaps": 0}
         self._last_flush = time.monotonic()
@@ -102,27 +111,38 @@ class SerialProducer:
         self.maybe_flush(force=True)
         gap_start: int | None = None   # while the port is away, after a stream was read from it
         backoff = BACKOFF_START_S
-        opened_once = told = False     # told: the operator knows the port is unavailable
+        opened_once = warned = False   # warned: the log told the operator the port stays away
+        away_since: float | None = None  # monotonic time the port became unavailable
         try:
             while not stop.is_set():
                 try:
-                    if self.find_port is not None and opened_once:
+                    if self.find_port is not None:
                         self.port = self.find_port()
                     port = open_port(self.port, self.baud, self.timeout)
                 except PortError as exc:
                     if exc.lasting and not opened_once:
+                        self._set_status(FAILED, str(exc))
                         raise
-                    if not told:
-                        log.warning("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S,
-                                    BACKOFF_MAX_S)
-                        told = True
+                    self._set_status(PORT_BUSY if exc.busy else RECONNECTING if opened_once else WAITING,
+                                     str(exc))
+                    now = time.monotonic()
+                    if away_since is None:
+                        away_since = now
+                        log.info("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S,
+                                 BACKOFF_MAX_S)
+                    elif not warned and now - away_since >= WARN_AFTER_S:
+                        log.warning("%s; still waiting after %.0f s", exc, now - away_since)
+                        warned = True
                     else:
                         log.debug("still unavailable: %s", exc)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
-                opened_once, told = True, False
+                if warned:
+                    log.warning("port %s back after %.0f s", self.port, time.monotonic() - away_since)
+                opened_once, warned, away_since = True, False, None
                 backoff = BACKOFF_START_S
+                self._set_status(CONNECTED, "")
                 if gap_start is not None:
                     self._gap(gap_start, now_us(), "port lost")
                     gap_start = None
@@ -130,8 +150,9 @@ class SerialProducer:
                     self._read(port, stop)
                 except (serial.SerialException, OSError) as exc:
                     gap_start = now_us()
-                    told = True
-                    log.warning("port %s lost (%s); reconnecting", self.port, exc)
+                    away_since = time.monotonic()
+                    self._set_status(RECONNECTING, f"port lost: {exc}")
+                    log.info("port %s lost (%s); reconnecting", self.port, exc)
                     # Open the gap now, so that the app shows it while the board is away.
                     self._event({"event": "gap", "start_us": gap_start, "end_us": None, "reason": "port lost"})
                     self.maybe_flush(force=True)
@@ -145,6 +166,12 @@ class SerialProducer:
             self._event({"event": "end", "ts_us": now_us()})
             self.maybe_flush(force=True)
             log.info("session %s ended: %s", self.session, self.counts)
+            if self.status is not None and self.status.state != FAILED:
+                self.status.close()
+
+    def _set_status(self, state: str, detail: str) -> None:
+        if self.status is not None:
+            self.status.set(state, detail=detail, port=self.port)
 
     def _acknowledge(self, port: serial.Serial, done: int) -> int:
         """Tell the board that `done` bytes are stored; 0 when the board did not take it."""
@@ -164,6 +191,7 @@ class SerialProducer:
     def _read(self, port: serial.Serial, stop: threading.Event) -> None:
         splitter = LineSplitter(self.max_line)
         read_total = acked = 0
+        last_at = 0.0
         if self.ack:
             # An acknowledgement the board is slow to take is skipped, never waited for.
             port.write_timeout = 0.05
@@ -180,6 +208,9 @@ class SerialProducer:
                     ts = now_us()
                     for line, too_long in splitter.feed(data):
                         self.handle_line(line, ts, too_long=too_long)
+                    last_at = ts / 1e6
+                if self.status is not None:
+                    self.status.lines(self.seq, last_at)
                 done = read_total - splitter.pending()
                 if not self.ack:
                     # Nothing more waiting: make what was read durable before blocking on the port,
