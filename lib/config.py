@@ -34,9 +34,10 @@ class Paths:
 
 @dataclass(frozen=True)
 class Serial:
-    # "sim" means the simulated Arduino's pseudo-terminal (published under the data folder);
-    # "auto" looks for an Arduino-like device; anything else is a device path.
-    port: str = "sim"
+    # One port or a list, one producer each (lib.ingest.boards): "sim" (the simulated Arduino's
+    # pseudo-terminal, published under the data folder), "sim:NAME" (another simulated board
+    # playing data/scenarios/NAME.toml), "auto" (every Arduino-like device), or a device path.
+    port: tuple[str, ...] = ("sim",)
     baud: int = 9600
     timeout: float = 0.5
     max_line: int = 512
@@ -167,10 +168,6 @@ class Config:
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 
-    @property
-    def sim_port_link(self) -> Path:
-        return self.run_dir / "arduino"
-
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else PROJECT_ROOT / p
@@ -188,10 +185,14 @@ _CHOICES = {("transport", "kind"): ("embedded", "kafka"),
 _NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval"), ("events", "quiet_s"),
                  ("events", "quiet_n"), ("events", "critical_score"), ("alerts", "group_wait_s"),
                  ("alerts", "group_interval_s")}
+# Lists where one value may be written alone: `port = "/dev/ttyACM0"` as well as `port = [...]`.
+_ONE_OR_MANY = {("serial", "port")}
 
 
-def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:
+def _coerce(where: str, default: Any, value: Any, from_env: bool, one_or_many: bool = False) -> Any:
     """Give `value` the type of `default`, or raise ConfigError naming `where`."""
+    if one_or_many and isinstance(value, str) and not from_env:
+        value = [value]
     if isinstance(default, bool):
         if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
@@ -220,6 +221,8 @@ def _coerce(where: str, default: Any, value: Any, from_env: bool) -> Any:
         if from_env and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if one_or_many and not value:
+                raise ConfigError(f"{where}: expected at least one value")
             return tuple(value)
     elif isinstance(default, Mapping):
         if from_env and isinstance(value, str):
@@ -282,7 +285,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}"
                               f" (known: {', '.join(sorted(known))})")
         for key, value in file_part.items():
-            values[key] = _coerce(f"{path}: [{name}] {key}", getattr(defaults, key), value, False)
+            values[key] = _coerce(f"{path}: [{name}] {key}", getattr(defaults, key), value, False,
+                                  (name, key) in _ONE_OR_MANY)
         prefix = f"VIGIE_{name.upper()}_"
         for var, value in env.items():
             if var.startswith(prefix):
@@ -290,11 +294,13 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
                 if key not in known:
                     raise ConfigError(f"environment {var}: no key {key!r} in [{name}]"
                                       f" (known: {', '.join(sorted(known))})")
-                values[key] = _coerce(f"environment {var}", getattr(defaults, key), value, True)
+                values[key] = _coerce(f"environment {var}", getattr(defaults, key), value, True,
+                                      (name, key) in _ONE_OR_MANY)
         for key, value in (overrides or {}).get(name, {}).items():
             if key not in known:
                 raise ConfigError(f"override: no key {key!r} in [{name}]")
-            values[key] = _coerce(f"override [{name}] {key}", getattr(defaults, key), value, False)
+            values[key] = _coerce(f"override [{name}] {key}", getattr(defaults, key), value, False,
+                                  (name, key) in _ONE_OR_MANY)
         for key, value in values.items():
             _check(name, key, value)
         sections[name] = dataclasses.replace(defaults, **values)

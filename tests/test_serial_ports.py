@@ -10,7 +10,7 @@ import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
 from lib.config import PROJECT_ROOT
-from lib.ingest.serial_port import PortError, find_arduino, resolve_port
+from lib.ingest.serial_port import PortError, find_arduino
 
 
 def port(device: str, vid=None, description="n/a", manufacturer=None) -> ListPortInfo:
@@ -24,7 +24,7 @@ def test_auto_prefers_an_official_arduino_and_says_which(caplog):
              port("/dev/ttyACM1", 0x2341, "Arduino Uno")]
     with caplog.at_level("INFO"):
         assert find_arduino(ports) == "/dev/ttyACM1"
-    assert "chose /dev/ttyACM1 (Arduino Uno)" in caplog.text and "/dev/ttyUSB0" in caplog.text
+    assert "chose /dev/ttyACM1 (Arduino Uno, USB 2341:0000 Arduino)" in caplog.text and "/dev/ttyUSB0" in caplog.text
 
 
 def test_auto_takes_a_clone_by_its_usb_chip_or_name():
@@ -37,12 +37,6 @@ def test_auto_with_no_board_names_the_ports_it_saw():
         find_arduino([port("/dev/ttyS0", description="ttyS0")])
     with pytest.raises(PortError, match="ports seen: none"):
         find_arduino([])
-
-
-def test_port_settings_resolve(tmp_path):
-    link = tmp_path / "run" / "arduino"
-    assert resolve_port("sim", link) == str(link)
-    assert resolve_port("/dev/ttyACM0", link) == "/dev/ttyACM0"
 
 
 def test_permission_denied_is_one_clear_line(tmp_path):

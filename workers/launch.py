@@ -12,6 +12,8 @@ import sys
 
 from lib.config import PROJECT_ROOT, ConfigError, load_config
 from lib.detect.detection import check_detection_config
+from lib.ingest.boards import boards, program_sections
+from lib.ingest.status import PREFIX, SUFFIX
 from lib.runtime import setup_logging
 
 
@@ -20,19 +22,27 @@ def main(argv=None) -> int:
     try:
         config = load_config()
         check_detection_config(config)
+        board_list = boards(config)
     except ConfigError as exc:
         log.error("configuration: %s", exc)
         return 2
     data = config.data_dir
     (data / "logs").mkdir(parents=True, exist_ok=True)
     os.chmod(data, 0o700)
+    # One producer (and simulator) program per board, from [serial] port: supervisord.conf
+    # includes this file. A previous run's status files would show boards no longer read.
+    config.run_dir.mkdir(exist_ok=True)
+    for old in config.run_dir.glob(f"{PREFIX}*{SUFFIX}"):
+        old.unlink()
+    (config.run_dir / "boards.conf").write_text(program_sections(board_list, sys.executable))
     env = dict(os.environ, VIGIE_DATA_DIR=str(data), VIGIE_PATHS_DATA_DIR=str(data))
     supervisord = shutil.which("supervisord", path=str(PROJECT_ROOT / ".venv" / "bin")) or shutil.which("supervisord")
     if not supervisord:
         log.error("supervisord not found: run `make run` (it installs the requirements)")
         return 2
     print(f"\n  Vigie operator page: http://{config.app.address}:{config.app.port}\n"
-          f"  data: {data}   transport: {config.transport.kind}   port: {config.serial.port}\n"
+          f"  data: {data}   transport: {config.transport.kind}\n"
+          f"  boards: {', '.join(b.name if b.name == b.entry else f'{b.name} ({b.entry})' for b in board_list)}\n"
           f"  Ctrl-C stops everything.\n", flush=True)
     # Kafka mode runs several detector workers in one group (supervisord-kafka.conf, docs/kafka.md).
     conf = "supervisord-kafka.conf" if config.transport.kind == "kafka" else "supervisord.conf"

@@ -15,46 +15,76 @@ from serial.tools import list_ports
 
 log = logging.getLogger(__name__)
 
-# USB vendor ids of Arduino boards and of the USB-serial chips their clones use.
-ARDUINO_VIDS = {0x2341, 0x2A03, 0x1A86, 0x0403, 0x10C4, 0x239A}
+# USB vendor ids of Arduino boards, of the USB-serial chips their clones use, and of boards that
+# print to a serial port the same way. Official Arduino boards come first when choosing.
+USB_VENDORS = {
+    0x2341: "Arduino", 0x2A03: "Arduino (arduino.org)",
+    0x1A86: "CH340/CH341 USB-serial (clone boards)", 0x0403: "FTDI USB-serial",
+    0x10C4: "CP210x USB-serial (Silicon Labs)", 0x067B: "PL2303 USB-serial (Prolific)",
+    0x239A: "Adafruit", 0x1B4F: "SparkFun", 0x2E8A: "Raspberry Pi Pico", 0x303A: "Espressif (ESP32)",
+    0x16C0: "Teensy (PJRC)",
+}
+OFFICIAL_VIDS = {0x2341, 0x2A03}
+BY_ID = Path("/dev/serial/by-id")
 
 
 class PortError(RuntimeError):
     """A port that cannot be used, with a message for the operator (never a traceback).
-    `lasting` errors (permission denied, bad settings) do not go away by waiting for the board."""
+    `lasting` errors (permission denied, bad settings) do not go away by waiting for the board;
+    `busy`: another program holds the port (the message names it)."""
 
-    def __init__(self, message: str, lasting: bool = False):
+    def __init__(self, message: str, lasting: bool = False, busy: bool = False):
         super().__init__(message)
         self.lasting = lasting
-
-
-def resolve_port(setting: str, sim_link: Path) -> str:
-    """The device path for a `[serial] port` setting: "sim", "auto" or a path."""
-    if setting == "sim":
-        return str(sim_link)
-    if setting == "auto":
-        return find_arduino()
-    return setting
+        self.busy = busy
 
 
 def arduino_like(port) -> bool:
     """A `list_ports` entry that looks like an Arduino or one of its clones' USB-serial chips."""
-    return (port.vid in ARDUINO_VIDS or "arduino" in f"{port.description} {port.manufacturer}".lower()
+    return (port.vid in USB_VENDORS or "arduino" in f"{port.description} {port.manufacturer}".lower()
             or port.device.startswith(("/dev/ttyACM", "/dev/ttyUSB")))
 
 
-def find_arduino(ports=None) -> str:
-    """The device of the first Arduino-like port (an official board's vendor id first), saying
-    which it chose; a PortError naming every port seen when none fits."""
+def describe(port) -> str:
+    """How the operator recognises a board: its description and USB ids with the vendor's name,
+    e.g. `Arduino Uno, USB 2341:0043 Arduino`."""
+    if port.vid is None:
+        return port.description
+    ids = f"USB {port.vid:04x}:{port.pid or 0:04x}"
+    return f"{port.description}, {ids} {USB_VENDORS.get(port.vid, 'unknown vendor')}"
+
+
+def find_boards(ports=None) -> list:
+    """Every Arduino-like port (`list_ports` entries), official Arduino boards first, then known
+    USB-serial chips, then by name; each group by device path."""
     ports = list(list_ports.comports() if ports is None else ports)
-    fits = sorted((p for p in ports if arduino_like(p)), key=lambda p: (p.vid != 0x2341, p.device))
+    return sorted((p for p in ports if arduino_like(p)),
+                  key=lambda p: (p.vid not in OFFICIAL_VIDS, p.vid not in USB_VENDORS, p.device))
+
+
+def find_arduino(ports=None) -> str:
+    """The device of the first Arduino-like port (see `find_boards`), saying which it chose; a
+    PortError naming every port seen when none fits."""
+    ports = list(list_ports.comports() if ports is None else ports)
+    fits = find_boards(ports)
     if not fits:
         seen = ", ".join(f"{p.device} ({p.description})" for p in ports) or "none"
         raise PortError(f"--port auto: no Arduino-like serial device found; ports seen: {seen}")
     chosen = fits[0]
     others = f" (also fitting: {', '.join(p.device for p in fits[1:])})" if len(fits) > 1 else ""
-    log.info("--port auto chose %s (%s)%s", chosen.device, chosen.description, others)
+    log.info("--port auto chose %s (%s)%s", chosen.device, describe(chosen), others)
     return chosen.device
+
+
+def stable_path(device: str, by_id: Path = BY_ID) -> str:
+    """The board's /dev/serial/by-id/ link when udev made one (it names the board and survives a
+    replug that gives the board another ttyACM number), else the device itself."""
+    try:
+        links = sorted(by_id.iterdir())
+    except OSError:
+        return device
+    real = os.path.realpath(device)
+    return next((str(link) for link in links if os.path.realpath(link) == real), device)
 
 
 def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
