@@ -10,6 +10,7 @@ Environment overrides are `VIGIE_<SECTION>_<KEY>` (for example `VIGIE_SERIAL_BAU
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import tomllib
@@ -185,6 +186,10 @@ _CHOICES = {("transport", "kind"): ("embedded", "kafka"),
 _NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval"), ("events", "quiet_s"),
                  ("events", "quiet_n"), ("events", "critical_score"), ("alerts", "group_wait_s"),
                  ("alerts", "group_interval_s")}
+# VIGIE_ variables that are not settings: the configuration file, the data folder supervisord.conf
+# reads (set by workers.launch), the log level (lib.runtime). Any other VIGIE_ variable must name a
+# setting: a misspelt one would otherwise be ignored and the default used without a word.
+ENV_NOT_SETTINGS = ("VIGIE_CONFIG", "VIGIE_DATA_DIR", "VIGIE_LOG_LEVEL")
 # Lists where one value may be written alone: `port = "/dev/ttyACM0"` as well as `port = [...]`.
 _ONE_OR_MANY = {("serial", "port")}
 
@@ -254,6 +259,28 @@ def _check(section: str, key: str, value: Any) -> None:
             raise ConfigError(f"{where}: must be zero or more, got {value!r}")
 
 
+def _check_environment(env: Mapping[str, str]) -> None:
+    """Every VIGIE_ variable names a setting (or is one of ENV_NOT_SETTINGS); else a ConfigError
+    naming the nearest one.
+
+    >>> try:
+    ...     _check_environment({"VIGIE_DETECTOR_WINDOW": "30"})
+    ... except ConfigError as exc:
+    ...     print(exc)
+    environment VIGIE_DETECTOR_WINDOW: no such setting; did you mean VIGIE_DETECTION_WINDOW? (a setting is VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)
+    """
+    names = {f"VIGIE_{section.upper()}_{f.name.upper()}"
+             for section, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)}
+    names.update(ENV_NOT_SETTINGS)
+    for var in sorted(env):
+        if var.upper().startswith("VIGIE_") and var.upper() not in names:
+            # Compared without the common prefix, which would make any two names look alike.
+            near = difflib.get_close_matches(var.upper()[6:], sorted(n[6:] for n in names), n=1, cutoff=0.6)
+            hint = f"; did you mean VIGIE_{near[0]}?" if near else ""
+            raise ConfigError(f"environment {var}: no such setting{hint} (a setting is"
+                              f" VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)")
+
+
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     """Build the configuration: defaults, then the file, then `VIGIE_*` variables, then `overrides`.
@@ -262,6 +289,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     115200
     """
     env = os.environ if env is None else env
+    _check_environment(env)
     path = Path(path or env.get("VIGIE_CONFIG") or DEFAULT_FILE)
     raw: dict[str, dict[str, Any]] = {}
     if path.exists():
@@ -289,11 +317,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
                                   (name, key) in _ONE_OR_MANY)
         prefix = f"VIGIE_{name.upper()}_"
         for var, value in env.items():
-            if var.startswith(prefix):
+            if var.upper().startswith(prefix):
                 key = var[len(prefix):].lower()
-                if key not in known:
-                    raise ConfigError(f"environment {var}: no key {key!r} in [{name}]"
-                                      f" (known: {', '.join(sorted(known))})")
                 values[key] = _coerce(f"environment {var}", getattr(defaults, key), value, True,
                                       (name, key) in _ONE_OR_MANY)
         for key, value in (overrides or {}).get(name, {}).items():

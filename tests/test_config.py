@@ -1,6 +1,10 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
-from lib.config import ConfigError, load_config
+from lib.config import PROJECT_ROOT, ConfigError, load_config
 from lib.detect.detection import check_detection_config
 
 
@@ -58,3 +62,18 @@ def test_malformed_detection_tables_stop_start_up_with_their_place(detection, ne
     with pytest.raises(ConfigError) as exc:
         check_detection_config(load_config(env={}, overrides={"detection": detection}))
     assert needle in str(exc.value)
+
+
+def test_an_unknown_vigie_variable_stops_start_up_naming_the_nearest_key(tmp_path):
+    """A misspelt variable used to be ignored, and the default used without a word."""
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "workers.launch"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(data), VIGIE_DETECTOR_WINDOW="30"))
+    assert r.returncode == 2
+    assert "environment VIGIE_DETECTOR_WINDOW: no such setting; did you mean VIGIE_DETECTION_WINDOW?" in r.stderr
+    assert "Traceback" not in r.stderr and not data.exists(), "nothing started"
+    # The variables of the programs themselves are not settings, and are let through.
+    assert load_config(env={"VIGIE_CONFIG": "", "VIGIE_DATA_DIR": "/x", "VIGIE_LOG_LEVEL": "DEBUG",
+                            "VIGIE_DETECTION_WINDOW": "30"}).detection.window == 30
+    with pytest.raises(ConfigError, match="VIGIE_SERIALPORT: no such setting; did you mean VIGIE_SERIAL_PORT"):
+        load_config(env={"VIGIE_SERIALPORT": "/dev/ttyACM0"})

@@ -10,7 +10,7 @@ import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
 from lib.config import PROJECT_ROOT
-from lib.ingest.serial_port import PortError, find_arduino
+from lib.ingest.serial_port import PortError, find_arduino, find_boards
 
 
 def port(device: str, vid=None, description="n/a", manufacturer=None) -> ListPortInfo:
@@ -56,3 +56,17 @@ def test_permission_denied_is_one_clear_line(tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"permission denied on {name} (is the user in the 'dialout' group?)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("vid, vendor", [(0x2A03, "Arduino (arduino.org)"), (0x1A86, "CH340/CH341"),
+                                         (0x0403, "FTDI"), (0x10C4, "CP210x"), (0x067B, "PL2303")])
+def test_auto_knows_the_usual_usb_serial_chips_by_vendor_id_and_names_them(vid, vendor, caplog):
+    """Found by vendor id alone (a device name and description that say nothing), and named."""
+    with caplog.at_level("INFO"):
+        assert find_arduino([port("/dev/ttyS0"), port("/dev/cu.board", vid, "USB Serial")]) == "/dev/cu.board"
+    assert f"chose /dev/cu.board (USB Serial, USB {vid:04x}:0000 {vendor}" in caplog.text
+
+
+def test_auto_orders_official_boards_then_known_chips_then_names():
+    ports = [port("/dev/ttyACM0"), port("/dev/ttyUSB1", 0x0403), port("/dev/ttyACM2", 0x2341)]
+    assert [p.device for p in find_boards(ports)] == ["/dev/ttyACM2", "/dev/ttyUSB1", "/dev/ttyACM0"]
