@@ -6,7 +6,7 @@ lib/page/charts.py, comparisons in lib/detect/compare.py, CSV in lib/page/export
 The session, sensors, algorithms and time range chosen in the sidebar are shared by the views that
 declare FILTERS = True; opening a session in Sessions sets them. The page never writes the
 database: labels go to the store through the transport (lib/page/labels.py), and reads go through
-the store (lib.store.storage.read_db).
+the store (lib.store.reader.read_db).
 """
 from __future__ import annotations
 

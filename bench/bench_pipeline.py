@@ -246,11 +246,12 @@ def _proc_name(role: str, worker: int) -> str:
 
 
 def role_store(args) -> dict:
-    import lib.store.storage as storage
+    import lib.store.writer as store_writer
+    from lib.store.schema import init_db
     from lib.store.sink import run_store
     from lib.transport.base import INTERNAL, open_transport
     config = _config(Path(args.dir), None)
-    storage.init_db(config.db_path)
+    init_db(config.db_path)
     transport = open_transport(config)
     consumer = transport.consumer("store", topics=INTERNAL, sensors=True)
     stop = _stop_on_term()
@@ -258,7 +259,7 @@ def role_store(args) -> dict:
     commits: list[np.ndarray] = []
     counts = {"readings": 0, "first_arrival_us": None, "last_commit_us": None}
     progress = Path(args.dir, "stored.txt")
-    real_write = storage.Writer.write
+    real_write = store_writer.Writer.write
 
     def write_and_time(writer, batch, *a, **kw):
         t_write = time.monotonic()
@@ -280,7 +281,7 @@ def role_store(args) -> dict:
             counts["readings"] += len(arrived)
             progress.write_text(str(counts["readings"]))
 
-    storage.Writer.write = write_and_time
+    store_writer.Writer.write = write_and_time
     cpu0 = _cpu_s()
     _join_first(consumer)
     Path(args.dir, "store.ready").touch()
@@ -313,7 +314,7 @@ def role_viewer(args) -> dict:
     from datetime import timedelta
 
     from lib.page import queries
-    from lib.store.storage import read_db
+    from lib.store.reader import read_db
     config = _config(Path(args.dir), None)
     stop = _stop_on_term()
     cpu0 = _cpu_s()

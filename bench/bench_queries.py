@@ -24,7 +24,8 @@ from pathlib import Path
 import duckdb
 
 from lib.page import queries
-from lib.store.storage import SCHEMA, read_db
+from lib.store.reader import read_db
+from lib.store.schema import apply_migrations
 
 SENSORS = 20
 STEP_US = 10_000            # 100 readings/s in all, 5/s per sensor
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp:
         path = Path(tmp) / "vigie.duckdb"
         conn = duckdb.connect(str(path))
-        conn.execute(SCHEMA)
+        apply_migrations(conn)
         conn.close()
         have = 0
         for size in sizes:

@@ -113,7 +113,8 @@ def bench_transport_only(transport, n: int) -> float:
 def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detect.detection import Judge, check_detection_config, run_detector
     from lib.store.sink import run_store
-    from lib.store.storage import init_db, read_db
+    from lib.store.reader import read_db
+    from lib.store.schema import init_db
     check_detection_config(config)
     ensure_topics(transport, (*SENSORS, *INTERNAL))
     init_db(config.db_path)

@@ -2,7 +2,7 @@
 sessions on three days (the newest one live, ending now), three sensors, injected spikes and dips
 with their truth, verdicts of two detectors and a threshold rule, rejects, a gap, and a label.
 
-Written through lib.store.storage like the store writes it. Deterministic for a given `now`.
+Written through lib.store.writer like the store writes it. Deterministic for a given `now`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from lib.store.storage import Batch, init_db, write_batch
+from lib.store.batch import Batch
+from lib.store.schema import init_db
+from lib.store.writer import write_batch
 
 SENSORS = {"humidite": (55.0, 6.0, 0.4), "temperature": (21.0, 2.0, 0.12), "pression": (1013.0, 3.0, 0.3)}
 DETECTORS = ("dbscan", "iforest")

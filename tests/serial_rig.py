@@ -16,7 +16,8 @@ from lib.ingest.protocol import Parsed, parse_line
 from lib.ingest.serial_port import LineSplitter
 from lib.ingest.simulator import PseudoBoard, run_board
 from lib.store.sink import run_store
-from lib.store.storage import init_db, read_db
+from lib.store.reader import read_db
+from lib.store.schema import init_db
 from lib.transport.base import INTERNAL
 from lib.transport.embedded import EmbeddedTransport
 

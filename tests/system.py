@@ -35,7 +35,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
 
 def query(db: Path, sql: str, params=()):
     """Read the DuckDB file the way the app does: read-only, retrying while the store writes."""
-    from lib.store.storage import read_db
+    from lib.store.reader import read_db
     if not Path(db).exists():
         return None
     try:

@@ -10,7 +10,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from lib.config import PROJECT_ROOT, load_config
-from lib.store.storage import read_db
+from lib.store.reader import read_db
 from tests.appdata import prepare
 
 VIEWS = {"Live": "views/live.py", "Compare": "views/compare.py", "Sessions": "views/sessions.py",

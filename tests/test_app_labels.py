@@ -5,7 +5,8 @@ from datetime import datetime
 from lib.config import load_config
 from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
 from lib.store.sink import run_store
-from lib.store.storage import init_db, read_db
+from lib.store.reader import read_db
+from lib.store.schema import init_db
 from lib.transport.base import INTERNAL, LABELS, open_transport
 
 

@@ -118,7 +118,7 @@ def download_csv(page, label: str, saved: Path) -> list[dict]:
 
 def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_path):
     from lib.config import load_config
-    from lib.store.storage import read_db
+    from lib.store.reader import read_db
     from tests.appdata import prepare
     data_dir = tmp_path / "data"
     info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)

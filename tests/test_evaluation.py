@@ -80,10 +80,10 @@ def test_simulated_series_labels_every_value_kind():
 
 
 def test_session_against_truth(tmp_path):
-    from lib.store.storage import SCHEMA
+    from lib.store.schema import apply_migrations
     db = tmp_path / "v.duckdb"
     conn = duckdb.connect(str(db))
-    conn.execute(SCHEMA)
+    apply_migrations(conn)
     conn.execute("INSERT INTO sessions (session_id, started_at) VALUES ('s1', TIMESTAMP '2024-01-01 00:00:00')")
     vals = 20 + np.random.default_rng(1).normal(0, 0.2, 600)
     vals[400] += 10

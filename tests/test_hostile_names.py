@@ -14,7 +14,10 @@ import pytest
 from lib.page import charts, queries
 from lib.ingest.protocol import BAD_TOPIC, Parsed, Rejected, parse_line
 from lib.store.retention import prune
-from lib.store.storage import Batch, init_db, read_db, write_batch
+from lib.store.batch import Batch
+from lib.store.reader import read_db
+from lib.store.schema import init_db
+from lib.store.writer import write_batch
 
 HOSTILE = ["a'b", 'a"b', "x'); DROP TABLE readings; --", "../../etc/passwd", "a b", "é", "<script>alert(1)</script>",
            "%s%n{0}", "a\\b", "line\nbreak", "${jndi:ldap://x}"]

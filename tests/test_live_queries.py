@@ -6,7 +6,10 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from lib.page import queries
-from lib.store.storage import Batch, init_db, read_db, write_batch
+from lib.store.batch import Batch
+from lib.store.reader import read_db
+from lib.store.schema import init_db
+from lib.store.writer import write_batch
 
 T0 = datetime(2026, 11, 28, 12, 0, 0)
 

@@ -20,7 +20,11 @@ import pytest
 from lib.config import PROJECT_ROOT, load_config
 from lib.store.retention import Retention, prune
 from lib.store.sink import write_until_done
-from lib.store.storage import Batch, DatabaseFileError, init_db, open_checked, read_db, write_batch
+from lib.store.batch import Batch
+from lib.store.files import DatabaseFileError
+from lib.store.reader import read_db
+from lib.store.schema import init_db, open_checked
+from lib.store.writer import write_batch
 
 
 def _digest(path) -> str:
@@ -231,7 +235,7 @@ def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_
     def full(writer, batch):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lib.store.storage.Writer.write", full)
+    monkeypatch.setattr("lib.store.writer.Writer.write", full)
     consumer = _Consumer([reading_message("t", "2.5", "s1", 11, now_us)])
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()

@@ -19,7 +19,7 @@ def open_events_from_store(config, log):
     import duckdb
 
     from lib.store.events import open_events
-    from lib.store.storage import read_db
+    from lib.store.reader import read_db
 
     def restore(sensors):
         if not config.db_path.exists():

@@ -9,7 +9,8 @@ from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
 from lib.store.retention import Retention
 from lib.store.sink import run_store
-from lib.store.storage import DatabaseFileError, open_checked
+from lib.store.files import DatabaseFileError
+from lib.store.schema import open_checked
 from lib.transport.base import INTERNAL, open_transport
 
 

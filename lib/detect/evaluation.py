@@ -224,7 +224,7 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
 def session_series(db_path: str | Path, session: str | None = None, min_rows: int = 5) -> list[Series]:
     """One labelled series per sensor of a recorded session (the latest when `session` is None),
     labelled with the simulator's truth rows that fall within the session."""
-    from lib.store.storage import read_db
+    from lib.store.reader import read_db
     with read_db(Path(db_path)) as conn:
         if session is None:
             row = conn.execute("SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1").fetchone()

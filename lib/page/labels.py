@@ -2,7 +2,7 @@
 
 The app never writes the DuckDB file (one writer: workers/store.py). A label travels like every
 other fact: the app sends it on the internal `_vigie.labels` topic, the store files it in the
-`labels` table (lib/store/sink.py, lib/store/storage.py). The latest verdict on a reading wins.
+`labels` table (lib/store/sink.py, lib/store/writer.py). The latest verdict on a reading wins.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each function takes the DuckDB file first (the cache key; tests serve several files from one
 process), then the query's own arguments. All of them go through `ask`, the one place that
-reaches the store (by query name, through `lib.store.storage.read_db`), so the transport of a
+reaches the store (by query name, through `lib.store.reader.read_db`), so the transport of a
 query can change without touching the views. Results are cached with `st.cache_data`: reruns
 and other viewers within the time to live share one read.
 """
@@ -15,7 +15,7 @@ import streamlit as st
 
 from lib.page import queries
 from lib.page.queries import Filters
-from lib.store.storage import read_db
+from lib.store.reader import read_db
 
 #: seconds a result stays fresh: the views that do not refresh by themselves show an "as of" time
 TTL_S = 10.0

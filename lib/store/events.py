@@ -14,41 +14,38 @@ ACTIONS = (ACK, RESOLVE)
 _DETECTOR_COLUMNS = ("sensor", "session_id", "start_seq", "start_ts", "start_value", "end_seq", "end_ts",
                      "peak_seq", "peak_ts", "peak_value", "peak_score", "members", "n_flagged", "max_agree",
                      "severity", "silent", "closed_at", "rev", "baseline")
+# What the events table's line in lib.store.writer.WRITES writes: the detector's columns, the times
+# among them in microseconds, and a snapshot that replaces the stored row only if not older.
+COLUMNS = ("event_id",) + _DETECTOR_COLUMNS
+TIMES = ("start_ts", "end_ts", "peak_ts", "closed_at")
+CONFLICT = ("(event_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _DETECTOR_COLUMNS)
+            + " WHERE excluded.rev >= events.rev")
 
 
-def _table(snapshots) -> pa.Table:
+def snapshot_frame(snapshots) -> pa.Table:
+    """The snapshots (lib.detect.events payloads) as an Arrow table of COLUMNS."""
     rows = list(snapshots)
     col = lambda key: [r.get(key) for r in rows]   # noqa: E731 - a column of the rows
     return pa.table({
         "event_id": pa.array(col("id"), pa.string()), "sensor": pa.array(col("sensor"), pa.string()),
         "session_id": pa.array(col("session"), pa.string()),
-        "start_seq": pa.array(col("start_seq"), pa.int64()), "start_ts_us": pa.array(col("start_ts_us"), pa.int64()),
+        "start_seq": pa.array(col("start_seq"), pa.int64()), "start_ts": pa.array(col("start_ts_us"), pa.int64()),
         "start_value": pa.array(col("start_value"), pa.float64()),
-        "end_seq": pa.array(col("end_seq"), pa.int64()), "end_ts_us": pa.array(col("end_ts_us"), pa.int64()),
-        "peak_seq": pa.array(col("peak_seq"), pa.int64()), "peak_ts_us": pa.array(col("peak_ts_us"), pa.int64()),
+        "end_seq": pa.array(col("end_seq"), pa.int64()), "end_ts": pa.array(col("end_ts_us"), pa.int64()),
+        "peak_seq": pa.array(col("peak_seq"), pa.int64()), "peak_ts": pa.array(col("peak_ts_us"), pa.int64()),
         "peak_value": pa.array(col("peak_value"), pa.float64()),
         "peak_score": pa.array(col("peak_score"), pa.float64()),
         "members": pa.array([",".join(m) for m in col("members")], pa.string()),
         "n_flagged": pa.array(col("n_flagged"), pa.int64()), "max_agree": pa.array(col("max_agree"), pa.int32()),
         "severity": pa.array(col("severity"), pa.string()), "silent": pa.array(col("silent"), pa.bool_()),
-        "closed_ts_us": pa.array(col("closed_ts_us"), pa.int64()), "rev": pa.array(col("rev"), pa.int64()),
+        "closed_at": pa.array(col("closed_ts_us"), pa.int64()), "rev": pa.array(col("rev"), pa.int64()),
         "baseline": pa.array(col("baseline"), pa.float64()),
     })
 
 
-def insert_events(conn, snapshots: dict, actions: list) -> None:
-    """File one batch's event snapshots (id -> payload, the latest of each) and then the
-    operators' actions, in the order they were made."""
-    if snapshots:
-        conn.register("events_df", _table(snapshots.values()))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _DETECTOR_COLUMNS)
-        conn.execute(
-            "INSERT INTO events (event_id, " + ", ".join(_DETECTOR_COLUMNS) + ") SELECT event_id, sensor,"
-            " session_id, start_seq, make_timestamp(start_ts_us), start_value, end_seq, make_timestamp(end_ts_us),"
-            " peak_seq, make_timestamp(peak_ts_us), peak_value, peak_score, members, n_flagged, max_agree,"
-            " severity, silent, make_timestamp(closed_ts_us), rev, baseline FROM events_df"
-            f" ON CONFLICT (event_id) DO UPDATE SET {updates} WHERE excluded.rev >= events.rev")
-        conn.unregister("events_df")
+def apply_actions(conn, actions: list) -> None:
+    """File operators' actions on events, in the order they were made (after the batch's
+    snapshots)."""
     for a in sorted(actions, key=lambda a: a["made_us"]):
         if a["action"] == ACK:
             conn.execute("UPDATE events SET acked_by = ?, acked_at = make_timestamp(?), ack_note = ?"

@@ -8,7 +8,7 @@ one process DuckDB runs reads beside writes (MVCC), so the store keeps the file 
 run and answers queries sent to a Unix socket next to the database file, each on its own cursor,
 while it goes on writing.
 
-`lib.store.storage.read_db` hands callers a `RemoteConnection` when the store answers on the socket, and
+`lib.store.reader.read_db` hands callers a `RemoteConnection` when the store answers on the socket, and
 opens the file read-only when no store runs (tests, tools, a stopped system). Both offer what the
 read side uses: `execute(sql, params)` and then `.df()`, `.fetchall()` or `.fetchone()`.
 

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from lib.store.storage import _connect
+from lib.store.files import connect
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def prune(db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str
     stamp = f"{older_than:%Y%m%dT%H%M%S}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     removed: dict[str, int] = {}
     renames: list[tuple[Path, Path]] = []
-    conn = _connect(Path(db_path), False, wait_s)
+    conn = connect(Path(db_path), False, wait_s)
     try:
         conn.execute("BEGIN")
         for table in TABLES:

@@ -1,12 +1,16 @@
-"""The store's side of the transport: turn consumed messages into a `storage.Batch`."""
+"""The store's side of the transport: turn consumed messages into a `Batch`."""
 from __future__ import annotations
 
 import logging
 import time
 
-from lib.store.readserver import ReadServer
+import duckdb
+
 from lib.states import CODE_OF_STATE
-from lib.store.storage import Batch, Writer
+from lib.store.batch import Batch
+from lib.store.files import DatabaseFileError, is_corruption, is_disk_full
+from lib.store.readserver import ReadServer
+from lib.store.writer import Writer
 from lib.transport.base import EVENTS, LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
@@ -139,9 +143,6 @@ def write_until_done(db_path, batch, stop, write) -> bool:
     backoff: the batch is not committed on the transport, so nothing is lost while the store waits
     (the transport holds the readings; the store holds at most one batch in memory). A foreign or
     damaged file raises DatabaseFileError, which stops the store."""
-    import duckdb
-
-    from lib.store.storage import DatabaseFileError, is_corruption, is_disk_full
     backoff, failed_since, attempts = WRITE_BACKOFF_START_S, None, 0
     while True:
         try:

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from lib.config import PROJECT_ROOT
-from lib.store.storage import open_checked
+from lib.store.schema import open_checked
 from tests.faults.common import (assert_exactly_once, count, ledger_lines, lost_and_duplicated, report, sim_env,
                                  wait_all_judged)
 from tests.system import System, wait_for
@@ -24,7 +24,7 @@ RATE = 100.0
 READER = """
 import sys, time
 from pathlib import Path
-from lib.store.storage import read_db
+from lib.store.reader import read_db
 path, seconds = Path(sys.argv[1]), float(sys.argv[2])
 print("reading", flush=True)
 end, n = time.monotonic() + seconds, 0

@@ -1,0 +1,48 @@
+"""The read side: a short-lived connection for queries, wherever the file is held.
+
+DuckDB lets no other process open the file while the store holds it for writing, so reads go
+through the store when it runs (it answers on a socket: lib.store.readserver) and open the file
+read-only otherwise (tests, tools, a stopped system).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from lib.store.files import connect, is_lock_error
+from lib.store.readserver import RemoteConnection, socket_path
+
+
+@contextmanager
+def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived read connection: through the store when it runs (it holds the file; see
+    lib.store.readserver), else the file opened read-only, retried while another process holds it."""
+    path = Path(path)
+    sock = socket_path(path)
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        conn = None
+        if sock.exists():
+            try:
+                conn = RemoteConnection(sock)
+            except OSError:
+                pass   # a socket left by a store that was killed: read the file
+        if conn is None:
+            try:
+                conn = connect(path, True, 0.0)
+            except duckdb.Error as exc:
+                if not is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+        if conn is not None:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    try:
+        yield conn
+    finally:
+        conn.close()
