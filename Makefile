@@ -12,11 +12,16 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# Debian packages the tests need: chromium for the real-browser test of the page.
+# Debian packages the tests need: chromium for the real-browser test of the page, g++ to compile
+# the example Arduino sketch against a stand-in for the Arduino API.
 system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  echo "installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if ! command -v g++ >/dev/null 2>&1; then \
+	  echo "installing Debian's g++ for the example sketch's test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
 	fi
 
 run: $(STAMP)
