@@ -17,7 +17,9 @@ from lib.states import STATE_ANOMALY
 
 
 def jaccard(n11: int, n10: int, n01: int, n00: int = 0) -> float:
-    """>>> jaccard(2, 1, 1)
+    """Share of the readings either rater flagged that both flagged.
+
+    >>> jaccard(2, 1, 1)
     0.5
     """
     either = n11 + n10 + n01

@@ -13,6 +13,9 @@ import math
 
 from lib.detect.detectors.base import Detector
 
+_MAX_R = 1e6        # a residual beyond this many deviations is certain: keep sums finite
+_MAX_VAR = 1e300    # readings near the float limit: squared differences overflow to inf
+
 
 class CUSUMDetector(Detector):
     """Parameters: `alpha` (baseline adaptation per reading), `k` (slack, in deviations), `h`
@@ -45,7 +48,8 @@ class CUSUMDetector(Detector):
 
     def _residual(self, x: float) -> float:
         sd = math.sqrt(self._var) if self._var > 0 else max(abs(self._mean) * 1e-3, 1e-6)
-        return (x - self._mean) / sd
+        r = (x - self._mean) / sd
+        return max(-_MAX_R, min(_MAX_R, r))
 
     def _sums(self, x: float) -> tuple[float, float]:
         r = self._residual(x)
@@ -58,15 +62,16 @@ class CUSUMDetector(Detector):
     def learn_one(self, x: float) -> None:
         if self.seen < self.warmup:
             # plain running mean and variance while warming up: every early reading counts alike
+            # written as weighted means so that readings near the float limit stay finite
             n = self.seen + 1
-            delta = x - self._mean
-            self._mean += delta / n
-            self._var += (delta * (x - self._mean) - self._var) / n
+            old = self._mean
+            self._mean = old * (1 - 1 / n) + x / n
+            self._var = min(_MAX_VAR, self._var * (1 - 1 / n) + min(_MAX_VAR, abs(x - old) * abs(x - self._mean)) / n)
         else:
             self._pos, self._neg = self._sums(x)
             if max(self._pos, self._neg) > self.h:
                 self._pos = self._neg = 0.0
-            delta = x - self._mean
-            self._mean += self.alpha * delta
-            self._var = (1 - self.alpha) * (self._var + self.alpha * delta * delta)
+            delta = min(abs(x - self._mean), math.sqrt(_MAX_VAR))
+            self._mean = (1 - self.alpha) * self._mean + self.alpha * x
+            self._var = min(_MAX_VAR, (1 - self.alpha) * (self._var + self.alpha * delta * delta))
         self.seen += 1

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detect.detectors.base import Detector
-from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
+from lib.detect.detectors.window import WindowDetector, standardise_rows
 
 
 def new_point_distance(window: np.ndarray, x: float, eps: float, min_samples: int) -> float:
@@ -35,12 +34,6 @@ def new_point_distance(window: np.ndarray, x: float, eps: float, min_samples: in
     if n_x >= min_samples:
         return 0.0
     return float(np.min(np.abs(pts[core] - x)))
-
-
-def dbscan_score(distance: float, eps: float) -> float:
-    if distance <= eps:
-        return 0.5 * distance / eps
-    return 1.0 - 0.5 * eps / distance
 
 
 def new_point_distances(windows: np.ndarray, xs: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
@@ -61,9 +54,9 @@ def dbscan_scores(distances: np.ndarray, eps: float) -> np.ndarray:
     return np.where(distances <= eps, 0.5 * distances / eps, far)
 
 
-class DBSCANDetector(WindowDetectorMixin, Detector):
-    """Parameters: `window` (previous readings, the seed's 20), `eps` in robust units, `min_samples`
-    (counting the point itself, as scikit-learn does).
+class DBSCANDetector(WindowDetector):
+    """Parameters: `window` (previous readings, 20 as in the original program), `eps` in robust
+    units, `min_samples` (counting the point itself, as scikit-learn does).
 
     >>> d = DBSCANDetector(window=20)
     >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(20)])
@@ -72,29 +65,16 @@ class DBSCANDetector(WindowDetectorMixin, Detector):
     """
     name = "dbscan"
     default_threshold = 0.5
-    seed_window = True
 
     def __init__(self, window: int = 20, eps: float = 1.0, min_samples: int = 4):
-        self.window_size, self.eps, self.min_samples = window, eps, min_samples
-        self.warmup = window
-        self.seen = 0
-        self._window = Window(window)
-
-    def score_one(self, x: float) -> float:
-        values = self._window.values()
-        centre, spread = robust_scale(values)
-        d = new_point_distance((values - centre) / spread, (x - centre) / spread, self.eps, self.min_samples)
-        return dbscan_score(d, self.eps)
-
-    def learn_one(self, x: float) -> None:
-        self._window.push(x)
-        self.seen += 1
+        if not eps > 0 or min_samples < 1:
+            raise ValueError(f"eps must be positive and min_samples at least 1, got {eps!r}, {min_samples!r}")
+        super().__init__(window)
+        self.eps, self.min_samples = eps, min_samples
 
     def _row_params(self) -> tuple:
         return (self.eps, self.min_samples)
 
-    def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        centre, spread = robust_scale_rows(prev)
-        d = new_point_distances((prev - centre[:, None]) / spread[:, None], (xs - centre) / spread,
-                                self.eps, self.min_samples)
-        return dbscan_scores(d, self.eps)
+    def _score_rows(self, prev: np.ndarray, xs: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        p, q = standardise_rows(prev, xs)
+        return dbscan_scores(new_point_distances(p, q, self.eps, self.min_samples), self.eps)

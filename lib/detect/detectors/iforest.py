@@ -42,8 +42,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from lib.detect.detectors.base import Detector
-from lib.detect.detectors.window import (Window, learn_cold, robust_scale, robust_scale_rows, sliding_previous,
-                                  stacked_previous)
+from lib.detect.detectors.window import WindowDetector, robust_scale, sliding_previous, standardise_rows
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -172,8 +171,9 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
 _C_TABLE = average_path_length(np.arange(257))
 
 
-class IsolationForestDetector(Detector):
-    """Parameters: `window`, `n_estimators`, `refit_every` (readings between refits), `seed`.
+class IsolationForestDetector(WindowDetector):
+    """Parameters: `window`, `n_estimators`, `refit_every` (readings between refits, method
+    "table" only), `seed`, `method`.
 
     >>> d = IsolationForestDetector(window=20, n_estimators=50)
     >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(20)])
@@ -182,7 +182,7 @@ class IsolationForestDetector(Detector):
     """
     name = "iforest"
     default_threshold = 0.6
-    seed_window = True
+    _chunk = 1024
 
     def __init__(self, window: int = 20, n_estimators: int = 100, refit_every: int = 1000, seed: int = 0,
                  method: str = "paths"):
@@ -190,13 +190,23 @@ class IsolationForestDetector(Detector):
             raise ValueError(f"refit_every must be at least 1, got {refit_every}")
         if method not in ("paths", "table"):
             raise ValueError(f"method must be 'paths' or 'table', got {method!r}")
-        self.window_size, self.n_estimators, self.refit_every, self.seed = window, n_estimators, refit_every, seed
-        self.method = method
-        self.warmup = window
-        self.seen = 0
-        self._window = Window(window)
+        if n_estimators < 1:
+            raise ValueError(f"n_estimators must be at least 1, got {n_estimators}")
+        super().__init__(window)
+        self.n_estimators, self.refit_every, self.seed, self.method = n_estimators, refit_every, seed, method
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._since_fit = 0
+
+    def _row_params(self) -> tuple:
+        return (self.n_estimators, self.seed)
+
+    def _score_rows(self, prev: np.ndarray, xs: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        # isolation trees split uniformly between a node's extremes: robust units change nothing
+        # but keep readings near the float limit finite
+        p, q = standardise_rows(prev, xs)
+        return sampled_path_scores(p, q, self.n_estimators, self.seed, numbers)
+
+    # --- method "table": a kept scikit-learn forest, refitted every `refit_every` readings ---
 
     def _fit(self) -> None:
         model = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed)
@@ -211,53 +221,33 @@ class IsolationForestDetector(Detector):
 
     def score_one(self, x: float) -> float:
         if self.method == "paths":
-            return float(sampled_path_scores(self._window.values()[None, :], np.array([x]),
-                                             self.n_estimators, self.seed, self.seen)[0])
+            return super().score_one(x)
         if self._due():
             self._fit()
         centre, spread = robust_scale(self._window.values())
         return float(table_scores(self._table, np.array([(x - centre) / spread]))[0])
 
     def learn_one(self, x: float) -> None:
-        self._window.push(x)
-        self.seen += 1
+        super().learn_one(x)
         self._since_fit += 1
 
     @classmethod
     def score_learn_groups(cls, groups):
-        """With method "paths", every sensor's ready readings go through one `sampled_path_scores`
-        call per 1,024 rows: its cost is mostly per call at a poll's 50 readings per sensor."""
+        """Method "paths" goes through the window detectors' batched path; method "table" sensor
+        by sensor (`score_learn_many`)."""
         out: list = [None] * len(groups)
-        pending: dict[tuple, list] = {}
-        tables = [(k, det, xs) for k, (det, xs) in enumerate(groups) if det.method != "paths"]
-        for (k, _, _), result in zip(tables, super().score_learn_groups([(det, xs) for _, det, xs in tables])):
+        paths = [k for k, (det, _) in enumerate(groups) if det.method == "paths"]
+        for k, result in zip(paths, super().score_learn_groups([groups[k] for k in paths])):
             out[k] = result
         for k, (det, xs) in enumerate(groups):
             if det.method != "paths":
-                continue
-            out[k], warm = learn_cold(det, xs)
-            if len(warm):
-                pending.setdefault((det.window_size, det.n_estimators, det.seed), []).append((k, det, warm))
-        for (size, n_trees, seed), items in pending.items():
-            prev = stacked_previous([det._window.values() for _, det, _ in items], [warm for *_, warm in items], size)
-            xs_all = np.concatenate([warm for *_, warm in items])
-            numbers = np.concatenate([det.seen + np.arange(len(warm)) for _, det, warm in items])
-            scores = np.concatenate([sampled_path_scores(prev[i:i + 1024], xs_all[i:i + 1024], n_trees, seed,
-                                                         numbers[i:i + 1024]) for i in range(0, len(xs_all), 1024)])
-            at = 0
-            for k, det, warm in items:
-                out[k][1][len(out[k][1]) - len(warm):] = scores[at:at + len(warm)]
-                at += len(warm)
-                for x in warm:
-                    det.learn_one(float(x))
+                out[k] = Detector.score_learn_groups.__func__(cls, [(det, xs)])[0]
         return out
 
     def score_learn_many(self, xs):
-        """Method "paths": as `score_learn_groups` for this one sensor. Method "table": readings
-        between two refits are scored together with one table look-up."""
+        """Method "table": readings between two refits are scored together with one table look-up."""
         if self.method == "paths":
-            ready, scores = type(self).score_learn_groups([(self, xs)])[0]
-            return list(zip(ready.tolist(), scores.tolist()))
+            return super().score_learn_many(xs)
         xs = np.asarray(xs, dtype=float)
         out: list[tuple[bool, float]] = []
         i = 0
@@ -271,8 +261,9 @@ class IsolationForestDetector(Detector):
                 self._fit()
             n = min(self.refit_every - self._since_fit, len(xs) - i)
             seg = xs[i:i + n]
-            centre, spread = robust_scale_rows(sliding_previous(self._window.values(), seg, self.window_size))
-            out.extend((True, float(s)) for s in table_scores(self._table, (seg - centre) / spread))
+            prev = sliding_previous(self._window.values(), seg, self.window_size)
+            p, q = standardise_rows(prev, seg)
+            out.extend((True, float(s)) for s in table_scores(self._table, q))
             for x in seg:
                 self.learn_one(float(x))
             i += n

@@ -1,34 +1,41 @@
-"""Forecast residual with an anomaly likelihood: the strong streaming detector.
+"""Forecast residual with an anomaly likelihood.
 
 Two stages, after Numenta's anomaly likelihood (Ahmad et al., "Unsupervised real-time anomaly
-detection for streaming data", 2017), which is much of why their detectors top NAB:
+detection for streaming data", 2017):
 1. A raw surprise per reading: the absolute error of a naive forecast (the median of the last
-   `horizon` readings) in robust units of the recent errors (median/MAD of the last `memory`
-   errors). Errors, not values, are scaled, so a daily cycle or a trend costs nothing once the
-   forecast follows it.
-2. The likelihood that the recent surprise is unusual for this series: the mean surprise of the
-   last `short` readings against the mean and deviation of surprises over the last `memory`
-   readings, as a normal tail probability. A series that is always jumpy (tweets, CPU) raises
-   its own bar; a quiet one flags a small change. The score is the tail on a log scale,
-   `z / (z + 4.26)` of the tail's normal deviate z: 0.5 is a one-in-100,000 surprise.
+   `horizon` readings, so one spike does not make its neighbour look wrong too) in robust units
+   of the recent errors (median/MAD of the last `memory` errors). Errors, not values, are scaled,
+   so a daily cycle or a trend costs nothing once the forecast follows it.
+2. How unusual that surprise is for this series: the reading's own surprise, and the mean surprise
+   of the last `short` readings (a lasting change made of small steps), each against the mean and
+   deviation of surprises over the last `memory` readings; the larger of the two deviates, z.
+   A series that is always jumpy raises its own bar; a quiet one flags a small change. The score
+   is `z / (z + 4.26)`: 0.5 at z = 4.26, a one-in-100,000 normal tail. After an alarm, only a
+   larger surprise within `suppress` readings counts (`Suppression`), so one event is one alarm.
 
 Memory is long on purpose (`memory` readings, default 1000): twenty readings are too little
-context for real series. Scores count from `warmup` readings (300) on, and the statistics keep
-filling up to `memory`; a restarted worker feeds `history` (memory + horizon) readings, which
-rebuilds the state exactly.
+context for real series. Scores count from `warmup` readings (300) on; a restarted worker feeds
+`history` (memory + horizon) readings, which rebuilds the state.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
 
 from lib.detect.detectors.base import Detector
+from lib.detect.detectors.suppress import Suppression
+
+_ALARM_Z = 4.26
+_MAX_Z = 1e6          # a surprise beyond this is certain: keep z (and the score) finite
+_MAX_ERROR = 1e300    # readings near the float limit: their differences overflow to inf
 
 
 class LikelihoodDetector(Detector):
     """Parameters: `horizon` (readings the forecast is the median of), `memory` (readings of
-    errors and surprises kept), `short` (readings averaged into the recent surprise), `warmup`.
+    errors and surprises kept), `short` (readings averaged into the recent surprise), `suppress`
+    (readings after an alarm when only a larger surprise counts), `warmup`.
 
     >>> d = LikelihoodDetector(warmup=60)
     >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(60)])
@@ -38,13 +45,13 @@ class LikelihoodDetector(Detector):
     name = "likelihood"
     default_threshold = 0.5
 
-    def __init__(self, horizon: int = 1, memory: int = 1000, short: int = 3, suppress: int = 10,
+    def __init__(self, horizon: int = 3, memory: int = 1000, short: int = 3, suppress: int = 10,
                  warmup: int = 300):
-        if min(horizon, memory, short) < 1 or suppress < 0:
-            raise ValueError("horizon, memory and short must be at least 1, suppress at least 0")
+        if min(horizon, memory, short, warmup) < 1 or suppress < 0:
+            raise ValueError("horizon, memory, short and warmup must be at least 1, suppress at least 0")
         self.horizon, self.memory, self.short, self.warmup = horizon, memory, short, warmup
         self.suppress = suppress
-        self._zs: deque[float] = deque(maxlen=max(suppress, 1))
+        self._suppression = Suppression(suppress, _ALARM_Z)
         self.seen = 0
         self._recent: deque[float] = deque(maxlen=horizon)
         self._errors: deque[float] = deque(maxlen=memory)
@@ -57,37 +64,38 @@ class LikelihoodDetector(Detector):
     def history(self) -> int:
         return max(self.warmup, self.memory + self.horizon)
 
-    def _surprise(self, x: float) -> float:
+    def _error(self, x: float) -> float | None:
         if not self._recent:
+            return None
+        e = abs(x - float(np.median(self._recent)))
+        return e if e < _MAX_ERROR else _MAX_ERROR
+
+    def _surprise(self, e: float | None) -> float:
+        if e is None:
             return 0.0
-        err = abs(x - float(np.median(self._recent)))
         med, mad = self._scale
-        return max(0.0, (err - med) / mad)
+        return min(_MAX_Z, max(0.0, (e - med) / mad))
+
+    def _z(self, s: float) -> float:
+        mean, sd = self._stats
+        z_now = (s - mean) / sd
+        if self.short > 1:
+            recent = list(self._surprises)[-(self.short - 1):]
+            avg = (s + sum(recent)) / (1 + len(recent))
+            # a mean of n surprises varies sqrt(n) times less than one surprise
+            z_now = max(z_now, (avg - mean) / sd * math.sqrt(1 + len(recent)))
+        return min(z_now, _MAX_Z)
 
     def score_one(self, x: float) -> float:
-        z = self._z(x)
-        if self.suppress and self._zs:
-            # an anomaly already reported in the last `suppress` readings: only a surprise beyond
-            # it is news, so one event raises one alarm rather than a run of them (NAB, and an
-            # operator, count each further alarm outside the event as a false positive)
-            z = min(z, z - max(self._zs) + 4.26) if max(self._zs) > 4.26 else z
-        return max(0.0, z) / (max(0.0, z) + 4.26)
-
-    def _z(self, x: float) -> float:
-        s = self._surprise(x)
-        recent = list(self._surprises)[-(self.short - 1):] if self.short > 1 else []
-        avg = (s + sum(recent)) / (1 + len(recent))
-        mean, sd = self._stats
-        # z itself, squashed by the caller: the same order as the tail probability without its
-        # saturation (which would tie every large surprise at 1); 0.5 at z = 4.26, one in 100,000
-        return (avg - mean) / sd
+        z = max(0.0, self._suppression.apply(self._z(self._surprise(self._error(x)))))
+        return z / (z + _ALARM_Z)
 
     def learn_one(self, x: float) -> None:
-        if self.suppress:
-            self._zs.append(self._z(x))
-        s = self._surprise(x)
-        if self._recent:
-            self._errors.append(abs(x - float(np.median(self._recent))))
+        e = self._error(x)
+        s = self._surprise(e)
+        self._suppression.learn(self._z(s))
+        if e is not None:
+            self._errors.append(e)
         self._surprises.append(s)
         self._recent.append(x)
         self.seen += 1

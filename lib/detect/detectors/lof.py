@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detect.detectors.base import Detector
-from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale_rows
+from lib.detect.detectors.window import WindowDetector, standardise_rows
 
 _TINY = 1e-3  # in robust units: distances below this count as this (ties in quantised readings)
 
 
 def lof_scores(windows: np.ndarray, xs: np.ndarray, k: int) -> np.ndarray:
     """LOF score of each x against its window: windows (n, w), xs (n,)."""
-    centre, spread = robust_scale_rows(windows)
-    p = (windows - centre[:, None]) / spread[:, None]
-    q = (xs - centre) / spread
+    p, q = standardise_rows(windows, xs)
     n, w = p.shape
     k = min(k, w - 1)
     d = np.abs(p[:, :, None] - p[:, None, :])                       # (n, w, w)
@@ -40,7 +37,7 @@ def lof_scores(windows: np.ndarray, xs: np.ndarray, k: int) -> np.ndarray:
     return np.clip(1.0 - 1.0 / lof, 0.0, 1.0)
 
 
-class LOFDetector(WindowDetectorMixin, Detector):
+class LOFDetector(WindowDetector):
     """Parameters: `window` (previous readings), `k` (neighbours).
 
     >>> d = LOFDetector(window=20)
@@ -50,26 +47,16 @@ class LOFDetector(WindowDetectorMixin, Detector):
     """
     name = "lof"
     default_threshold = 0.5
-    seed_window = True
     _chunk = 1024
 
     def __init__(self, window: int = 20, k: int = 5):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        self.window_size, self.k = window, k
-        self.warmup = window
-        self.seen = 0
-        self._window = Window(window)
-
-    def score_one(self, x: float) -> float:
-        return float(lof_scores(self._window.values()[None, :], np.array([x]), self.k)[0])
-
-    def learn_one(self, x: float) -> None:
-        self._window.push(x)
-        self.seen += 1
+        super().__init__(window)
+        self.k = k
 
     def _row_params(self) -> tuple:
         return (self.k,)
 
-    def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    def _score_rows(self, prev: np.ndarray, xs: np.ndarray, numbers: np.ndarray) -> np.ndarray:
         return lof_scores(prev, xs, self.k)

@@ -1,7 +1,12 @@
 """The seed's FIFO: the last `size` readings, as a numpy array when a detector needs one."""
 from __future__ import annotations
 
+import abc
+from typing import ClassVar
+
 import numpy as np
+
+from lib.detect.detectors.base import Detector
 
 
 class Window:
@@ -81,6 +86,33 @@ def robust_scale_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, spread
 
 
+# Readings near the float limit (a sensor sending +-1.7e308) overflow the differences that robust
+# units are made of, and inf / inf is nan, which compares as "normal". Rows holding such readings
+# are first divided by a power of two (exact, and robust units do not depend on the scale).
+_HUGE = 2.0 ** 500
+_SHRINK = 2.0 ** -600
+_FAR = 1e12
+
+
+def standardise_rows(rows: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of previous readings (n, w) and its new reading xs (n,) in robust units of the row
+    (centred on its median, divided by its spread), finite for any finite input.
+
+    >>> p, q = standardise_rows(np.array([[1.0, 2.0, 3.0], [-1.7e308, 1.7e308, -1.7e308]]), np.array([10.0, 1.7e308]))
+    >>> bool(np.isfinite(p).all() and np.isfinite(q).all()), float(q[0]) > 5
+    (True, True)
+    """
+    peak = np.maximum(np.max(np.abs(rows), axis=1), np.abs(xs))
+    if (peak > _HUGE).any():
+        factor = np.where(peak > _HUGE, _SHRINK, 1.0)
+        rows, xs = rows * factor[:, None], xs * factor
+    centre, spread = robust_scale_rows(rows)
+    with np.errstate(over="ignore"):
+        p, q = (rows - centre[:, None]) / spread[:, None], (xs - centre) / spread
+    # beyond a trillion deviations a reading is as odd as it gets: bounded, so scores stay finite
+    return np.clip(p, -_FAR, _FAR), np.clip(q, -_FAR, _FAR)
+
+
 def learn_cold(det, xs) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """Learn the readings that come before `det` is ready (they are "initializing"); returns the
     (ready, scores) arrays to fill in for all of `xs`, and the readings left to score."""
@@ -92,37 +124,64 @@ def learn_cold(det, xs) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     return (np.arange(len(xs)) >= cold, np.zeros(len(xs))), xs[cold:]
 
 
-class WindowDetectorMixin:
-    """`score_learn_many` for window detectors: readings scored before the window is full go one
-    at a time; the rest are scored together by `_score_rows(previous, xs)` on (n, w) windows, for
-    one sensor or (`score_learn_groups`) for every sensor of a poll at once."""
+class WindowDetector(Detector):
+    """A detector that judges each reading against the `window` readings before it, as the
+    original program's FIFO did. The base owns the window, the warm-up (the window must be full)
+    and the batched path; a subclass only says how to score rows of previous readings:
+    `_score_rows(previous, xs, numbers)` with `previous` an (n, window) array, `xs` the n readings
+    and `numbers` each reading's number in its sensor's stream (for detectors whose random draws
+    must not depend on how readings were batched).
 
-    _chunk = 4096
+    Readings scored before the window is full go one at a time; the rest are scored together, for
+    one sensor or (`score_learn_groups`) for every sensor of a poll at once, in one call per
+    `_chunk` rows: at 100 sensors a call per sensor cost more than the scoring itself."""
 
-    def score_learn_many(self, xs):
-        ready, scores = type(self).score_learn_groups([(self, xs)])[0]
-        return list(zip(ready.tolist(), scores.tolist()))
+    seed_window: ClassVar[bool] = True
+    _chunk: ClassVar[int] = 4096
+
+    def __init__(self, window: int):
+        if int(window) != window or window < 2:
+            raise ValueError(f"window must be an integer of at least 2, got {window!r}")
+        self.window_size = int(window)
+        self.warmup = self.window_size
+        self.seen = 0
+        self._window = Window(self.window_size)
+
+    @abc.abstractmethod
+    def _score_rows(self, previous: np.ndarray, xs: np.ndarray, numbers: np.ndarray) -> np.ndarray: ...
 
     def _row_params(self) -> tuple:
         """What `_score_rows` depends on besides the rows: detectors agreeing on it are scored together."""
         return ()
 
+    def score_one(self, x: float) -> float:
+        return float(self._score_rows(self._window.values()[None, :], np.array([x], dtype=float),
+                                      np.array([self.seen]))[0])
+
+    def learn_one(self, x: float) -> None:
+        self._window.push(x)
+        self.seen += 1
+
+    def score_learn_many(self, xs):
+        ready, scores = type(self).score_learn_groups([(self, xs)])[0]
+        return list(zip(ready.tolist(), scores.tolist()))
+
     @classmethod
     def score_learn_groups(cls, groups):
-        """Every sensor's ready readings as rows of one (n, w) array per parameter set, scored by
-        one `_score_rows` call per `_chunk` rows, then learnt sensor by sensor."""
         out: list = [None] * len(groups)
         pending: dict[tuple, list] = {}
         for k, (det, xs) in enumerate(groups):
             out[k], warm = learn_cold(det, xs)
             if len(warm):
-                pending.setdefault((det._window.size, det._row_params()), []).append((k, det, warm))
+                pending.setdefault((det.window_size, det._row_params()), []).append((k, det, warm))
         for (size, _), items in pending.items():
             prev = stacked_previous([det._window.values() for _, det, _ in items], [warm for *_, warm in items], size)
             xs_all = np.concatenate([warm for *_, warm in items])
+            numbers = np.concatenate([det.seen + np.arange(len(warm)) for _, det, warm in items])
             scorer = items[0][1]
-            scores_all = np.concatenate([scorer._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk])
-                                         for i in range(0, len(xs_all), cls._chunk)])
+            scores_all = np.concatenate([
+                scorer._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk], numbers[i:i + cls._chunk])
+                for i in range(0, len(xs_all), cls._chunk)])
             at = 0
             for k, det, warm in items:
                 out[k][1][len(out[k][1]) - len(warm):] = scores_all[at:at + len(warm)]

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.detect.detectors.base import Detector
-from lib.detect.detectors.window import Window, WindowDetectorMixin, robust_scale, robust_scale_rows
+from lib.detect.detectors.window import WindowDetector, standardise_rows
 
 
 def z_to_score(z):
     return z / (z + 3.0)
 
 
-class RobustZScoreDetector(WindowDetectorMixin, Detector):
-    """Parameters: `window` (previous readings; longer than the seed's so a daily cycle or a
-    noisy plateau is part of "normal").
+class RobustZScoreDetector(WindowDetector):
+    """Parameters: `window` (previous readings; longer than the original program's 20 so a daily
+    cycle or a noisy plateau is part of "normal").
 
     >>> d = RobustZScoreDetector(window=20)
     >>> d.learn_many([10.0 + 0.1 * (i % 5) for i in range(20)])
@@ -28,21 +27,10 @@ class RobustZScoreDetector(WindowDetectorMixin, Detector):
     """
     name = "zscore"
     default_threshold = 0.5
+    seed_window = False
 
     def __init__(self, window: int = 200):
-        self.window_size = window
-        self.warmup = window
-        self.seen = 0
-        self._window = Window(window)
+        super().__init__(window)
 
-    def score_one(self, x: float) -> float:
-        centre, spread = robust_scale(self._window.values())
-        return float(z_to_score(abs(x - centre) / spread))
-
-    def learn_one(self, x: float) -> None:
-        self._window.push(x)
-        self.seen += 1
-
-    def _score_rows(self, prev: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        centre, spread = robust_scale_rows(prev)
-        return z_to_score(np.abs(xs - centre) / spread)
+    def _score_rows(self, prev: np.ndarray, xs: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        return z_to_score(np.abs(standardise_rows(prev, xs)[1]))
