@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from lib.detect.detectors.base import Detector
+from lib.detect.detectors.suppress import Suppression
 
 _ALARM_Z = 4.26
 
@@ -49,7 +50,7 @@ class EnsembleDetector(Detector):
         self.seen = 0
         self._past = [deque(maxlen=memory) for _ in self._dets]    # members' recent scores
         self._stats = [(0.0, 1.0) for _ in self._dets]
-        self._zs: deque[float] = deque(maxlen=max(suppress, 1))
+        self._suppression = Suppression(suppress, _ALARM_Z)
         self._since = 0
 
     @property
@@ -64,17 +65,13 @@ class EnsembleDetector(Detector):
             return float(max(scores))
         if self.combine == "mean":
             return float(np.mean(scores))
-        z = self._z(scores)
-        if self.suppress and self._zs and max(self._zs) > _ALARM_Z:
-            z = min(z, z - max(self._zs) + _ALARM_Z)
-        z = max(0.0, z)
+        z = max(0.0, self._suppression.apply(self._z(scores)))
         return z / (z + _ALARM_Z)
 
     def _learn_scores(self, scores) -> None:
         if self.combine != "surprise":
             return
-        if self.suppress:
-            self._zs.append(self._z(scores))
+        self._suppression.learn(self._z(scores))
         for past, s in zip(self._past, scores):
             past.append(s)
         self._since += 1
