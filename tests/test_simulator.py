@@ -91,6 +91,11 @@ def test_same_seed_same_lines_other_seed_other_lines():
     ({"sensors": {"s": {}}, "anomalies": [{"kind": "meteor", "sensor": "s"}]}, "unknown kind"),
     ({"sensors": {"s": {}}, "anomalies": [{"kind": "spike", "sensor": "t"}]}, "no sensor 't'"),
     ({"sensors": {"s": {}}, "rate": -1}, "rate must be"),
+    ({"sensors": {"s": {"adc_bits": 10}}}, "adc_bits needs adc_max above adc_min"),
+    ({"sensors": {"s": {"setpoints": [1.0], "setpoint_every_s": 60}}}, "needs two setpoints"),
+    ({"sensors": {"s": {"setpoints": [1.0, "high"]}}}, "setpoints must be a list of finite numbers"),
+    ({"sensors": {"s": {"drift_s": 0}}}, "drift_s out of range"),
+    ({"sensors": {"s": {}}, "spacing_s": -1}, "spacing_s must be"),
 ])
 def test_bad_scenarios_say_what_is_wrong(raw, message):
     with pytest.raises(ScenarioError, match=message.replace("[", r"\[")):
@@ -210,3 +215,43 @@ def test_every_kinds_truth_and_malformed_lines_reach_the_store_through_the_worke
     (lo, hi), = rig.query("SELECT min(ts), max(ts) FROM readings")
     (t_lo, t_hi), = rig.query("SELECT min(started_at), max(started_at) FROM truth")
     assert lo.timestamp() - 5 < t_lo.timestamp() and t_hi.timestamp() < hi.timestamp() + 5, "truth on the readings' clock"
+
+
+def test_realism_options_quantise_drift_and_move_the_set_point_without_truth():
+    spec = {"base": 20.0, "amplitude": 1.0, "period_s": 60, "harmonic": 0.3, "noise": 0.2, "drift_sd": 0.5,
+            "drift_s": 30, "setpoints": [0.0, 5.0], "setpoint_every_s": 20, "setpoint_ramp_s": 2,
+            "adc_bits": 10, "adc_min": 0.0, "adc_max": 110.0, "decimals": 4}
+    scenario = scenario_from_dict({"sensors": {"t": spec}})
+    model = SignalModel(scenario, seed=4)
+    ticks = scenario_ticks(model, 10.0)
+    played = [next(ticks) for _ in range(2000)]      # 200 s at 10 readings/s
+    values = [parse_line(t.line).value for t in played]
+    step = 110.0 / 1023
+    # every reading is one of the converter's codes, mapped to units
+    assert all(abs(v / step - round(v / step)) < 1e-3 for v in values)
+    assert len(set(values)) > 30
+    # the set-point moves between its two levels several times: normal operation, no truth
+    changes = list(model.setpoint_changes)
+    assert len(changes) >= 4 and {(c.old, c.new) for c in changes} == {(0.0, 5.0), (5.0, 0.0)}
+    assert not any(t.started for t in played)
+    # the level follows each change: the mean of the 5 s after one (ramp done) differs by about the step
+    for c in changes[:-1]:
+        before = [v for t, v in zip(played, values) if c.at - 6 <= t.due_s < c.at]
+        after = [v for t, v in zip(played, values) if c.at + 10 <= t.due_s < c.at + 16]
+        assert abs((sum(after) / len(after) - sum(before) / len(before)) - (c.new - c.old)) < 2.5
+    # the same options with the realism off give the same noise and schedule as a plain scenario
+    plain = scenario_from_dict({"sensors": {"t": {"base": 20.0}}, "anomalies": [{"kind": "spike", "sensor": "t"}]})
+    off = scenario_from_dict({"sensors": {"t": {"base": 20.0, "drift_sd": 0.0, "setpoints": [0.0]}},
+                              "anomalies": [{"kind": "spike", "sensor": "t"}]})
+    assert play(plain, 9, 500) == play(off, 9, 500)
+
+
+def test_spacing_keeps_injections_on_a_sensor_apart():
+    raw = {"sensors": {"a": {}, "b": {}}, "quiet_s": 0, "spacing_s": 5.0,
+           "anomalies": [{"kind": k, "sensor": "*", "every_s": 1.0, "duration_s": 2.0} for k in ("level_shift", "noise")]}
+    ticks = play(scenario_from_dict(raw), 3, 6000, rate=20.0)
+    started = [inj for t in ticks for inj in t.started]
+    assert len(started) > 40
+    for name in ("a", "b"):
+        mine = sorted((i.start, i.end) for i in started if i.sensor == name)
+        assert all(nxt[0] >= prev[1] + 5.0 for prev, nxt in zip(mine, mine[1:]))

@@ -21,6 +21,7 @@ import termios
 import time
 import tomllib
 import tty
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,12 +44,36 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class SensorSpec:
+    """One sensor's normal signal. Beyond the slow cycle and the noise, the realism options are
+    off by default, so a scenario that does not ask for them plays as it always did:
+
+    - `harmonic`: a second harmonic (a share of `amplitude`) makes the cycle lopsided, like a day
+      with a quick morning rise and a long evening fall; `phase_s` shifts where the cycle starts.
+    - `drift_sd`, `drift_s`: the level wanders slowly (weather, ageing, fouling), a mean-reverting
+      random walk of standard deviation `drift_sd` units and time constant `drift_s` seconds.
+    - `setpoints`, `setpoint_every_s`, `setpoint_ramp_s`: the operator moves the process between
+      these levels (offsets from `base`) now and then, and the process follows with a time
+      constant. A set-point change is normal operation: it is not an anomaly and has no truth row.
+    - `adc_bits`, `adc_min`, `adc_max`: the board reads the sensor with an analog-to-digital
+      converter (10 bits: an Arduino's analogRead, codes 0..1023) and maps the code to units,
+      `adc_min` at code 0 and `adc_max` at full scale, so readings move in steps.
+    """
     name: str
     base: float = 50.0
     amplitude: float = 5.0      # of the slow cycle
     period_s: float = 600.0     # of the slow cycle (a "day", compressed for demos)
     noise: float = 0.2          # standard deviation of the reading noise
     decimals: int = 2
+    harmonic: float = 0.0       # second harmonic of the cycle, as a share of `amplitude`
+    phase_s: float = 0.0        # seconds into its cycle the sensor starts
+    drift_sd: float = 0.0       # slow wander of the level, standard deviation in units (0: none)
+    drift_s: float = 3600.0     # ... and its time constant in seconds
+    setpoints: tuple[float, ...] = ()   # legitimate levels, offsets from `base`; the first at the start
+    setpoint_every_s: float = 0.0       # mean seconds between set-point changes (0: never)
+    setpoint_ramp_s: float = 0.0        # time constant of the process following a new set-point
+    adc_bits: int = 0           # the converter's resolution (0: readings are not quantised)
+    adc_min: float = 0.0        # units at code 0
+    adc_max: float = 0.0        # units at full scale
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,9 @@ class Scenario:
     anomalies: tuple[AnomalySpec, ...] = ()
     rate: float | None = None  # total lines/s; the configuration's rate when None
     quiet_s: float = 5.0       # no anomaly before this, so the detectors' windows fill first
+    # At least this many seconds between the end of one injection on a sensor and the start of the
+    # next one there (0: injections may overlap). A due injection whose sensor is busy waits.
+    spacing_s: float = 0.0
 
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
@@ -82,6 +110,14 @@ def _build(cls, where: str, values: dict, **fixed):
     bad = set(values) - known
     if bad:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(bad))} (known: {', '.join(sorted(known))})")
+    values = dict(values)
+    for name, value in values.items():
+        if isinstance(cls.__dataclass_fields__[name].default, tuple):
+            # a list of finite numbers (the only list a scenario has)
+            if not isinstance(value, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                raise ScenarioError(f"{where}: {name} must be a list of finite numbers, got {value!r}")
+            values[name] = tuple(float(v) for v in value)
     try:
         obj = cls(**fixed, **values)
     except TypeError as exc:
@@ -99,17 +135,23 @@ def _build(cls, where: str, values: dict, **fixed):
                 raise ScenarioError(f"{where}: {name} out of range, got {value!r}")
         elif isinstance(default, str) and not isinstance(value, str):
             raise ScenarioError(f"{where}: {name} must be a string, got {value!r}")
+    if isinstance(obj, SensorSpec):
+        if obj.adc_bits and not obj.adc_max > obj.adc_min:
+            raise ScenarioError(f"{where}: adc_bits needs adc_max above adc_min, got {obj.adc_min!r}..{obj.adc_max!r}")
+        if obj.setpoint_every_s and len(set(obj.setpoints)) < 2:
+            raise ScenarioError(f"{where}: setpoint_every_s needs two setpoints or more to move between")
     return obj
 
 
-# Checked by _build (issue 7's fuzzing found each as a crash while playing).
-_POSITIVE = {"period_s", "every_s"}
-_NON_NEGATIVE = {"noise", "duration_s", "decimals"}
-_AT_MOST = {"decimals": 10}
+# Checked by _build (fuzzing found each of the first ones as a crash while playing).
+_POSITIVE = {"period_s", "every_s", "drift_s"}
+_NON_NEGATIVE = {"noise", "duration_s", "decimals", "harmonic", "drift_sd", "setpoint_every_s", "setpoint_ramp_s",
+                 "adc_bits"}
+_AT_MOST = {"decimals": 10, "adc_bits": 24}
 
 
 def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
-    extra = set(raw) - {"sensors", "anomalies", "rate", "quiet_s"}
+    extra = set(raw) - {"sensors", "anomalies", "rate", "quiet_s", "spacing_s"}
     if extra:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
     sensors = []
@@ -138,10 +180,12 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
     rate = raw.get("rate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf):
         raise ScenarioError(f"{where}: rate must be a positive number")
-    quiet = raw.get("quiet_s", 5.0)
-    if not isinstance(quiet, (int, float)) or quiet < 0:
-        raise ScenarioError(f"{where}: quiet_s must be a number >= 0")
-    return Scenario(tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None, float(quiet))
+    quiet, spacing = raw.get("quiet_s", 5.0), raw.get("spacing_s", 0.0)
+    for key, value in (("quiet_s", quiet), ("spacing_s", spacing)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ScenarioError(f"{where}: {key} must be a number >= 0")
+    return Scenario(tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None, float(quiet),
+                    float(spacing))
 
 
 @dataclass
@@ -154,6 +198,25 @@ class Injection:
 
 
 @dataclass
+class SetpointChange:
+    """A legitimate change of a sensor's level (normal operation, not an anomaly)."""
+    sensor: str
+    at: float         # simulated seconds since the run started
+    old: float        # the set-point before, an offset from the sensor's base
+    new: float
+
+
+@dataclass
+class _Normal:
+    """One sensor's slowly changing normal state: its wander and its set-point."""
+    t: float | None = None    # when it was last advanced
+    wander: float = 0.0
+    setpoint: float = 0.0     # the level asked for ...
+    level: float = 0.0        # ... and the one the process has reached
+    next_change: float = math.inf
+
+
+@dataclass
 class SignalModel:
     """Generates the lines of a scenario at simulated times; pure given its seed."""
     scenario: Scenario
@@ -161,33 +224,93 @@ class SignalModel:
     rng: np.random.Generator = field(init=False)
     active: list[Injection] = field(default_factory=list, init=False)
     next_due: list[float] = field(default_factory=list, init=False)
+    #: the injections that shaped the line `line` made last (empty for a normal one)
+    applied: list[Injection] = field(default_factory=list, init=False)
+    #: the latest legitimate set-point changes, oldest first (bounded: a live run never stops)
+    setpoint_changes: deque = field(default_factory=lambda: deque(maxlen=10_000), init=False)
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
+        # The realism options draw from their own generator, so that turning them on leaves the
+        # noise and the anomaly schedule of a scenario as they were.
+        self.normal_rng = np.random.default_rng([self.seed, 1])
         # Leave the start quiet so the windows fill before the first anomaly.
         self.next_due = [self.scenario.quiet_s + a.every_s * self.rng.random() for a in self.scenario.anomalies]
         self._flat: dict[str, float] = {}
+        self._free_at: dict[str, float] = {}   # with spacing_s: when each sensor may take a new injection
+        self._normal: dict[str, _Normal] = {}
+        for spec in self.scenario.sensors:
+            n = self._normal[spec.name] = _Normal()
+            if spec.setpoints:
+                n.setpoint = n.level = spec.setpoints[0]
+            if spec.setpoint_every_s:
+                n.next_change = spec.setpoint_every_s * (0.5 + self.normal_rng.random())
 
     def _schedule(self, t: float) -> list[Injection]:
         started = []
+        names = [s.name for s in self.scenario.sensors]
+        spacing = self.scenario.spacing_s
         for i, a in enumerate(self.scenario.anomalies):
             if t >= self.next_due[i]:
-                names = [s.name for s in self.scenario.sensors]
-                sensor = a.sensor if a.sensor != "*" else names[int(self.rng.integers(len(names)))]
+                free = [n for n in (names if a.sensor == "*" else [a.sensor])
+                        if not spacing or self._free_at.get(n, -math.inf) <= t]
+                if not free:
+                    continue    # every sensor it may go to is busy: it waits for the next line
+                sensor = a.sensor if a.sensor != "*" else free[int(self.rng.integers(len(free)))]
                 inj = Injection(sensor, a.kind, t, t + a.duration_s, a.magnitude)
                 self.active.append(inj)
                 started.append(inj)
+                self._free_at[sensor] = inj.end + spacing
                 self.next_due[i] = t + a.every_s * (0.5 + self.rng.random())
         return started
 
+    def normal_value(self, spec: SensorSpec, t: float) -> float:
+        """The sensor's normal signal at `t` before noise: base, set-point, wander and cycle. Each
+        sensor's time only moves forward (the wander and the set-point are advanced to `t`)."""
+        n = self._normal[spec.name]
+        first = n.t is None
+        dt = 0.0 if first else max(t - n.t, 0.0)
+        n.t = t
+        if spec.drift_sd:
+            if first:
+                n.wander = spec.drift_sd * float(self.normal_rng.standard_normal())   # its stationary spread
+            else:
+                keep = math.exp(-dt / spec.drift_s)
+                n.wander = n.wander * keep + spec.drift_sd * math.sqrt(1 - keep * keep) * float(
+                    self.normal_rng.standard_normal())
+        while t >= n.next_change:
+            others = [v for v in spec.setpoints if v != n.setpoint]
+            new = others[int(self.normal_rng.integers(len(others)))]
+            self.setpoint_changes.append(SetpointChange(spec.name, n.next_change, n.setpoint, new))
+            n.setpoint = new
+            n.next_change += spec.setpoint_every_s * (0.5 + self.normal_rng.random())
+        if not spec.setpoint_ramp_s:
+            n.level = n.setpoint
+        elif dt:
+            n.level += (n.setpoint - n.level) * (1 - math.exp(-dt / spec.setpoint_ramp_s))
+        x = 2 * math.pi * (t + spec.phase_s) / spec.period_s
+        cycle = math.sin(x) + spec.harmonic * math.sin(2 * x) if spec.harmonic else math.sin(x)
+        return spec.base + n.level + n.wander + spec.amplitude * cycle
+
+    @staticmethod
+    def quantise(spec: SensorSpec, value: float) -> float:
+        """What the board's converter makes of `value`: the nearest of its codes (clipped to the
+        range, as a saturated input reads), mapped back to units."""
+        if not spec.adc_bits:
+            return value
+        top = (1 << spec.adc_bits) - 1
+        step = (spec.adc_max - spec.adc_min) / top
+        code = min(max(round((value - spec.adc_min) / step), 0), top)
+        return spec.adc_min + code * step
+
     def line(self, spec: SensorSpec, t: float) -> tuple[bytes | None, list[Injection]]:
         """The line `spec`'s board prints at simulated time `t` (None during a dropout), and the
-        injections that started with it."""
+        injections that started with it (those that shaped it are in `applied`)."""
         started = self._schedule(t)
-        value = spec.base + spec.amplitude * math.sin(2 * math.pi * t / spec.period_s) \
-            + spec.noise * float(self.rng.standard_normal())
+        value = self.normal_value(spec, t) + spec.noise * float(self.rng.standard_normal())
         silent = malformed = False
-        for a in (a for a in self.active if a.sensor == spec.name):
+        self.applied = [a for a in self.active if a.sensor == spec.name]
+        for a in self.applied:
             k = a.magnitude * max(spec.noise, 1e-3)
             if a.kind in ("spike", "level_shift"):
                 value += k
@@ -207,6 +330,7 @@ class SignalModel:
         self.active = [a for a in self.active if not (a.sensor == spec.name and a.end <= t)]
         if not any(a.kind == "flatline" and a.sensor == spec.name for a in self.active):
             self._flat.pop(spec.name, None)
+        value = self.quantise(spec, value)
         if silent:
             return None, started
         if malformed:
