@@ -89,7 +89,9 @@ def test_any_environment_override_loads_or_fails_with_config_error(tmp_path_fact
     _load(None, env)
 
 
-SENSOR_KEYS = ["base", "amplitude", "period_s", "noise", "decimals", "name", "bogus"]
+SENSOR_KEYS = ["base", "amplitude", "period_s", "noise", "decimals", "name", "bogus", "harmonic", "phase_s",
+               "drift_sd", "drift_s", "setpoints", "setpoint_every_s", "setpoint_ramp_s", "adc_bits", "adc_min",
+               "adc_max"]
 ANOMALY_KEYS = ["kind", "sensor", "every_s", "duration_s", "magnitude", "bogus"]
 names = st.one_of(st.sampled_from(["humidite", "t", "a'b", "", "_vigie.x", "a b", "x" * 300, "..", "é"]),
                   st.text(max_size=10))
@@ -100,6 +102,7 @@ scenario_dicts = st.fixed_dictionaries({}, optional={
         st.sampled_from(ANOMALY_KEYS), st.one_of(values, names, st.sampled_from(["spike", "drift", "dropout"])),
         max_size=5)), max_size=3)),
     "rate": values,
+    "spacing_s": values,
     "bogus": values,
 })
 

@@ -136,7 +136,7 @@ def _build(cls, where: str, values: dict, **fixed):
         elif isinstance(default, str) and not isinstance(value, str):
             raise ScenarioError(f"{where}: {name} must be a string, got {value!r}")
     if isinstance(obj, SensorSpec):
-        if obj.adc_bits and not obj.adc_max > obj.adc_min:
+        if obj.adc_bits and not (obj.adc_max > obj.adc_min and math.isfinite(obj.adc_max - obj.adc_min)):
             raise ScenarioError(f"{where}: adc_bits needs adc_max above adc_min, got {obj.adc_min!r}..{obj.adc_max!r}")
         if obj.setpoint_every_s and len(set(obj.setpoints)) < 2:
             raise ScenarioError(f"{where}: setpoint_every_s needs two setpoints or more to move between")
@@ -278,12 +278,13 @@ class SignalModel:
                 keep = math.exp(-dt / spec.drift_s)
                 n.wander = n.wander * keep + spec.drift_sd * math.sqrt(1 - keep * keep) * float(
                     self.normal_rng.standard_normal())
-        while t >= n.next_change:
+        if t >= n.next_change:
+            # at most one change a reading, however short setpoint_every_s is
             others = [v for v in spec.setpoints if v != n.setpoint]
             new = others[int(self.normal_rng.integers(len(others)))]
             self.setpoint_changes.append(SetpointChange(spec.name, n.next_change, n.setpoint, new))
             n.setpoint = new
-            n.next_change += spec.setpoint_every_s * (0.5 + self.normal_rng.random())
+            n.next_change = max(n.next_change, t) + spec.setpoint_every_s * (0.5 + self.normal_rng.random())
         if not spec.setpoint_ramp_s:
             n.level = n.setpoint
         elif dt:
@@ -296,7 +297,7 @@ class SignalModel:
     def quantise(spec: SensorSpec, value: float) -> float:
         """What the board's converter makes of `value`: the nearest of its codes (clipped to the
         range, as a saturated input reads), mapped back to units."""
-        if not spec.adc_bits:
+        if not spec.adc_bits or not math.isfinite(value):
             return value
         top = (1 << spec.adc_bits) - 1
         step = (spec.adc_max - spec.adc_min) / top
