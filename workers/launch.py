@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 
+from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import PROJECT_ROOT, ConfigError, load_config
 from lib.detect.detection import check_detection_config
 from lib.ingest.boards import boards, program_sections
@@ -23,7 +24,8 @@ def main(argv=None) -> int:
         config = load_config()
         check_detection_config(config)
         board_list = boards(config)
-    except ConfigError as exc:
+        load_alerts(config)
+    except (ConfigError, AlertsConfigError) as exc:
         log.error("configuration: %s", exc)
         return 2
     data = config.data_dir
