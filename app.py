@@ -85,6 +85,12 @@ def shared_filters() -> Filters:
     return Filters(sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end)
 
 
+try:
+    open_events = reads.open_event_count(DB)
+except duckdb.Error:
+    open_events = None   # the title keeps its count until a run can read it
+if open_events is not None:
+    views.show_open_events(open_events)
 views.publish(views.Context(config=config, db=DB, sessions=all_sessions, sensors=all_sensors,
                             detectors=all_detectors, filters=shared_filters() if view.filters else None))
 page.run()

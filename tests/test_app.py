@@ -13,7 +13,8 @@ from lib.config import PROJECT_ROOT, load_config
 from lib.store.reader import read_db
 from tests.appdata import prepare
 
-VIEWS = {"Live": "views/live.py", "Compare": "views/compare.py", "Sessions": "views/sessions.py",
+VIEWS = {"Live": "views/live.py", "Events": "views/events.py", "Compare": "views/compare.py",
+         "Sessions": "views/sessions.py",
          "Anomalies": "views/anomalies.py", "Labels": "views/labels.py"}
 OLD, MIDDLE, LIVE = "20261125T080000-a1", "20261127T140000-b2", "live-c3"
 
@@ -67,8 +68,9 @@ def test_each_view_renders_on_a_prepared_database(prepared_db):
 
 def test_views_are_the_files_under_views_in_their_declared_order(tmp_path):
     from lib.page.views import find_views
-    assert [(v.title, v.filters) for v in find_views(PROJECT_ROOT / "views")][:5] == [
-        ("Live", False), ("Compare", True), ("Sessions", False), ("Anomalies", True), ("Labels", True)]
+    assert [(v.title, v.filters) for v in find_views(PROJECT_ROOT / "views")][:6] == [
+        ("Live", False), ("Events", False), ("Compare", True), ("Sessions", False), ("Anomalies", True),
+        ("Labels", True)]
     (tmp_path / "b.py").write_text('TITLE = "B"\nFILTERS = True\n')
     (tmp_path / "a.py").write_text('"""A view."""\nTITLE = "A"\nORDER = 200\n')
     (tmp_path / "_helper.py").write_text("x = 1\n")

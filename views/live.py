@@ -61,6 +61,11 @@ def live() -> None:
     if len(snap["sensors"]) < snap["charted_of"]:
         st.caption(f"Charts for {len(snap['sensors'])} of {snap['charted_of']} sensors: choose sensors above "
                    "to chart others.")
+    try:
+        open_spans = reads.open_event_spans(ctx.db, tuple(snap["sensors"]), since, now)
+        views.show_open_events(reads.open_event_count(ctx.db))
+    except duckdb.Error:
+        open_spans = None   # the events are shown again on the next refresh
     for sensor, data in snap["sensors"].items():
         st.subheader(sensor)
         progress = data["progress"]
@@ -70,8 +75,9 @@ def live() -> None:
         if data["line"].empty:
             st.caption(f"No reading in the last {span} (sensor silent).")
             continue
+        spans = open_spans[open_spans["sensor"] == sensor] if open_spans is not None else None
         st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
-                                          charts.rule_limits(config, sensor)), width="stretch")
+                                          charts.rule_limits(config, sensor), event_spans=spans), width="stretch")
 
 
 live()

@@ -12,6 +12,7 @@ import pandas as pd
 INITIALIZING_COLOUR = "#9e9e9e"
 LINE_COLOUR = "#1f77b4"
 RULE_COLOUR = "#d62728"
+EVENT_COLOURS = {"info": "#8c8c8c", "warning": "#ff7f0e", "critical": "#d62728"}   # by severity
 SHAPES = ["circle", "diamond", "triangle-up", "square", "cross", "triangle-down", "wedge"]
 
 
@@ -23,13 +24,22 @@ def _detector_scale(names: list[str]) -> tuple[alt.Scale, alt.Scale]:
 
 
 def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
-               limits: Mapping[str, float] | None = None, height: int = 260) -> alt.LayerChart:
+               limits: Mapping[str, float] | None = None, height: int = 260,
+               event_spans: pd.DataFrame | None = None) -> alt.LayerChart:
     """Value over time (`readings`: ts, value), a marker on each reading an algorithm flagged
     (`marks`: ts, value, detector, score, flagged_by; colour and shape per algorithm), the stretch
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
-    dashed lines."""
+    dashed lines. `event_spans` (start, end, severity, event_id): anomaly events shaded in their
+    severity's colour."""
     line_tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q")]
     layers = []
+    if event_spans is not None and not event_spans.empty:
+        layers.append(alt.Chart(event_spans).mark_rect(opacity=0.15).encode(
+            x="start:T", x2="end:T",
+            color=alt.Color("severity:N", title="event", scale=alt.Scale(domain=list(EVENT_COLOURS),
+                                                                         range=list(EVENT_COLOURS.values()))),
+            tooltip=[alt.Tooltip("event_id:N", title="event"), alt.Tooltip("severity:N"),
+                     alt.Tooltip("start:T", format="%H:%M:%S"), alt.Tooltip("end:T", format="%H:%M:%S")]))
     if init_spans is not None and not init_spans.empty:
         spans = init_spans.groupby("session_id", as_index=False).agg(start=("start", "min"), end=("end", "max"))
         spans["what"] = "initializing"

@@ -493,3 +493,76 @@ def live_shape(raw: dict) -> dict:
                                    "init": spans_of.get(sensor, spans.drop(columns="sensor").iloc[:0]),
                                    "progress": progress_of.get(sensor, progress.drop(columns="sensor").iloc[:0])}
     return snap
+
+
+# --- anomaly events (lib.detect.events; filed by the store, lib.store.events) ------------------
+
+EVENT_STATES = ("open", "acknowledged", "resolved")
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    """The Events view's choices: empty tuples mean "all"; dates bound the event's start (UTC)."""
+    sensors: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    event_id: str | None = None
+
+
+def events(conn: duckdb.DuckDBPyConnection, f: EventFilters = EventFilters(), limit: int = 5000) -> pd.DataFrame:
+    """Events for the Events view and its CSV: open (not resolved) first, then newest first."""
+    from lib.store.events import STATE_SQL
+    if not has_table(conn, "events"):
+        return pd.DataFrame(columns=["event_id", "state", "sensor", "severity"])
+    parts, params = ["TRUE"], []
+    for column, values in (("sensor", f.sensors), ("severity", f.severities), ("state", f.states)):
+        if values:
+            parts.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    if f.start is not None:
+        parts.append("start_ts >= ?")
+        params.append(f.start)
+    if f.end is not None:
+        parts.append("start_ts <= ?")
+        params.append(f.end)
+    if f.event_id:
+        parts.append("event_id = ?")
+        params.append(f.event_id)
+    return conn.execute(f"""
+        SELECT event_id, state, sensor, severity, start_ts, end_ts, closed_at, start_value, peak_value, peak_ts,
+               peak_score, members AS detectors, n_flagged, baseline, acked_by, acked_at, ack_note,
+               resolved_by, resolved_at, resolve_note, session_id, start_seq, end_seq
+        FROM (SELECT *, {STATE_SQL} AS state FROM events)
+        WHERE {' AND '.join(parts)}
+        ORDER BY state = 'resolved', start_ts DESC LIMIT ?""", params + [limit]).df()
+
+
+def open_event_count(conn: duckdb.DuckDBPyConnection) -> int:
+    """Events not resolved yet (by themselves or by an operator): the page title shows it."""
+    if not has_table(conn, "events"):
+        return 0
+    return conn.execute("SELECT count(*) FROM events WHERE closed_at IS NULL AND resolved_at IS NULL").fetchone()[0]
+
+
+def open_event_spans(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime,
+                     now: datetime) -> pd.DataFrame:
+    """Unresolved events of `sensors` overlapping [since, now], as spans (sensor, start, end,
+    severity, event_id) for the Live charts; an open event runs to `now`."""
+    if not has_table(conn, "events") or not sensors:
+        return pd.DataFrame({"sensor": [], "start": [], "end": [], "severity": [], "event_id": []})
+    return conn.execute(f"""
+        SELECT sensor, greatest(start_ts, ?) AS start, ? AS "end", severity, event_id FROM events
+        WHERE closed_at IS NULL AND resolved_at IS NULL AND sensor IN ({','.join('?' * len(sensors))})
+        ORDER BY start_ts""", [since, now, *sensors]).df()
+
+
+def event_readings(conn: duckdb.DuckDBPyConnection, event_id: str) -> pd.DataFrame:
+    """The readings an event's detectors or rules flagged (session_id, seq, sensor, ts, detector:
+    the first that flagged it): what labelling the event labels."""
+    return conn.execute("""
+        SELECT s.session_id, s.seq, s.sensor, min(s.ts) AS ts, min(s.detector) AS detector
+        FROM events e JOIN states s ON s.sensor = e.sensor AND s.ts BETWEEN e.start_ts AND e.end_ts
+        WHERE e.event_id = ? AND s.state = 'anomaly'
+        GROUP BY s.session_id, s.seq, s.sensor ORDER BY ts""", [event_id]).df()

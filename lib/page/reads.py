@@ -126,3 +126,30 @@ def readings(db: str, f: Filters) -> pd.DataFrame:
 @_cached()
 def labels(db: str, f: Filters = Filters()) -> pd.DataFrame:
     return ask(db, "labels", f)
+
+
+# --- anomaly events ----------------------------------------------------------------------------
+
+@_cached(LIVE_TTL_S)
+def events(db: str, f: queries.EventFilters = queries.EventFilters()) -> pd.DataFrame:
+    return ask(db, "events", f)
+
+
+@_cached(LIVE_TTL_S)
+def open_event_count(db: str) -> int:
+    return ask(db, "open_event_count")
+
+
+@_cached(LIVE_TTL_S)
+def open_event_spans(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> pd.DataFrame:
+    return ask(db, "open_event_spans", sensors, since, now)
+
+
+@_cached()
+def chart_data(db: str, sensor: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return ask(db, "chart_data", sensor, start, end)
+
+
+def event_readings(db: str, event_id: str) -> pd.DataFrame:
+    """Not cached: read right before labelling them."""
+    return ask(db, "event_readings", event_id)

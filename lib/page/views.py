@@ -85,3 +85,19 @@ def publish(context: Context) -> None:
 def current() -> Context:
     import streamlit as st
     return st.session_state[_CONTEXT_KEY]
+
+
+def page_title(open_events: int) -> str:
+    """The browser tab's title: the count of events not resolved, so that a background tab tells
+    the operator something is up.
+
+    >>> page_title(0), page_title(3)
+    ('Vigie', '(3) Vigie')
+    """
+    return f"({open_events}) Vigie" if open_events else "Vigie"
+
+
+def show_open_events(open_events: int) -> None:
+    """Set the tab's title (Streamlit lets a page set it again on every run, fragments included)."""
+    import streamlit as st
+    st.set_page_config(page_title=page_title(open_events))

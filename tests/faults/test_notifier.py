@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,15 +27,33 @@ SENSORS = 6
 DOWN_S = 60
 
 
-def event_messages(now_s: float) -> list:
+def event_messages(now_s: float, sensors) -> list:
     """Each sensor's event: opened, then closed (two notifications each)."""
     out = []
-    for k in range(SENSORS):
+    for k in sensors:
         t = EventTracker(f"s{k}", Policy(quiet_s=1))
         t0 = int((now_s - 30 + k) * 1e6)
         snaps = t.feed("sess", 10, t0, 90.0, {"zscore": 0.9}) + t.feed("sess", 11, t0 + 2_000_000, 20.0, {})
         out += [json_message(EVENTS, f"s{k}", {"type": "event", **e.payload()}) for e in snaps]
     return out
+
+
+def publish(bus, messages) -> None:
+    p = bus.producer()
+    p.send(messages)
+    p.close()
+
+
+def deliveries(data) -> list[tuple[str, str]]:
+    """(key, state) of every delivery in the notifier's outbox."""
+    path = data / "alerts.sqlite"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT key, state FROM deliveries").fetchall()
+    finally:
+        conn.close()
 
 
 def start_notifier(env, log):
@@ -45,9 +64,7 @@ def start_notifier(env, log):
 def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_only_with_the_same_key(tmp_path):
     data = tmp_path / "data"
     bus = EmbeddedTransport(data / "bus.sqlite")
-    p = bus.producer()
-    p.send(event_messages(time.time()))
-    p.close()
+    publish(bus, event_messages(time.time(), range(2)))
     receiver = WebhookReceiver().start()
     # One message per notification (no grouping), quick retries: the test is about loss and repeats.
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
@@ -62,16 +79,19 @@ def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_onl
         assert receiver.arrived.wait(60), (tmp_path / "notifier.log").read_text()
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait(10)
+        in_flight = [k for k, state in deliveries(data) if state != "sent"]
         receiver.stop()                   # ... and the receiver goes down for DOWN_S
         receiver.delay_s = 0.0
         down_at = time.monotonic()
         procs.append(start_notifier(env, log))
+        publish(bus, event_messages(time.time(), range(2, SENSORS)))   # more events while it is down
         time.sleep(DOWN_S)
         assert procs[1].poll() is None, "the notifier died while the receiver was down"
+        assert all(state == "retrying" for _, state in deliveries(data))
         receiver.start()
         back_at = time.monotonic()
-        wait_for(lambda: len({n["key"] for n in receiver.notifications()}) >= 2 * SENSORS, timeout=120,
-                 what="every notification")
+        wait_for(lambda: (lambda d: d and all(state == "sent" for _, state in d))(deliveries(data)), timeout=120,
+                 what="every delivery sent")
         caught_up = time.monotonic() - back_at
     finally:
         for proc in procs:
@@ -88,6 +108,9 @@ def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_onl
     assert set(keys_by_note) == expected, "a notification was lost or one was invented"
     assert all(len(keys) == 1 for keys in keys_by_note.values()), "a notification came again under a new key"
     repeats = len(receiver.received) - len({r["headers"]["Idempotency-Key"] for r in receiver.received})
+    # The message cut by the kill had reached the receiver: it came again, under the same key.
+    assert len(in_flight) == 1 and repeats == 1
+    assert sum(1 for r in receiver.received if r["headers"]["Idempotency-Key"] == in_flight[0]) == 2
     text = (tmp_path / "notifier.log").read_text()
     assert "failed (URLError" in text and "Connection refused" in text
     print(f"\nFAULT notifier: kill -9 mid-delivery, receiver down {DOWN_S}s ({time.monotonic() - down_at:.0f}s"
