@@ -10,7 +10,9 @@ from streamlit.testing.v1 import AppTest
 from lib.config import PROJECT_ROOT, load_config
 from lib.detect.events import EventTracker, Policy
 from lib.page import views
-from lib.store.storage import Batch, read_db, write_batch
+from lib.store.batch import Batch
+from lib.store.reader import read_db
+from lib.store.writer import write_batch
 from tests.appdata import prepare
 from tests.test_app import downloads  # noqa: F401 - the fixture that serves the download buttons
 from tests.test_app_labels import store_until_drained
