@@ -53,6 +53,9 @@ def test_one_spike_one_event_one_notification_then_one_resolved(tmp_path):
         with System(tmp_path, env) as system:
             wait_for(lambda: any(n["kind"] == "resolved" for n in receiver.notifications()),
                      timeout=120 + spike_s, what="the resolved notification")
+            # the store files the close from the same topic, on its own write cadence
+            wait_for(lambda: system.query("SELECT count(*) FROM events WHERE closed_at IS NOT NULL") == [(1,)],
+                     timeout=30, what="the event closed in the store")
             events = system.query("SELECT event_id, sensor, epoch_us(start_ts), start_value, members,"
                                   " closed_at IS NOT NULL, epoch_us(closed_at) - epoch_us(end_ts) FROM events")
             spike = system.query("SELECT epoch_us(started_at) FROM truth WHERE kind = 'spike'")
