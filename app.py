@@ -10,7 +10,7 @@ the store (lib.store.reader.read_db).
 """
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -18,11 +18,13 @@ import streamlit as st
 
 from lib.config import PROJECT_ROOT, load_config
 from lib.page import auth, reads, views
+from lib.page.clock import Clock
 from lib.page.queries import Filters
 
 st.set_page_config(page_title="Vigie", layout="wide")
 config = load_config()
 DB = str(config.db_path)
+clock = Clock.from_setting(config.app.timezone)
 
 # --- the optional password gate ----------------------------------------------------------------
 if auth.gate_enabled(config.app.password) and not st.session_state.get("authenticated"):
@@ -34,6 +36,24 @@ if auth.gate_enabled(config.app.password) and not st.session_state.get("authenti
             st.rerun()
         st.error("Wrong password.")
     st.stop()
+
+# Streamlit's date field takes a typed date on Escape or when a click elsewhere closes its calendar,
+# not on Enter; an operator who types a date and presses Enter expects it applied. This makes Enter
+# in a date field do what Escape does there.
+DATE_ENTER_APPLIES = """<script>
+if (!window.vigieDateEnter) {
+  window.vigieDateEnter = true;
+  document.addEventListener("keydown", (event) => {
+    const field = event.key === "Enter" && event.target.closest
+      && event.target.closest('[data-testid="stDateInputField"]');
+    if (field) {
+      event.preventDefault();
+      event.target.dispatchEvent(new KeyboardEvent("keydown", {key: "Escape", bubbles: true}));
+    }
+  }, true);
+}
+</script>"""
+st.sidebar.html(DATE_ENTER_APPLIES, unsafe_allow_javascript=True)
 
 # --- navigation: one page per file under views/ ------------------------------------------------
 VIEWS = views.find_views(PROJECT_ROOT / "views")
@@ -63,8 +83,15 @@ except duckdb.Error as exc:
     st.stop()
 
 
+class ReversedRange(ValueError):
+    def __init__(self, start: datetime, end: datetime):
+        super().__init__(f"The chosen time range ends ({end:%Y-%m-%d %H:%M}) before it starts "
+                         f"({start:%Y-%m-%d %H:%M}): pick an end after the start.")
+
+
 def shared_filters() -> Filters:
-    """The sidebar's session, sensors, algorithms and time range."""
+    """The sidebar's session, sensors, algorithms and time range (picked on the operator's clock,
+    kept in UTC)."""
     side = st.sidebar
     ids = list(all_sessions["session_id"]) if not all_sessions.empty else []
     session = side.selectbox("Session", ["All sessions", *ids], key="session",
@@ -76,12 +103,18 @@ def shared_filters() -> Filters:
     whole = side.toggle("Whole session" if sessions else "All time", value=True, key="whole_range")
     start = end = None
     if not whole and lo is not None:
-        d = side.date_input("Dates (UTC)", value=(lo.date(), hi.date()), key="range_dates")
-        d0, d1 = (d[0], d[-1]) if isinstance(d, (tuple, list)) and d else (lo.date(), hi.date())
+        first, last = clock.wall(lo).date(), clock.wall(hi).date()
+        d = side.date_input(f"Dates ({clock.name})", value=(first, last), key="range_dates")
+        d0, d1 = (d[0], d[-1]) if isinstance(d, (tuple, list)) and d else (first, last)
         c0, c1 = side.columns(2)
-        t0 = c0.time_input("From", value=time(0, 0), key="range_from", step=60)
-        t1 = c1.time_input("To", value=time(23, 59), key="range_to", step=60)
-        start, end = datetime.combine(d0, t0), datetime.combine(d1, t1).replace(second=59, microsecond=999999)
+        t0 = c0.time_input("From", value=time(0, 0), key="range_from", step=60, format="24h")
+        t1 = c1.time_input("To", value=time(23, 59), key="range_to", step=60, format="24h")
+        wall_start, wall_end = datetime.combine(d0, t0), datetime.combine(d1, t1)
+        if wall_end < wall_start:
+            side.error("The range ends before it starts.")
+            raise ReversedRange(wall_start, wall_end)
+        start = clock.to_utc(wall_start)
+        end = clock.to_utc(wall_end) + timedelta(seconds=59, microseconds=999999)
     return Filters(sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end)
 
 
@@ -91,6 +124,12 @@ except duckdb.Error:
     open_events = None   # the title keeps its count until a run can read it
 if open_events is not None:
     views.show_open_events(open_events)
-views.publish(views.Context(config=config, db=DB, sessions=all_sessions, sensors=all_sensors,
-                            detectors=all_detectors, filters=shared_filters() if view.filters else None))
+try:
+    filters = shared_filters() if view.filters else None
+except ReversedRange as exc:
+    st.title(view.title)
+    st.error(str(exc))
+    st.stop()
+views.publish(views.Context(config=config, clock=clock, db=DB, sessions=all_sessions, sensors=all_sensors,
+                            detectors=all_detectors, filters=filters))
 page.run()

@@ -137,6 +137,9 @@ class App:
     port: int = 8501
     refresh_s: float = 2.0
     password: str = ""
+    # The page shows times in this IANA zone (e.g. "Europe/Paris"); "": this machine's zone.
+    # Stored times stay UTC, and the CSV downloads give UTC beside it.
+    timezone: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,13 @@ def _coerce(where: str, default: Any, value: Any, from_env: bool, one_or_many: b
 
 def _check(section: str, key: str, value: Any) -> None:
     where = f"[{section}] {key}"
+    if (section, key) == ("app", "timezone") and value:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{where}: unknown time zone {value!r} (an IANA name such as Europe/Paris, "
+                              "or \"\" for this machine's zone)") from None
     choices = _CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")

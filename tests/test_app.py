@@ -133,6 +133,8 @@ def test_the_date_filter_changes_the_sessions_listed(prepared_db):
     far = (now - timedelta(days=30)).date()
     at.date_input(key="sessions_dates").set_value((far, far)).run()
     assert not at.exception and "No session between" in at.info[0].value
+    at.date_input(key="sessions_dates").set_value((now.date(), day)).run()
+    assert not at.exception and f"ends ({day}) before it starts ({now.date()})" in at.error[0].value
 
 
 def expected_anomalies(config, session, sensor, detector, start=None, end=None):
@@ -144,8 +146,13 @@ def expected_anomalies(config, session, sensor, detector, start=None, end=None):
             ORDER BY s.ts""", [session, sensor, detector, start, end]).fetchall()
 
 
-def test_the_csv_holds_exactly_the_rows_of_the_filters(prepared_db, downloads):
+def test_the_csv_holds_exactly_the_rows_of_the_filters(prepared_db, downloads, monkeypatch):
+    """In the operator's zone (Asia/Kolkata, UTC+05:30): the range is picked on that clock, the
+    table shows that clock, the CSV gives UTC and that clock beside it."""
+    import pandas as pd
+    monkeypatch.setenv("VIGIE_APP_TIMEZONE", "Asia/Kolkata")
     config, info = prepared_db
+    shift = timedelta(hours=5, minutes=30)
     at = open_view("Anomalies")
     at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
     at.sidebar.multiselect(key="sensors").set_value(["humidite"]).run()
@@ -155,24 +162,44 @@ def test_the_csv_holds_exactly_the_rows_of_the_filters(prepared_db, downloads):
     assert len(want) > 5
     assert [(r["session_id"], int(r["seq"]), r["detector"]) for r in rows] == want
     assert all(r["sensor"] == "humidite" for r in rows)
-    assert len(frame(at, "detector")) == len(want)
+    shown = frame(at, "detector")
+    assert len(shown) == len(want)
+    utc = pd.to_datetime([r["ts"] for r in rows]).tz_localize(None)
+    assert list(shown["ts"]) == list(utc + shift)
+    assert all(r["ts"].endswith("Z") and r["local_time"].endswith("+05:30") for r in rows)
+    assert [pd.Timestamp(r["local_time"]).tz_convert("UTC").tz_localize(None) for r in rows] == list(utc)
 
-    # a time range inside the session: only the flagged readings in it
+    # a time range inside the session, picked on the operator's clock: only the flagged readings in it
     start = info["sessions"][MIDDLE] + timedelta(minutes=2)
+    local = start + shift
     at.sidebar.toggle(key="whole_range").set_value(False).run()
-    at.sidebar.date_input(key="range_dates").set_value((start.date(), start.date())).run()
-    at.sidebar.time_input(key="range_from").set_value(time(start.hour, start.minute)).run()
-    end_minute = start + timedelta(minutes=4)
+    at.sidebar.date_input(key="range_dates").set_value((local.date(), local.date())).run()
+    at.sidebar.time_input(key="range_from").set_value(time(local.hour, local.minute)).run()
+    end_minute = local + timedelta(minutes=4)
     at.sidebar.time_input(key="range_to").set_value(time(end_minute.hour, end_minute.minute)).run()
     assert not at.exception
-    if end_minute.date() != start.date():
+    if end_minute.date() != local.date():
         pytest.skip("the chosen range crosses midnight")
     lo = start.replace(second=0, microsecond=0)
-    hi = end_minute.replace(second=59, microsecond=999999)
+    hi = (end_minute - shift).replace(second=59, microsecond=999999)
     narrowed = downloads(at, "download_anomalies")
     want = expected_anomalies(config, MIDDLE, "humidite", "dbscan", lo, hi)
     assert 0 < len(want) < len(rows)
     assert [(r["session_id"], int(r["seq"]), r["detector"]) for r in narrowed] == want
+
+
+def test_a_reversed_time_range_says_so(prepared_db):
+    config, info = prepared_db
+    day = info["sessions"][MIDDLE].date()
+    at = open_view("Anomalies")
+    at.sidebar.toggle(key="whole_range").set_value(False).run()
+    at.sidebar.date_input(key="range_dates").set_value((day, day)).run()
+    at.sidebar.time_input(key="range_from").set_value(time(14, 0)).run()
+    at.sidebar.time_input(key="range_to").set_value(time(13, 0)).run()
+    assert not at.exception
+    assert f"ends ({day} 13:00) before it starts ({day} 14:00)" in at.main.error[0].value
+    assert "ends before it starts" in at.sidebar.error[0].value
+    assert not at.dataframe and not at.get("download_button")
 
 
 def test_the_csv_is_safe_to_open_in_a_spreadsheet(prepared_db, downloads):

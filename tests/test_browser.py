@@ -1,6 +1,7 @@
 """The operator page in a real browser: Debian's chromium driven by Playwright opens the page
-served by `streamlit run` on a prepared DuckDB, waits for the chart, downloads the anomalies CSV
-and saves screenshots under test-artifacts/ (kept out of git).
+served by `streamlit run` on a prepared DuckDB (one server for the module's tests, each test in a
+fresh browser session), waits for the charts, reads their axes and tooltips, types in the
+pickers, downloads the anomalies CSV and saves screenshots under test-artifacts/ (kept out of git).
 
 `python -m tests.test_browser DIR` serves the same prepared data and saves a screenshot of every
 view into DIR (how docs/screenshots/ is made).
@@ -10,12 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -69,12 +73,13 @@ def served(data_dir: Path, extra_env: dict | None = None):
 
 
 @contextmanager
-def browser_page(width: int = 1400, height: int = 1000):
+def browser_page(width: int = 1400, height: int = 1000, timezone_id: str | None = None):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+            page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True,
+                                    timezone_id=timezone_id)
             page.set_default_timeout(60_000)
             yield page
         finally:
@@ -116,18 +121,38 @@ def download_csv(page, label: str, saved: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"), newline="")))
 
 
-def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_path):
+def afternoon_zone(hour: int = 15) -> str:
+    """A fixed-offset zone where it is now `hour` o'clock: a 12-hour clock would then show "03"."""
+    offset = (hour - datetime.now(timezone.utc).hour + 12) % 24 - 12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"   # Etc/GMT-3 is UTC+3
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The page served on prepared data, in a zone where it is now the afternoon."""
     from lib.config import load_config
-    from lib.store.reader import read_db
     from tests.appdata import prepare
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path_factory.mktemp("browser") / "data"
     info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)
-    with read_db(data_dir / "vigie.duckdb") as conn:
+    zone = afternoon_zone()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with served(data_dir, {"VIGIE_APP_TIMEZONE": zone}) as url:
+        yield SimpleNamespace(url=url, data_dir=data_dir, info=info, zone=zone)
+
+
+def x_axis_labels(page) -> list[list[str]]:
+    """Per chart on the page, the labels of its time axis."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).map(c =>
+        Array.from(c.querySelectorAll('g[aria-label^="X-axis"] .role-axis-label text')).map(t => t.textContent))""")
+
+
+def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(app):
+    from lib.store.reader import read_db
+    with read_db(app.data_dir / "vigie.duckdb") as conn:
         flagged = dict(conn.execute("SELECT session_id, count(*) FROM states WHERE state = 'anomaly' "
                                     "GROUP BY session_id").fetchall())
-    ARTIFACTS.mkdir(exist_ok=True)
-    with served(data_dir) as url, browser_page() as page:
-        page.goto(url)
+    with browser_page() as page:
+        page.goto(app.url)
         page.get_by_role("heading", name="Live").first.wait_for()
         wait_for_charts(page, 3)
         page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
@@ -136,7 +161,7 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_p
         open_view(page, "Anomalies")
         rows = download_csv(page, "Download CSV (anomalies)", ARTIFACTS / "browser-anomalies.csv")
         assert len(rows) == sum(flagged.values()) > 100
-        assert {r["session_id"] for r in rows} == set(info["sessions"])
+        assert {r["session_id"] for r in rows} == set(app.info["sessions"])
         assert all(not r["sensor"].startswith(("=", "+", "-", "@")) for r in rows)
         assert any(r["sensor"] == "'=cmd|' /C calc'!A0" for r in rows)
 
@@ -151,6 +176,45 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(tmp_p
         assert len(rows) == flagged["20261127T140000-b2"]
         assert {r["session_id"] for r in rows} == {"20261127T140000-b2"}
         page.screenshot(path=str(ARTIFACTS / "browser-anomalies.png"), full_page=True)
+
+
+def test_the_axes_use_a_24_hour_clock_in_the_operators_zone_with_utc_on_hover(app):
+    """The browser runs in New York; the page's zone is one where it is now about 15:00. Every time
+    axis reads 14:xx/15:xx (not 02/03), and a flagged reading's tooltip gives both clocks."""
+    with browser_page(timezone_id="America/New_York") as page:
+        page.goto(app.url)
+        wait_for_charts(page, 3)
+        page.wait_for_timeout(500)
+        labels = [label for chart in x_axis_labels(page) for label in chart]
+        assert labels and all(re.fullmatch(r"\d\d:\d\d(:\d\d(\.\d{3})?)?", label) for label in labels), labels
+        hours = {int(label[:2]) for label in labels}
+        assert hours <= {14, 15, 16} and hours & {14, 15}, labels
+        assert page.get_by_text(f"time ({app.zone})").first.is_visible()
+
+        page.locator('[data-testid="stVegaLiteChart"] .mark-symbol path').first.hover()
+        tip = page.locator("#vg-tooltip-element")
+        tip.wait_for()
+        text = tip.inner_text()
+        local = re.search(rf"time \({re.escape(app.zone)}\)\s+(\S+ \S+)", text)
+        utc = re.search(r"time \(UTC\)\s+(\S+ \S+)", text)
+        assert local and utc, text
+        shift = datetime.fromisoformat(local[1]) - datetime.fromisoformat(utc[1])
+        offset = datetime.now(timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo(app.zone)).utcoffset()
+        assert shift == offset, text
+
+
+def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
+    from lib.page.clock import Clock
+    clock = Clock.from_setting(app.zone)
+    middle = clock.wall(app.info["sessions"]["20261127T140000-b2"]).date()
+    with browser_page() as page:
+        page.goto(app.url + "/sessions")
+        page.get_by_text("3 session(s) between").wait_for()
+        start = page.get_by_role("spinbutton", name=re.compile(r"^year, Sessions between .* start date$"))
+        start.click()
+        page.keyboard.type(middle.strftime("%Y%m%d"))
+        page.keyboard.press("Enter")
+        page.get_by_text(f"2 session(s) between {middle} and").wait_for(timeout=10_000)
 
 
 def screenshots(out: Path) -> None:

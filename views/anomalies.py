@@ -15,14 +15,15 @@ rows = reads.anomalies(db, f)
 n_readings = reads.count_readings(db, f)
 st.caption(f"{len(rows):,} flagged (reading, algorithm) pairs among {n_readings:,} readings for these filters.")
 c1, c2 = st.columns(2)
-c1.download_button("Download CSV (anomalies)", export.to_csv(rows), file_name="vigie-anomalies.csv",
+c1.download_button("Download CSV (anomalies)", export.to_csv(rows, ctx.clock), file_name="vigie-anomalies.csv",
                    mime="text/csv", key="download_anomalies", disabled=rows.empty, on_click="ignore")
 c2.download_button("Download CSV (all readings)",
-                   lambda: export.to_csv(reads.readings(db, f)), file_name="vigie-readings.csv",
+                   lambda: export.to_csv(reads.readings(db, f), ctx.clock), file_name="vigie-readings.csv",
                    mime="text/csv", key="download_readings", disabled=not n_readings, on_click="ignore")
 if rows.empty:
     st.info("No anomalies in this range.")
     st.stop()
-st.dataframe(rows, hide_index=True, key="anomalies_table",
-             column_config={"ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss.SSS"),
+st.dataframe(ctx.clock.local_frame(rows), hide_index=True, key="anomalies_table",
+             column_config={"ts": st.column_config.DatetimeColumn(f"time ({ctx.clock.name})",
+                                                                  format="YYYY-MM-DD HH:mm:ss.SSS"),
                             "score": st.column_config.NumberColumn(format="%.3f")})

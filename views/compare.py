@@ -58,7 +58,7 @@ def replay_panel() -> None:
     cols[3].metric("Cohen's kappa", f"{result['kappa']:.2f}" if not live.empty else "—")
     if live.empty:
         st.caption(f"{name} did not run live on this sensor: only the replay is shown.")
-    st.altair_chart(charts.replay_chart(result["rows"]), width="stretch")
+    st.altair_chart(charts.replay_chart(result["rows"], ctx.clock), width="stretch")
 
 
 st.title("Compare algorithms")
@@ -98,7 +98,7 @@ dis = reads.disagreements(db, f)
 if dis.empty:
     st.caption("The algorithms agree on every reading of this selection.")
 else:
-    st.altair_chart(charts.disagreement_timeline(dis), width="stretch")
+    st.altair_chart(charts.disagreement_timeline(dis, ctx.clock), width="stretch")
     st.caption(f"{dis[['session_id', 'seq']].drop_duplicates().shape[0]:,} readings with split verdicts "
                "(first 5,000 shown).")
 replay_panel()

@@ -2,10 +2,9 @@
 travel to the store and count as truth in Compare."""
 from datetime import datetime, timedelta
 
-import pandas as pd
 import streamlit as st
 
-from lib.page import queries, reads, views
+from lib.page import reads, views
 from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
 from lib.page.queries import Filters
 
@@ -14,11 +13,8 @@ ORDER = 50
 FILTERS = True
 
 ctx = views.current()
-f, db = ctx.filters, ctx.db
-
-
-def fmt_ts(ts) -> str:
-    return "—" if ts is None or pd.isna(ts) else pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+f, db, clock = ctx.filters, ctx.db, ctx.clock
+fmt_ts = clock.text
 
 
 def send(label: Label) -> None:
@@ -54,10 +50,10 @@ with c1:
 with c2:
     st.subheader("A missed anomaly")
     sensor = st.selectbox("Sensor", ctx.sensors, key="missed_sensor")
-    default = fmt_ts(flagged.ts.iloc[0]) if not flagged.empty else fmt_ts(queries.utc_now())
-    when = st.text_input("Time (UTC, YYYY-MM-DD HH:MM:SS)", value=default, key="missed_time")
+    default = fmt_ts(flagged.ts.iloc[0]) if not flagged.empty else clock.now().strftime("%Y-%m-%d %H:%M:%S")
+    when = st.text_input(f"Time ({clock.name}, YYYY-MM-DD HH:MM:SS)", value=default, key="missed_time")
     try:
-        at = datetime.fromisoformat(when.strip())
+        at = clock.to_utc(datetime.fromisoformat(when.strip()))
     except ValueError:
         st.error("Write the time as YYYY-MM-DD HH:MM:SS.")
         at = None
@@ -78,4 +74,8 @@ pending = len(st.session_state.get("sent_labels", []))
 if stored.empty:
     st.caption("No label stored yet." + (f" {pending} sent, on their way to the store." if pending else ""))
 else:
-    st.dataframe(stored, hide_index=True, key="labels_table")
+    st.dataframe(clock.local_frame(stored, ("ts", "made_at")), hide_index=True, key="labels_table",
+                 column_config={"ts": st.column_config.DatetimeColumn(f"time ({clock.name})",
+                                                                      format="YYYY-MM-DD HH:mm:ss.SSS"),
+                                "made_at": st.column_config.DatetimeColumn(f"labelled ({clock.name})",
+                                                                           format="YYYY-MM-DD HH:mm:ss")})

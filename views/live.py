@@ -42,18 +42,22 @@ def live() -> None:
         return
     # stale: silent for 10 s, or for 5 of its usual intervals if it is a slow sensor
     limit = (5.0 / health["per_s"].where(health["per_s"] > 0)).fillna(10.0).clip(lower=10.0)
-    h = health.assign(stale=health["age_s"] > limit)
+    h = ctx.clock.local_frame(health.assign(stale=health["age_s"] > limit), ("last_ts",))
     with st.expander("Health: sensors and workers", expanded=False):
         st.dataframe(h.style.apply(lambda r: ["color: #d62728; font-weight: bold" if r["stale"] else ""] * len(r),
                                    axis=1), hide_index=True, key="health_table",
-                     column_config={"last_ts": st.column_config.DatetimeColumn("last reading (UTC)"),
+                     column_config={"last_ts": st.column_config.DatetimeColumn(f"last reading ({ctx.clock.name})",
+                                                                              format="YYYY-MM-DD HH:mm:ss"),
                                     "age_s": st.column_config.NumberColumn("age (s)", format="%.1f"),
                                     "per_s": st.column_config.NumberColumn("readings/s", format="%.2f")})
         if not lag.empty:
+            lag = ctx.clock.local_frame(lag, ("last_verdict",))
             st.dataframe(lag.assign(status=["ok" if b is not None and b < 5 else "behind" for b in lag["behind_s"]]),
                          hide_index=True, key="lag_table",
                          column_config={"behind_s": st.column_config.NumberColumn("behind newest reading (s)",
-                                                                                  format="%.1f")})
+                                                                                  format="%.1f"),
+                                        "last_verdict": st.column_config.DatetimeColumn(
+                                            f"last verdict ({ctx.clock.name})", format="YYYY-MM-DD HH:mm:ss")})
     stale = h[h["stale"]]
     if not stale.empty:
         st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
@@ -77,7 +81,8 @@ def live() -> None:
             continue
         spans = open_spans[open_spans["sensor"] == sensor] if open_spans is not None else None
         st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
-                                          charts.rule_limits(config, sensor), event_spans=spans), width="stretch")
+                                          charts.rule_limits(config, sensor), event_spans=spans, clock=ctx.clock),
+                        width="stretch")
 
 
 live()

@@ -1,10 +1,8 @@
 """Sessions: the sessions between two dates; selecting one opens it in the views that use the
 shared filters."""
-from datetime import datetime, time
-
 import streamlit as st
 
-from lib.page import queries, reads, views
+from lib.page import reads, views
 
 TITLE = "Sessions"
 ORDER = 30
@@ -19,13 +17,17 @@ def open_session(ids: list[str]) -> None:
         st.session_state["whole_range"] = True
 
 
+clock = ctx.clock
 st.title("Sessions")
 lo, hi = reads.time_bounds(ctx.db)
-today = queries.utc_now().date()
-default = ((lo or queries.utc_now()).date(), today)
-picked = st.date_input("Sessions between (UTC dates)", value=default, key="sessions_dates")
+today = clock.now().date()
+default = ((clock.wall(lo) if lo is not None else clock.now()).date(), today)
+picked = st.date_input(f"Sessions between (dates, {clock.name})", value=default, key="sessions_dates")
 d0, d1 = (picked[0], picked[-1]) if isinstance(picked, (tuple, list)) and picked else default
-start, end = datetime.combine(d0, time.min), datetime.combine(d1, time.max)
+if d1 < d0:
+    st.error(f"The range ends ({d1}) before it starts ({d0}): pick an end after the start.")
+    st.stop()
+start, end = clock.day_bounds(d0, d1)
 found = reads.sessions(ctx.db, start, end)
 if found.empty:
     st.info(f"No session between {d0} and {d1}." if not ctx.sessions.empty else "No session yet.")
@@ -33,6 +35,7 @@ if found.empty:
 st.caption(f"{len(found)} session(s) between {d0} and {d1}. Select one to open it in Compare, "
            "Anomalies and Labels.")
 ids = list(found["session_id"])
+found = clock.local_frame(found, ("started_at", "ended_at"))
 per_algo = [c for c in found.columns if c.startswith("anomalies ")]
 found = found.assign(flagged=[" · ".join(f"{c.removeprefix('anomalies ')} {row[c]}" for c in per_algo)
                               for _, row in found.iterrows()])
@@ -41,7 +44,8 @@ st.dataframe(found, hide_index=True, key="sessions_table", on_select=lambda: ope
              column_order=["session_id", "port", "started_at", "duration_s", "readings", "rejects", "gaps",
                            "flagged"],
              column_config={"session_id": st.column_config.TextColumn("session"),
-                            "started_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+                            "started_at": st.column_config.DatetimeColumn(f"started ({clock.name})",
+                                                                          format="YYYY-MM-DD HH:mm"),
                             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
                             "flagged": st.column_config.TextColumn("anomalies per algorithm", width="large")})
 if st.session_state.get("session") in ids:

@@ -1,6 +1,10 @@
 """Altair charts for the app: readings as a line, one marker layer per algorithm on the exact
 readings it flagged, threshold rules as lines, the initializing stretch shaded; and the charts of
-the Compare view (agreement matrix, disagreement timeline, replay)."""
+the Compare view (agreement matrix, disagreement timeline, replay).
+
+Frames come in with stored (UTC) times; every chart draws them on the operator's clock
+(lib.page.clock) with 24-hour labels, and its tooltips give the time there and in UTC.
+"""
 from __future__ import annotations
 
 import math
@@ -8,6 +12,15 @@ from typing import Mapping
 
 import altair as alt
 import pandas as pd
+
+from lib.page.clock import Clock
+
+UTC_CLOCK = Clock.from_setting("UTC")
+#: Vega's labels per tick size; its defaults use a 12-hour clock without AM/PM ("01:51" for 13:51)
+TIME_FORMATS = {"milliseconds": "%H:%M:%S.%L", "seconds": "%H:%M:%S", "minutes": "%H:%M", "hours": "%H:%M",
+                "day": "%a %d %b", "date": "%a %d %b", "week": "%d %b", "month": "%b %Y", "quarter": "%b %Y",
+                "year": "%Y"}
+TIP_FORMAT = "%Y-%m-%d %H:%M:%S.%L"
 
 INITIALIZING_COLOUR = "#9e9e9e"
 LINE_COLOUR = "#1f77b4"
@@ -23,33 +36,73 @@ def _detector_scale(names: list[str]) -> tuple[alt.Scale, alt.Scale]:
             alt.Scale(domain=names, range=[SHAPES[i % len(SHAPES)] for i in range(len(names))]))
 
 
+def time_x(clock: Clock, field: str = "ts", title: str | None = None) -> alt.X:
+    """The time axis: the operator's wall clock on a UTC scale (see `on_clock`), 24-hour labels."""
+    return alt.X(f"{field}:T", title=title or f"time ({clock.name})", scale=alt.Scale(type="utc"),
+                 axis=alt.Axis(format=TIME_FORMATS))
+
+
+def on_clock(df: pd.DataFrame, clock: Clock, columns: tuple[str, ...] = ("ts",)) -> tuple[pd.DataFrame, str]:
+    """A copy of `df` with its stored UTC time `columns` on the operator's wall clock, marked UTC
+    so the browser's own zone does not move them; and the Vega expression of the first column's
+    offset from UTC in ms (a constant, or a column `offset_ms` when a DST change falls inside)."""
+    out = df.copy()
+    offset = "0"
+    for i, col in enumerate(columns):
+        utc = pd.to_datetime(out[col])
+        if i == 0 and len(out):
+            per_row = clock.offset_ms(utc)
+            if per_row.nunique() == 1:
+                offset = str(int(per_row.iloc[0]))
+            else:
+                out["offset_ms"], offset = per_row, "datum.offset_ms"
+        out[col] = clock.for_chart(utc)
+    return out, offset
+
+
+def time_tips(chart: alt.Chart, clock: Clock, offset: str, field: str = "ts", fmt: str = TIP_FORMAT,
+              title: str = "time") -> tuple[alt.Chart, list[alt.Tooltip]]:
+    """`chart` with the tooltip texts of `field`: the operator's time, and UTC beside it."""
+    chart = chart.transform_calculate(**{f"{field}_local": f"utcFormat(time(datum.{field}), '{fmt}')"})
+    tips = [alt.Tooltip(f"{field}_local:N", title=f"{title} ({clock.name})")]
+    if clock.name != "UTC":
+        chart = chart.transform_calculate(**{f"{field}_utc": f"utcFormat(time(datum.{field}) - {offset}, '{fmt}')"})
+        tips.append(alt.Tooltip(f"{field}_utc:N", title=f"{title} (UTC)"))
+    return chart, tips
+
+
 def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
                limits: Mapping[str, float] | None = None, height: int = 260,
-               event_spans: pd.DataFrame | None = None) -> alt.LayerChart:
+               event_spans: pd.DataFrame | None = None, clock: Clock = UTC_CLOCK) -> alt.LayerChart:
     """Value over time (`readings`: ts, value), a marker on each reading an algorithm flagged
     (`marks`: ts, value, detector, score, flagged_by; colour and shape per algorithm), the stretch
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
     dashed lines. `event_spans` (start, end, severity, event_id): anomaly events shaded in their
-    severity's colour."""
-    line_tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q")]
+    severity's colour. Times on `clock`."""
     layers = []
     if event_spans is not None and not event_spans.empty:
-        layers.append(alt.Chart(event_spans).mark_rect(opacity=0.15).encode(
-            x="start:T", x2="end:T",
+        events, offset = on_clock(event_spans, clock, ("start", "end"))
+        chart, start_tips = time_tips(alt.Chart(events), clock, offset, "start", "%H:%M:%S", "from")
+        chart, end_tips = time_tips(chart, clock, offset, "end", "%H:%M:%S", "to")
+        layers.append(chart.mark_rect(opacity=0.15).encode(
+            x=time_x(clock, "start"), x2="end:T",
             color=alt.Color("severity:N", title="event", scale=alt.Scale(domain=list(EVENT_COLOURS),
                                                                          range=list(EVENT_COLOURS.values()))),
-            tooltip=[alt.Tooltip("event_id:N", title="event"), alt.Tooltip("severity:N"),
-                     alt.Tooltip("start:T", format="%H:%M:%S"), alt.Tooltip("end:T", format="%H:%M:%S")]))
+            tooltip=[alt.Tooltip("event_id:N", title="event"), alt.Tooltip("severity:N"), *start_tips, *end_tips]))
     if init_spans is not None and not init_spans.empty:
         spans = init_spans.groupby("session_id", as_index=False).agg(start=("start", "min"), end=("end", "max"))
         spans["what"] = "initializing"
-        layers.append(alt.Chart(spans).mark_rect(color=INITIALIZING_COLOUR, opacity=0.18).encode(
-            x="start:T", x2="end:T", tooltip=[alt.Tooltip("what:N", title="detectors"),
-                                              alt.Tooltip("start:T", format="%H:%M:%S"),
-                                              alt.Tooltip("end:T", format="%H:%M:%S")]))
-    layers.append(alt.Chart(readings).mark_line(color=LINE_COLOUR, strokeWidth=1.2).encode(
-        x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
-        tooltip=line_tip))
+        spans, offset = on_clock(spans, clock, ("start", "end"))
+        chart, start_tips = time_tips(alt.Chart(spans), clock, offset, "start", "%H:%M:%S", "from")
+        chart, end_tips = time_tips(chart, clock, offset, "end", "%H:%M:%S", "to")
+        layers.append(chart.mark_rect(color=INITIALIZING_COLOUR, opacity=0.18).encode(
+            x=time_x(clock, "start"), x2="end:T",
+            tooltip=[alt.Tooltip("what:N", title="detectors"), *start_tips, *end_tips]))
+    readings, offset = on_clock(readings, clock)
+    chart, tips = time_tips(alt.Chart(readings), clock, offset)
+    layers.append(chart.mark_line(color=LINE_COLOUR, strokeWidth=1.2).encode(
+        x=time_x(clock), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
+        tooltip=[*tips, alt.Tooltip("value:Q")]))
     for name, value in (limits or {}).items():
         if value is None or not math.isfinite(float(value)):
             continue
@@ -58,11 +111,13 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
             y="value:Q", tooltip=[alt.Tooltip("rule:N", title="threshold")]))
     if marks is not None and not marks.empty:
         colours, shapes = _detector_scale(list(marks["detector"].unique()))
-        tip = [alt.Tooltip("ts:T", title="time (UTC)", format="%Y-%m-%d %H:%M:%S.%L"), alt.Tooltip("value:Q"),
-               alt.Tooltip("detector:N", title="flagged by"), alt.Tooltip("score:Q", format=".3f")]
+        marks, offset = on_clock(marks, clock)
+        chart, tip = time_tips(alt.Chart(marks), clock, offset)
+        tip += [alt.Tooltip("value:Q"), alt.Tooltip("detector:N", title="flagged by"),
+                alt.Tooltip("score:Q", format=".3f")]
         if "flagged_by" in marks:
             tip.append(alt.Tooltip("flagged_by:N", title="all that flagged it"))
-        layers.append(alt.Chart(marks).mark_point(filled=True, size=80, opacity=0.85).encode(
+        layers.append(chart.mark_point(filled=True, size=80, opacity=0.85).encode(
             x="ts:T", y="value:Q",
             color=alt.Color("detector:N", title="flagged by", scale=colours),
             shape=alt.Shape("detector:N", title="flagged by", scale=shapes),
@@ -85,31 +140,36 @@ def agreement_heatmap(matrix: pd.DataFrame, measure: str) -> alt.Chart:
     return (cells + text).properties(height=60 + 45 * len(matrix))
 
 
-def disagreement_timeline(rows: pd.DataFrame) -> alt.Chart:
+def disagreement_timeline(rows: pd.DataFrame, clock: Clock = UTC_CLOCK) -> alt.Chart:
     """One row per detector; a tick at each reading where the detectors disagree, filled where
     that detector flagged it."""
-    return alt.Chart(rows).mark_tick(thickness=2, size=18).encode(
-        x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("detector:N", title=None),
+    n_detectors = rows["detector"].nunique()
+    rows, offset = on_clock(rows, clock)
+    chart, tips = time_tips(alt.Chart(rows), clock, offset)
+    return chart.mark_tick(thickness=2, size=18).encode(
+        x=time_x(clock), y=alt.Y("detector:N", title=None),
         color=alt.Color("verdict:N", scale=alt.Scale(domain=["flagged", "not flagged"],
                                                      range=["#d62728", "#c7c7c7"])),
-        tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S.%L"), "sensor:N", "session_id:N", "seq:Q",
-                 "detector:N", "verdict:N"]).properties(height=40 + 35 * rows["detector"].nunique())
+        tooltip=[*tips, "sensor:N", "session_id:N", "seq:Q", "detector:N", "verdict:N"]
+    ).properties(height=40 + 35 * n_detectors)
 
 
-def replay_chart(rows: pd.DataFrame) -> alt.LayerChart:
+def replay_chart(rows: pd.DataFrame, clock: Clock = UTC_CLOCK) -> alt.LayerChart:
     """A replayed series: the line, what was flagged live and what the replay flags."""
+    rows, offset = on_clock(rows, clock)
     line = alt.Chart(rows).mark_line(color=LINE_COLOUR, strokeWidth=1).encode(
-        x=alt.X("ts:T", title="time (UTC)"), y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
+        x=time_x(clock), y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
     marks = pd.concat([rows[rows["live"] == "anomaly"].assign(who="live"),
                        rows[rows["replay"] == "anomaly"].assign(who="replay")])
     layers = [line]
     if not marks.empty:
-        layers.append(alt.Chart(marks).mark_point(size=90, filled=False, strokeWidth=2).encode(
+        chart, tips = time_tips(alt.Chart(marks), clock, offset)
+        layers.append(chart.mark_point(size=90, filled=False, strokeWidth=2).encode(
             x="ts:T", y="value:Q",
             color=alt.Color("who:N", title="flagged", scale=alt.Scale(domain=["live", "replay"],
                                                                        range=["#ff7f0e", "#9467bd"])),
             shape=alt.Shape("who:N", scale=alt.Scale(domain=["live", "replay"], range=["circle", "diamond"])),
-            tooltip=[alt.Tooltip("ts:T", format="%H:%M:%S.%L"), "value:Q", "who:N", "seq:Q"]))
+            tooltip=[*tips, "value:Q", "who:N", "seq:Q"]))
     return alt.layer(*layers).properties(height=260)
 
 

@@ -35,9 +35,15 @@ def safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def to_csv(df: pd.DataFrame) -> bytes:
-    """UTF-8 CSV of `df`, injection-safe, timestamps in ISO 8601 (UTC)."""
+def to_csv(df: pd.DataFrame, clock=None) -> bytes:
+    """UTF-8 CSV of `df`, injection-safe, timestamps in ISO 8601 (UTC). With the operator's
+    `clock` (lib.page.clock.Clock), the time `ts` is also given on it, with its offset, in a
+    `local_time` column beside it (what the page showed)."""
     out = safe_frame(df)
+    if clock is not None and "ts" in out.columns and pd.api.types.is_datetime64_any_dtype(out["ts"]):
+        local = out["ts"].dt.tz_localize("UTC").dt.tz_convert(clock.zone)
+        text = local.dt.strftime("%Y-%m-%dT%H:%M:%S.%f%z").str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
+        out.insert(out.columns.get_loc("ts") + 1, "local_time", text)
     for col in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[col]):
             out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.config import Config
+from lib.page.clock import Clock
 from lib.page.queries import Filters
 
 _CONTEXT_KEY = "_vigie_context"
@@ -70,6 +71,7 @@ def find_views(folder: Path) -> list[View]:
 class Context:
     """What the entry point prepared for the view of this run."""
     config: Config
+    clock: Clock               # the operator's time zone: every time shown, typed or picked
     db: str                    # the DuckDB file, the key of every cached read
     sessions: pd.DataFrame     # every session, newest first
     sensors: list[str]         # every sensor with readings
