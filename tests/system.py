@@ -75,6 +75,11 @@ class System:
                               *args], env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
         return out.stdout + out.stderr
 
+    def supervisord_pid(self) -> int:
+        """supervisord runs as launch's child (launch stays to turn Ctrl-C into a shutdown request)."""
+        pidfile = self.data / "supervisord.pid"
+        return int(pidfile.read_text()) if pidfile.exists() else 0
+
     def pid(self, program: str) -> int:
         out = self.ctl("pid", program).strip()
         return int(out) if out.isdigit() else 0

@@ -183,3 +183,12 @@ def test_two_simulated_boards_from_vigie_toml_alone(tmp_path):
         "co2", "humidite", "pression", "temperature"]
     assert {s.name: s.state for s in st.read_statuses(system.data / "run")} == {
         "arduino": st.STOPPED, "cellar": st.STOPPED}
+
+
+def test_the_control_socket_credentials_match_the_supervisord_files():
+    from lib.supervision import PASSWORD, USERNAME
+    for name in ("supervisord.conf", "supervisord-kafka.conf"):
+        parser = configparser.RawConfigParser()
+        parser.read(PROJECT_ROOT / name)
+        for section in ("unix_http_server", "supervisorctl"):
+            assert (parser[section]["username"], parser[section]["password"]) == (USERNAME, PASSWORD), name

@@ -2,6 +2,7 @@
 the producer, the detector worker, the store and the app, checked by querying the DuckDB file."""
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections import Counter
@@ -66,3 +67,21 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
 
     sessions = system.query("SELECT port, baud, ended_at IS NOT NULL FROM sessions")
     assert len(sessions) == 1 and sessions[0][1] == 9600 and sessions[0][2]
+
+
+def test_a_normal_start_and_stop_logs_no_warning(tmp_path):
+    """`make run`'s system as configured, started, read from and stopped with Ctrl-C: no line of
+    the terminal or of the log files is a warning, an error or critical (a warning is for the
+    operator to act on)."""
+    with System(tmp_path) as system:
+        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] > 0, 120, what="a state stored")
+        urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()
+        rc = system.stop()
+    assert rc == 0, system.log()[-3000:]
+    logs = {"terminal": system.log(), **{str(p.relative_to(system.data)): p.read_text(errors="replace")
+                                         for p in [system.data / "supervisord.log", *(system.data / "logs").glob("*")]
+                                         if p.is_file()}}
+    assert "supervisord started" in logs["supervisord.log"] and "stopped: store (exit status 0)" in logs["terminal"]
+    bad = [f"{name}: {line}" for name, text in logs.items() for line in text.splitlines()
+           if re.search(r"\b(WARN|WARNING|ERROR|CRIT|CRITICAL)\b", line)]
+    assert not bad, "\n".join(bad)

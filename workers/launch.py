@@ -2,13 +2,17 @@
 
 Checks the configuration first, so a bad key is one clear line instead of five crash-looping
 programs, then runs supervisord in the foreground with the data folder in its environment.
-Ctrl-C stops everything cleanly (supervisord stops each program in turn).
+Ctrl-C stops everything cleanly: launch asks supervisord to shut down over its control socket,
+and supervisord stops each program in turn.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import xmlrpc.client
 
 from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import PROJECT_ROOT, ConfigError, load_config
@@ -16,6 +20,7 @@ from lib.detect.detection import check_detection_config
 from lib.ingest.boards import boards, program_sections
 from lib.ingest.status import PREFIX, SUFFIX
 from lib.runtime import setup_logging
+from lib.supervision import die_with_parent, rpc
 
 
 def main(argv=None) -> int:
@@ -48,7 +53,39 @@ def main(argv=None) -> int:
           f"  Ctrl-C stops everything.\n", flush=True)
     # Kafka mode runs several detector workers in one group (supervisord-kafka.conf, docs/kafka.md).
     conf = "supervisord-kafka.conf" if config.transport.kind == "kafka" else "supervisord.conf"
-    os.execve(supervisord, [supervisord, "-n", "-c", str(PROJECT_ROOT / conf)], env)
+    # --user: the user running launch, said outright; as root, supervisord otherwise logs a CRIT
+    # line at every start asking whether root was meant.
+    args = [supervisord, "-n", "-c", str(PROJECT_ROOT / conf), "--user", str(os.getuid())]
+    return supervise(subprocess.Popen(args, env=env, preexec_fn=_supervisord_child), data, log)
+
+
+def _supervisord_child() -> None:
+    # Its own process group: Ctrl-C in the terminal reaches launch only, which asks supervisord to
+    # shut down over its socket (a signal makes supervisord log a WARN line at every normal stop).
+    # Tied to launch: if launch is killed, supervisord gets SIGTERM and stops every program.
+    os.setpgrp()
+    die_with_parent(signal.SIGTERM)
+
+
+def supervise(proc: subprocess.Popen, data, log) -> int:
+    """Wait for supervisord; on SIGINT or SIGTERM ask it to shut down. Returns its exit code."""
+    asked: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: asked.append(signum))
+    stopping = False
+    while True:
+        try:
+            return proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if asked and not stopping:
+            stopping = True
+            try:
+                rpc(data).supervisor.shutdown()
+            except (OSError, xmlrpc.client.Error) as exc:
+                # Not listening yet (a Ctrl-C in its first second) or stuck: the signal still works.
+                log.info("supervisord did not take the shutdown request (%s): signalling it", exc)
+                proc.send_signal(signal.SIGTERM)
 
 
 if __name__ == "__main__":

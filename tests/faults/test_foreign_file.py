@@ -44,7 +44,7 @@ def test_foreign_file_refused_untouched_then_recovered_and_control_socket_privat
         assert stat.S_ISSOCK(sock.stat().st_mode)
         assert stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0, oct(sock.stat().st_mode)
         assert stat.S_IMODE(system.data.stat().st_mode) == 0o700
-        supervisord = psutil.Process(system.proc.pid)
+        supervisord = psutil.Process(system.supervisord_pid())
         assert "supervisord" in " ".join(supervisord.cmdline())
         assert supervisord.net_connections(kind="inet") == [], "supervisord opened a TCP port"
         app = psutil.Process(status(system)["app"][1])
