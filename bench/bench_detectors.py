@@ -12,6 +12,13 @@ One run, one process, one core, the same data for all:
 - **readings/s**: readings scored and learnt per second of one core on the sim data, fed in
   batches of `--batch` readings per sensor as the detector worker gets them from a poll.
 
+- **the configured set, as an operator lives with it**: `[detection]` of vigie.toml (its
+  detectors, thresholds and rules, `[events] min_agree`) and every registered detector alone,
+  over three simulated hours of each realistic scenario (data/scenarios/realistic-tune.toml, on
+  which settings may be tuned, and realistic-heldout.toml, held out): the share of normal readings
+  flagged, and per injected kind the recall and the detection delay. The same table as
+  `python -m workers.evaluate --set` (lib.detect.evaluation).
+
 The seed's way runs on the sim data only (refitting per reading is far too slow for 66,000 NAB
 readings): `seed-iforest` refits 100 trees on the previous 20 readings for every reading and
 scores the new one; `seed-dbscan` fits scikit-learn's DBSCAN on the 21 readings (in the same
@@ -127,6 +134,20 @@ def scores_of(series, all_scores):
     return nab["score"], (2 * p * r / (p + r) if p + r else 0.0), detected, windows
 
 
+def set_table(seconds: float) -> None:
+    """The configured detector set over the realistic scenarios (see the module doc)."""
+    from lib.config import load_config
+    from lib.detect.evaluation import SET_SCENARIOS, evaluate_set, format_set_report, generate_stream
+    from lib.ingest.simulator import load_scenario
+    config = load_config()
+    t0 = time.process_time()
+    results = [evaluate_set(config, generate_stream(load_scenario(PROJECT_ROOT / path), seconds, seed, name=name))
+               for name, path, seed in SET_SCENARIOS]
+    print(format_set_report(results, {"tune": "settings may be tuned here", "held-out": "held out: no one tunes on it"}))
+    print(f"(the set table: {time.process_time() - t0:.0f} s of CPU; `python -m workers.evaluate --set` prints it too)\n",
+          flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sim-seconds", type=float, default=120.0, help="simulated seconds (5 readings/s per sensor)")
@@ -134,7 +155,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-nab", action="store_true", help="skip the ten NAB series")
     ap.add_argument("--no-seed", action="store_true", help="skip the seed's way (slow: ~0.05-0.15 s a reading)")
     ap.add_argument("--detectors", nargs="*", default=None, help="registry names (default: all)")
+    ap.add_argument("--no-set", action="store_true", help="skip the configured set on the realistic scenarios")
+    ap.add_argument("--set-seconds", type=float, default=10800.0,
+                    help="simulated seconds of each realistic scenario for the set table")
+    ap.add_argument("--only-set", action="store_true", help="print the set table only")
     args = ap.parse_args(argv)
+    if not args.no_set:
+        set_table(args.set_seconds)
+    if args.only_set:
+        return 0
 
     # a quiet stretch first, long enough for every detector's warm-up (likelihood: 300 readings),
     # fed as history; then the scored stretch with the anomalies

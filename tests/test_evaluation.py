@@ -97,3 +97,91 @@ def test_session_against_truth(tmp_path):
     series = session_series(db)
     assert len(series) == 1 and series[0].windows == [(400, 404)]
     assert evaluate(series, "zscore")["overall"]["recall"] == 1.0
+
+
+# --- a detector set as an operator sees it ----------------------------------------------------
+
+def _hand_stream():
+    """Two sensors, a reading a second each (b half a second later), three injections and a
+    dropout whose readings are known, and a legitimate set-point change on a at 2.5 s."""
+    from lib.detect.evaluation import Injected, Stream
+    from lib.ingest.simulator import SetpointChange
+    ta = np.arange(0.0, 20.0)                                            # a: 20 readings, 0..19 s
+    tb = np.concatenate([np.arange(0.5, 16.0), [18.5, 19.5]])            # b: 18, silent 16..18 s
+    order = np.argsort(np.concatenate([ta, tb]), kind="stable")
+    sensor = np.concatenate([np.zeros(len(ta), int), np.ones(len(tb), int)])[order]
+    t = np.concatenate([ta, tb])[order]
+    injected = [Injected("a", "spike", 5.0, 5.0, 5, 5),
+                Injected("b", "level_shift", 9.7, 12.0, 10, 12),
+                Injected("a", "dip", 15.0, 15.0, 15, 15),
+                Injected("b", "dropout", 16.0, 18.0, 16, 15)]
+    return Stream("hand", ["a", "b"], sensor, t, np.zeros(len(t)), t, injected,
+                  [SetpointChange("a", 2.5, 0.0, 3.0)], quiet_s=2.0, seconds=20.0, seed=0)
+
+
+def test_set_score_counts_a_hand_made_case_exactly():
+    from lib.detect.evaluation import score_set
+    stream = _hand_stream()
+    fa, fb = np.zeros(20, bool), np.zeros(18, bool)
+    fa[[1, 3, 6, 18]] = True        # 1: in the warm-up (not counted); 6: the spike, a reading late
+    fb[[4, 14]] = True              # 14: the level shift's last reading + 2 (the tolerance)
+    ja = np.ones(20, bool)
+    ja[0] = False                   # initializing
+    silences = [("b", 17.0), ("a", 3.0)]     # the dropout's, told 1 s in; one out of the blue
+    events = {"a": [(3, 3), (5, 7)], "b": [(14, 14)]}
+    r = score_set(stream, {"a": (ja, fa), "b": (np.ones(18, bool), fb)}, silences, tolerance=2,
+                  settle_s=10.0, events=events)
+    # normal: a 2..19 less the spike's 5..7 and the dip's 15..17 = 12; b 2..17 less 10..14 = 11
+    assert (r["normal"], r["flagged_normal"]) == (23, 3)             # a 3, a 18, b 4
+    assert r["false_alarm_rate"] == 3 / 23
+    assert r["after_setpoint_change"] == 1                           # a 3 (2.5 s <= 3 s < 12.5 s)
+    k = r["kinds"]
+    assert (k["spike"]["caught"], k["spike"]["n"]) == (1, 1)
+    assert k["spike"]["delay_readings"] == {"median": 1.0, "max": 1.0} and k["spike"]["delay_s"]["max"] == 1.0
+    assert (k["level_shift"]["caught"], k["level_shift"]["delay_readings"]["max"]) == (1, 4.0)
+    assert k["level_shift"]["delay_s"]["max"] == pytest.approx(14.5 - 9.7)
+    assert (k["dip"]["caught"], k["dip"]["n"], k["dip"]["recall"], k["dip"]["delay_s"]) == (0, 1, 0.0, None)
+    assert (k["dropout"]["caught"], k["dropout"]["delay_s"], k["dropout"]["delay_readings"]) == \
+        (1, {"median": 1.0, "max": 1.0}, None)
+    assert r["false_silences"] == 1
+    assert (r["events"], r["false_events"], r["longest_event"]) == (3, 1, 3)
+    # a tighter tolerance misses the level shift (its flag is 2 readings after the last one)
+    tight = score_set(stream, {"a": (ja, fa), "b": (np.ones(18, bool), fb)}, silences, tolerance=1)
+    assert tight["kinds"]["level_shift"]["caught"] == 0 and tight["flagged_normal"] == 4
+
+
+def test_set_evaluation_runs_the_workers_judge_rules_and_decision(tmp_path):
+    """A small generated scenario through the real Judge: the no-data rule catches every dropout a
+    set-up silence later, the stuck rule every flatline, and min_agree is the worker's."""
+    import dataclasses
+    from lib.config import load_config
+    from lib.detect.evaluation import evaluate_set, generate_stream, judge_stream, set_flags
+    from lib.ingest.simulator import scenario_from_dict
+    scenario = scenario_from_dict({
+        "rate": 10, "quiet_s": 30, "spacing_s": 5,
+        "sensors": {"t": {"base": 20.0, "amplitude": 1.0, "period_s": 60, "noise": 0.2, "adc_bits": 10,
+                          "adc_min": 0.0, "adc_max": 110.0, "setpoints": [0.0, 2.0], "setpoint_every_s": 40}},
+        "anomalies": [{"kind": "dropout", "sensor": "t", "every_s": 15, "duration_s": 3.0},
+                      {"kind": "flatline", "sensor": "t", "every_s": 15, "duration_s": 3.0},
+                      {"kind": "spike", "sensor": "t", "every_s": 10, "magnitude": 30}]})
+    stream = generate_stream(scenario, 400, seed=3)
+    assert stream.setpoint_changes and {i.kind for i in stream.injected} == {"dropout", "flatline", "spike"}
+    base = load_config(env={})
+    config = dataclasses.replace(base, detection=dataclasses.replace(
+        base.detection, detectors=("zscore", "dbscan"), rules={"*": {"no_data_s": 1.0, "stuck_n": 15}}),
+        events=dataclasses.replace(base.events, min_agree=2))
+    res = evaluate_set(config, stream, singles=False)
+    rows = {r["row"]: r for r in res["rows"]}
+    assert res["rules"] == ["rule:stuck", "rule:no_data"]
+    drop = rows["set"]["kinds"]["dropout"]
+    assert drop["n"] >= 5 and drop["recall"] == 1.0
+    # the last reading comes 0.1 s before a dropout starts (10 lines/s, one sensor), and the silence
+    # is told on the first line due more than 1 s after it: 1.0 s after the start, every time
+    assert drop["delay_s"] == {"median": pytest.approx(1.0), "max": pytest.approx(1.0)}
+    assert rows["rules"]["kinds"]["flatline"]["recall"] == 1.0
+    # the set flags a reading when both detectors agree or a rule fires, exactly
+    judged = judge_stream(config, stream)
+    _, both = set_flags(judged, "t")
+    cols = judged.columns["t"]
+    assert (both == ((cols["zscore"][1] & cols["dbscan"][1]) | cols["rule:stuck"][1])).all()
+    assert rows["zscore"]["what"] == rows["dbscan"]["what"] == "member"

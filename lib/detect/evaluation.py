@@ -16,6 +16,7 @@ detector is initializing are 0 (as NAB does for its probationary rows).
 from __future__ import annotations
 
 import csv
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,3 +249,387 @@ def session_series(db_path: str | Path, session: str | None = None, min_rows: in
         out.append(Series(f"{session}/{sensor}.csv", [str(int(t)) for t in times],
                           np.array([v for _, v in r]), truth_windows(times, spans, min_rows)))
     return out
+
+
+# --- a detector set as an operator sees it ----------------------------------------------------
+#
+# A configured set (the detectors of `[detection]` with their thresholds, the threshold rules of
+# `[detection.rules]`, the `[events] min_agree` decision) judges a realistic scenario generated
+# in-process, reading by reading through the worker's own `Judge`, and is measured the way an
+# operator lives with it: the share of normal readings it flags, and per injected kind how many
+# injections it catches and how soon.
+#
+# - An injection's readings are those the simulator changed (`SignalModel.applied`): from the first
+#   to the last. It is caught when a reading from its first to `tolerance` readings after its last
+#   is flagged; the delay counts from its first reading (in readings) and from its start (in
+#   seconds) to the first such flag.
+# - A dropout changes no reading: it is caught when the no-data rule tells the sensor's silence
+#   between the dropout's start and the `tolerance`-th reading after it, the delay counting in
+#   seconds from its start. A silence told outside any dropout is a false silence.
+# - Normal readings are every other reading judged after the scenario's quiet start (the
+#   detectors' warm-up): not within an injection's readings or the `tolerance` after them.
+#   Readings that follow a legitimate set-point change are normal; the flags among them are also
+#   counted apart, since they are the false alarms an operator would most resent.
+
+SET_KINDS = ("spike", "dip", "level_shift", "drift", "flatline", "noise", "dropout")
+EVAL_EPOCH_US = 1_767_225_600_000_000     # 2026-01-01 UTC: the generated readings' clock starts here
+#: the shipped realistic scenarios: tune settings on the first, measure on the second, that no one tuned on
+SET_SCENARIOS = (("tune", "data/scenarios/realistic-tune.toml", 1),
+                 ("held-out", "data/scenarios/realistic-heldout.toml", 2))
+
+
+@dataclass
+class Injected:
+    """One injection as the readings show it: `first`..`last` index the sensor's readings it
+    changed (a dropout: `first` is the first reading after it and `last` = `first` - 1)."""
+    sensor: str
+    kind: str
+    start: float          # seconds of the scenario's clock
+    end: float
+    first: int
+    last: int
+
+
+@dataclass
+class Stream:
+    """A generated scenario as the detector worker receives it: readings in arrival order."""
+    name: str
+    sensors: list[str]
+    sensor: np.ndarray        # the sensor index of each reading
+    t: np.ndarray             # its time, seconds of the scenario's clock
+    value: np.ndarray
+    ticks: np.ndarray         # the time of every line the board was due to print (silences too)
+    injected: list[Injected]
+    setpoint_changes: list    # lib.ingest.simulator.SetpointChange, normal operation
+    quiet_s: float            # no injection before this: readings before it are the warm-up
+    seconds: float
+    seed: int
+    rejects: int = 0          # malformed lines: the producer's rejects, not readings
+
+    def of(self, sensor: str) -> np.ndarray:
+        """Indices (into the arrays above) of one sensor's readings, in order."""
+        return np.flatnonzero(self.sensor == self.sensors.index(sensor))
+
+
+def generate_stream(scenario, seconds: float, seed: int, name: str = "scenario", rate: float | None = None) -> Stream:
+    """Play `scenario` for `seconds` of its clock with the simulator's own SignalModel and board
+    order (`scenario_ticks`), parsing each line as the producer does."""
+    from lib.ingest.protocol import Parsed, parse_line
+    from lib.ingest.simulator import SignalModel, scenario_ticks
+    model = SignalModel(scenario, seed=seed)
+    names = [s.name for s in scenario.sensors]
+    rate = rate or scenario.rate or 20.0
+    count = {n: 0 for n in names}
+    sensor, times, values, ticks = [], [], [], []
+    found: dict[int, tuple[object, Injected]] = {}   # by id(), holding the Injection so no id is reused
+    rejects = 0
+    for i, tick in enumerate(scenario_ticks(model, rate)):
+        if tick.due_s >= seconds:
+            break
+        ticks.append(tick.due_s)
+        me = names[i % len(names)]
+        for inj in tick.started:
+            if inj.kind in SET_KINDS:
+                # the first reading of its sensor at or after its start (a dropout: after it too)
+                found[id(inj)] = (inj, Injected(inj.sensor, inj.kind, inj.start, inj.end, count[inj.sensor],
+                                                count[inj.sensor] - 1))
+        parsed = parse_line(tick.line) if tick.line is not None else None
+        if parsed is not None and not isinstance(parsed, Parsed):
+            rejects += 1
+        if isinstance(parsed, Parsed) and parsed.sensor == me:
+            for inj in model.applied:
+                got = found.get(id(inj), (None, None))[1]
+                if got is not None and got.kind != "dropout":
+                    got.last = count[me]
+            sensor.append(names.index(me))
+            times.append(tick.due_s)
+            values.append(parsed.value)
+            count[me] += 1
+    injected = [inj for _, inj in found.values() if inj.kind == "dropout" or inj.last >= inj.first]
+    return Stream(name, names, np.array(sensor, dtype=int), np.array(times), np.array(values), np.array(ticks),
+                  injected, list(model.setpoint_changes), scenario.quiet_s, seconds, seed, rejects)
+
+
+@dataclass
+class Judged:
+    """What a Judge said over a stream, per sensor: {column: (judged, flagged)} boolean arrays over
+    the sensor's readings, column being a detector or "rule:<name>"; and the silences told,
+    (sensor, seconds of the scenario's clock)."""
+    columns: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    silences: list[tuple[str, float]]
+    min_agree: dict[str, int]
+
+
+def judge_stream(config, stream: Stream, batch: int = 500) -> Judged:
+    """Run `config`'s detection (lib.detect.detection.Judge: the sensors' plans, thresholds and
+    rules) over the stream, `batch` readings at a time as polls bring them, and the no-data rule
+    at every line's due time (the clock the worker's silence check follows while the board plays)."""
+    from lib.detect.detection import Judge
+    from lib.detect.events import policy_for
+    judge = Judge(config)
+    letters: dict[str, dict[str, list[str]]] = {s: {} for s in stream.sensors}
+    ts_us = (EVAL_EPOCH_US + np.round(stream.t * 1e6)).astype(np.int64)
+    for lo in range(0, len(stream.t), batch):
+        part = np.arange(lo, min(lo + batch, len(stream.t)))
+        groups = []
+        for k, name in enumerate(stream.sensors):
+            mine = part[stream.sensor[part] == k]
+            if len(mine):
+                groups.append((name, stream.value[mine].tolist(), ts_us[mine].tolist()))
+        for (name, _, _), cols in zip(groups, judge.judge_sensors(groups)):
+            for col, (codes, _) in cols.items():
+                letters[name].setdefault(col, []).append(codes)
+    columns = {}
+    for name, cols in letters.items():
+        columns[name] = {}
+        for col, parts in cols.items():
+            codes = np.frombuffer("".join(parts).encode("ascii"), dtype=np.uint8)
+            columns[name][col] = (codes != ord("i"), codes == ord("a"))
+    # the no-data rule: the worker tells a silence once the sensor's last reading is older than
+    # no_data_s at the clock it checks with
+    silences = []
+    at = 0
+    seq = np.arange(1, len(stream.t) + 1)
+    for now in stream.ticks:
+        now_us = EVAL_EPOCH_US + round(now * 1e6)
+        for sensor, _, _, _ in judge.silent(now_us):
+            silences.append((sensor, float(now)))
+        while at < len(stream.t) and stream.t[at] <= now:
+            judge.note_last(stream.sensors[stream.sensor[at]], stream.name, int(seq[at]), int(ts_us[at]))
+            at += 1
+    return Judged(columns, silences, {s: policy_for(config, s).min_agree for s in stream.sensors})
+
+
+def set_flags(judged: Judged, sensor: str, members: Iterable[str] | None = None,
+              min_agree: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(judged, flagged) of the sensor's readings by the decision rule the worker applies
+    (lib.detect.events.decide): `members` (default: every column) with the sensor's min_agree."""
+    from lib.detect.events import decide
+    cols = judged.columns[sensor]
+    names = [c for c in cols if members is None or c in members]
+    n = len(next(iter(cols.values()))[0]) if cols else 0
+    if not names:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    code = {name: np.where(cols[name][1], ord("a"), np.where(cols[name][0], ord("n"), ord("i"))).astype(np.uint8)
+            for name in names}
+    _, _, _, flagged = decide({name: (c.tobytes().decode("ascii"), ()) for name, c in code.items()}, n,
+                              judged.min_agree[sensor] if min_agree is None else min_agree)
+    ready = np.any([cols[name][0] for name in names], axis=0)
+    return ready, flagged
+
+
+def set_events(config, stream: Stream, judged: Judged) -> dict[str, list[tuple[int, int]]]:
+    """The anomaly events the worker would open for the set (lib.detect.events, each sensor's
+    policy), as (first, last) indices into each sensor's readings; a silence's event ends on the
+    reading after it. Silences are fed between the readings they fall between, as live."""
+    from lib.detect.events import EventBook
+    book = EventBook(config)
+    seq = np.arange(1, len(stream.t) + 1)
+    ts_us = (EVAL_EPOCH_US + np.round(stream.t * 1e6)).astype(np.int64)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for sensor in stream.sensors:
+        idx = stream.of(sensor)
+        cols = judged.columns[sensor]
+        letters = {c: np.where(f, ord("a"), np.where(r, ord("n"), ord("i"))).astype(np.uint8).tobytes().decode()
+                   for c, (r, f) in cols.items()}
+        zeros = [0.0] * len(idx)
+        tracker = book.tracker(sensor)
+        where = {int(s): k for k, s in enumerate(seq[idx])}     # seq -> the sensor's reading index
+        found: dict[str, object] = {}
+        cuts = sorted(int(np.searchsorted(stream.t[idx], at, side="right")) for s, at in judged.silences if s == sensor)
+        lo = 0
+        for cut in cuts + [len(idx)]:
+            if cut > lo:
+                part = slice(lo, cut)
+                for ev in tracker.feed_columns(stream.name, seq[idx][part].tolist(), ts_us[idx][part].tolist(),
+                                               stream.value[idx][part].tolist(),
+                                               {c: (v[lo:cut], zeros[lo:cut]) for c, v in letters.items()}):
+                    found[ev.id] = ev
+            if cut < len(idx) and cut > 0:
+                for ev in tracker.silence(stream.name, int(seq[idx][cut - 1]), int(ts_us[idx][cut - 1])):
+                    found[ev.id] = ev
+            lo = cut
+        out[sensor] = [(where[ev.start_seq], where[ev.end_seq]) for ev in found.values()]
+    return out
+
+
+def score_set(stream: Stream, flags: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              silences: Iterable[tuple[str, float]] = (), tolerance: int = 3,
+              settle_s: float = 60.0, events: Mapping[str, list[tuple[int, int]]] | None = None) -> dict:
+    """Measure one set of flags (per sensor: (judged, flagged) over its readings) and silences
+    against the stream's truth, as the section's comment says. `settle_s`: readings this long
+    after a set-point change count as "after a set-point change". `events` (per sensor, (first,
+    last) reading indices): how many there are, and how many touch no injection (false events)."""
+    normal = flagged_normal = near_setpoint = 0
+    kinds = {k: {"n": 0, "caught": 0, "delay_readings": [], "delay_s": []} for k in SET_KINDS}
+    told = {}
+    for sensor, at in silences:
+        told.setdefault(sensor, []).append(at)
+    used_silences = set()
+    n_events = false_events = longest = 0
+    changes = {}
+    for c in stream.setpoint_changes:
+        changes.setdefault(c.sensor, []).append(c.at)
+    for sensor in stream.sensors:
+        idx = stream.of(sensor)
+        t = stream.t[idx]
+        judged, flagged = flags.get(sensor, (np.zeros(len(idx), bool), np.zeros(len(idx), bool)))
+        injected = np.zeros(len(idx), dtype=bool)
+        touched = np.zeros(len(idx), dtype=bool)    # where an event is caused by an injection
+        for inj in (i for i in stream.injected if i.sensor == sensor):
+            stop = min(inj.last + tolerance, len(idx) - 1)
+            if inj.kind != "dropout":
+                injected[inj.first:stop + 1] = True
+            touched[max(inj.first - 1, 0):stop + 1] = True   # a silence's event starts on the reading before
+            if inj.start < stream.quiet_s:
+                continue
+            k = kinds[inj.kind]
+            k["n"] += 1
+            if inj.kind == "dropout":
+                after = inj.first + max(tolerance - 1, 0)     # the tolerance-th reading after it
+                until = t[after] if after < len(idx) else math.inf
+                hits = [j for j, at in enumerate(told.get(sensor, [])) if inj.start <= at <= until]
+                if hits:
+                    k["caught"] += 1
+                    k["delay_s"].append(told[sensor][hits[0]] - inj.start)
+                    used_silences.update((sensor, j) for j in hits)
+                continue
+            hit = np.flatnonzero(flagged[inj.first:stop + 1])
+            if len(hit):
+                k["caught"] += 1
+                k["delay_readings"].append(int(hit[0]))
+                k["delay_s"].append(float(t[inj.first + hit[0]] - inj.start))
+        is_normal = judged & ~injected & (t >= stream.quiet_s)
+        normal += int(is_normal.sum())
+        flagged_normal += int((is_normal & flagged).sum())
+        after = np.zeros(len(idx), dtype=bool)
+        for at in changes.get(sensor, []):
+            after |= (t >= at) & (t < at + settle_s)
+        near_setpoint += int((is_normal & flagged & after).sum())
+        for first, last in (events or {}).get(sensor, []):
+            if t[last] >= stream.quiet_s:
+                n_events += 1
+                false_events += not touched[first:last + 1].any()
+                longest = max(longest, last - first + 1)
+    false_silences = sum(1 for s, ats in told.items() for j, _ in enumerate(ats) if (s, j) not in used_silences)
+    out_kinds = {}
+    for kind, k in kinds.items():
+        out_kinds[kind] = {"n": k["n"], "caught": k["caught"], "recall": k["caught"] / k["n"] if k["n"] else None,
+                           "delay_readings": _spread(k["delay_readings"]), "delay_s": _spread(k["delay_s"])}
+    return {"normal": normal, "flagged_normal": flagged_normal,
+            "false_alarm_rate": flagged_normal / normal if normal else None,
+            "after_setpoint_change": near_setpoint, "false_silences": false_silences,
+            "events": n_events if events is not None else None,
+            "false_events": false_events if events is not None else None,
+            "longest_event": longest if events is not None else None, "kinds": out_kinds}
+
+
+def _spread(xs: list) -> dict | None:
+    if not xs:
+        return None
+    return {"median": float(np.median(xs)), "max": float(np.max(xs))}
+
+
+def evaluate_set(config, stream: Stream, singles: bool = True, tolerance: int = 3) -> dict:
+    """The configured set over one stream: a row for each of its members, for its rules, and for
+    the set as the worker decides; with `singles`, a row for every registered detector alone
+    (the configuration's parameters, no rules)."""
+    import dataclasses
+    members = list(config.detection.detectors)
+    judged = judge_stream(config, stream)
+    rules = sorted({c for cols in judged.columns.values() for c in cols if c.startswith("rule:")})
+    if any(r for r in config.detection.rules.values() if r.get("no_data_s")):
+        rules.append("rule:no_data")
+    rows = []
+
+    def row(label, what, cols, silences=(), min_agree=None, min_agree_shown=None, events=None):
+        flags = {s: set_flags(judged if what != "single" else single_judged, s, cols, min_agree)
+                 for s in stream.sensors}
+        r = score_set(stream, flags, silences, tolerance, events=events)
+        rows.append({"row": label, "what": what, "min_agree": min_agree_shown, **r})
+
+    single_judged = judged
+    silences = judged.silences
+    row("set", "set", None, silences, min_agree_shown=sorted(set(judged.min_agree.values())),
+        events=set_events(config, stream, judged))
+    for name in members:
+        row(name, "member", [name], min_agree=1)
+    if rules:
+        row("rules", "rules", [r for r in rules if r != "rule:no_data"], silences, min_agree=1)
+    if singles:
+        others = [n for n in detectors.REGISTRY if n not in members]
+        if others:
+            alone = dataclasses.replace(config, detection=dataclasses.replace(
+                config.detection, detectors=tuple(others), sensors={}, rules={}))
+            single_judged = judge_stream(alone, stream)
+            for name in others:
+                row(name, "single", [name], min_agree=1)
+    return {"scenario": stream_summary(stream), "members": members, "rules": rules,
+            "thresholds": {n: _threshold(config, n) for n in dict.fromkeys(members + list(detectors.REGISTRY))},
+            "tolerance": tolerance, "rows": rows}
+
+
+def _threshold(config, name: str) -> float:
+    return float(config.detection.params.get(name, {}).get("threshold", detectors.REGISTRY[name].default_threshold))
+
+
+def stream_summary(stream: Stream) -> dict:
+    n_kind = {k: sum(1 for i in stream.injected if i.kind == k and i.start >= stream.quiet_s) for k in SET_KINDS}
+    return {"name": stream.name, "seed": stream.seed, "seconds": stream.seconds, "sensors": stream.sensors,
+            "readings": len(stream.t), "rejects": stream.rejects, "injections": n_kind,
+            "setpoint_changes": len(stream.setpoint_changes), "quiet_s": stream.quiet_s}
+
+
+def format_set_report(results: list[dict], role: Mapping[str, str] | None = None) -> str:
+    """Two tables per scenario: false alarms and recall per kind; then the delays per kind."""
+    out = []
+    for res in results:
+        sc = res["scenario"]
+        label = (role or {}).get(sc["name"], "")
+        label = f" ({label})" if label else ""
+        kinds = ", ".join(f"{k} {n}" for k, n in sc["injections"].items())
+        out.append(f"scenario {sc['name']}{label}: seed {sc['seed']}, {sc['seconds']:g} s, sensors "
+                   f"{', '.join(sc['sensors'])}; {sc['readings']:,} readings, {sum(sc['injections'].values())} "
+                   f"injections after the first {sc['quiet_s']:g} s ({kinds}), {sc['setpoint_changes']} "
+                   "legitimate set-point changes")
+        thresholds = ", ".join(f"{m} {res['thresholds'][m]:g}" for m in res["members"])
+        out.append(f"set: {' + '.join(res['members'])} (thresholds {thresholds}); rules: "
+                   f"{', '.join(res['rules']) or 'none'}; tolerance {res['tolerance']} readings")
+        head = (f"{'row':14s} {'false alarms':>12s} {'setpt':>5s} {'silences':>8s} {'events':>9s} {'longest':>7s} "
+                + " ".join(f"{k[:11]:>11s}" for k in SET_KINDS))
+        out.append(head)
+        for r in res["rows"]:
+            name = r["row"] + ("*" if r["what"] == "member" else "")
+            fa = f"{100 * r['false_alarm_rate']:.2f}%" if r["false_alarm_rate"] is not None else "-"
+            cells = []
+            for k in SET_KINDS:
+                m = r["kinds"][k]
+                cells.append(f"{m['caught']:>3d}/{m['n']:<3d}{_pct(m['recall'])}" if m["n"] else f"{'-':>11s}")
+            ev = f"{r['false_events']}/{r['events']}" if r["events"] is not None else "-"
+            longest = f"{r['longest_event']}" if r["longest_event"] is not None else "-"
+            out.append(f"{name:14s} {fa:>12s} {r['after_setpoint_change']:5d} {r['false_silences']:8d} {ev:>9s} "
+                       f"{longest:>7s} " + " ".join(f"{c:>11s}" for c in cells))
+        out.append("delay to the first flag, median/max in readings (seconds); dropout: seconds to the silence")
+        out.append(f"{'row':14s} " + " ".join(f"{k[:15]:>15s}" for k in SET_KINDS))
+        for r in res["rows"]:
+            cells = []
+            for k in SET_KINDS:
+                m = r["kinds"][k]
+                dr, ds = m["delay_readings"], m["delay_s"]
+                if ds is None:
+                    cells.append("-")
+                elif dr is None:
+                    cells.append(f"({ds['median']:.1f}/{ds['max']:.1f}s)")
+                else:
+                    cells.append(f"{dr['median']:g}/{dr['max']:g} ({ds['median']:.1f}/{ds['max']:.1f}s)")
+            out.append(f"{r['row']:14s} " + " ".join(f"{c:>15s}" for c in cells))
+        out.append("false alarms: share of normal readings flagged; setpt: how many of those came in the minute "
+                   "after a legitimate set-point change; silences: no-data silences outside any dropout; events: "
+                   "false/all anomaly events of the set (an event touching no injection is false), longest: its "
+                   "longest event in readings; a kind: caught/injected and recall; * a member of the set, judged alone")
+        out.append("")
+    return "\n".join(out)
+
+
+def _pct(x: float | None) -> str:
+    return f" {100 * x:3.0f}%" if x is not None else ""

@@ -134,6 +134,27 @@ def check_events_config(config) -> None:
         policy_for(config, sensor)
 
 
+def decide(judged: Mapping[str, tuple[str, Sequence]], n: int, min_agree: int):
+    """The sensor's decision rule over `n` readings (see the module doc). `judged`: {detector or
+    "rule:<name>": (a state letter per reading, a score per reading)}. Returns the detectors' and
+    the rules' (name, hit, scores), how many detectors agree on each reading, and which are flagged.
+
+    >>> _, _, agree, flagged = decide({"dbscan": ("an", [0.9, 0.1]), "iforest": ("aa", [0.8, 0.7]),
+    ...                                "rule:stuck": ("na", [0.0, 1.0])}, 2, min_agree=2)
+    >>> agree.tolist(), flagged.tolist()
+    ([2, 1], [True, True])
+    """
+    det_flags, rule_flags = [], []
+    for name, (letters, scores) in judged.items():
+        hit = np.frombuffer(letters.encode("ascii"), dtype=np.uint8) == ord("a")
+        (rule_flags if name.startswith(RULE_PREFIX) else det_flags).append((name, hit, scores))
+    agree = np.sum([h for _, h, _ in det_flags], axis=0) if det_flags else np.zeros(n, dtype=int)
+    flagged = agree >= max(1, min_agree)
+    for _, hit, _ in rule_flags:
+        flagged = flagged | hit
+    return det_flags, rule_flags, agree, flagged
+
+
 @dataclass
 class Event:
     """One event as it stands; the payload of an `_vigie.events` message (`payload`/`from_payload`).
@@ -210,14 +231,7 @@ class EventTracker:
         if n == 0:
             return []
         changed: dict[str, Event] = {}
-        det_flags, rule_flags = [], []
-        for name, (letters, scores) in judged.items():
-            hit = np.frombuffer(letters.encode("ascii"), dtype=np.uint8) == ord("a")
-            (rule_flags if name.startswith(RULE_PREFIX) else det_flags).append((name, hit, scores))
-        agree = np.sum([h for _, h, _ in det_flags], axis=0) if det_flags else np.zeros(n, dtype=int)
-        flagged = agree >= max(1, self.policy.min_agree)
-        for _, hit, _ in rule_flags:
-            flagged = flagged | hit
+        det_flags, rule_flags, agree, flagged = decide(judged, n, self.policy.min_agree)
         ts = np.asarray(ts_us, dtype=np.int64)
         vals = np.asarray(values, dtype=float)
         # for each reading, the index of the latest unflagged one up to it (-1: none in this batch)
