@@ -27,6 +27,8 @@ def open_events_from_store(config, log):
         try:
             with read_db(config.db_path, wait_s=30) as conn:
                 found = open_events(conn, sensors)
+        except duckdb.CatalogException:
+            return []    # a file the store is creating right now: no event yet
         except (duckdb.Error, OSError) as exc:
             log.warning("cannot read the open events from the store (%s): an event open before this start "
                         "will be told again as a new one", exc)
