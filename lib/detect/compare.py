@@ -53,11 +53,18 @@ def agreement_matrix(pairs: pd.DataFrame, measure: str = "kappa") -> pd.DataFram
 
 
 def precision_recall_f1(scores: pd.DataFrame) -> pd.DataFrame:
-    """Add precision, recall and F1 to tp/fp/fn counts (NaN where undefined)."""
+    """Add precision (tp / (tp + fp): the share of flagged readings that are an anomaly's), recall
+    (caught / anomalies: the share of anomalies with a flag) and F1, NaN where undefined, to
+    `lib.page.queries.scores_vs_truth`'s counts.
+
+    >>> precision_recall_f1(pd.DataFrame({"anomalies": [4], "caught": [2], "tp": [2], "fp": [3]}))[
+    ...     ["precision", "recall"]].values.tolist()
+    [[0.4, 0.5]]
+    """
     out = scores.copy()
-    tp, fp, fn = (out[c].astype(float) for c in ("tp", "fp", "fn"))
+    tp, fp, caught, n = (out[c].astype(float) for c in ("tp", "fp", "caught", "anomalies"))
     out["precision"] = np.where(tp + fp > 0, tp / (tp + fp).where(tp + fp > 0, 1), np.nan)
-    out["recall"] = np.where(tp + fn > 0, tp / (tp + fn).where(tp + fn > 0, 1), np.nan)
+    out["recall"] = np.where(n > 0, caught / n.where(n > 0, 1), np.nan)
     p, r = out["precision"], out["recall"]
     out["f1"] = np.where((p + r) > 0, 2 * p * r / (p + r).where((p + r) > 0, 1), np.nan)
     return out

@@ -373,23 +373,59 @@ def disagreements(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int = 5000
         FROM j SEMI JOIN split USING (session_id, seq) ORDER BY j.ts, j.detector""", [*params, limit]).df()
 
 
+#: readings after an injection's last one that still count as its own: the effect of a one-reading
+#: spike on a detector that needs a reading to react, and the reading that ends a level shift
+#: (lib.detect.evaluation measures the same way)
+TRUTH_TOLERANCE = 3
+#: an injection's first reading arrives this long after its end at the latest (the producer stamps
+#: the time a line is read, a moment after the board wrote it); later ones belong to something else
+TRUTH_SLACK_S = 10
+
+
 def truth_sql(f: Filters) -> tuple[str, list]:
-    """(session_id, seq) of readings known to be anomalies, for the filters: an operator label
-    when there is one (confirmed or missed: yes; rejected: no), otherwise the simulator's injections
-    (each injection's first reading at or after its start, and every reading inside it)."""
+    """(item, session_id, seq) of every reading known to be an anomaly for the filters, `item`
+    naming the anomaly it belongs to.
+
+    A simulator injection (the `truth` table holds its sensor and time span) is mapped to a range
+    of its sensor's readings in one session, by sequence number: from the first batch of readings
+    received at or after its start (every reading sharing that receive time: lines a board wrote
+    together are stamped together, so the time cannot tell which of them it changed) to the last
+    one received by its end, plus TRUTH_TOLERANCE readings. A dropout has no readings: its range is the
+    reading before the silence (where the no-data rule's row sits) and the tolerance after it.
+    Malformed lines are rejects, not readings, and have no range. Operator labels override: a
+    rejected reading is no anomaly, and a reading marked confirmed or missed outside every
+    injection is an anomaly of its own (a negative item)."""
     where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("r")
     sql = f"""
-        WITH r AS (SELECT r.session_id, r.seq, r.sensor, r.ts FROM readings r WHERE {where}),
-        injected AS (
-            SELECT r.session_id, r.seq FROM truth t ASOF JOIN r ON t.sensor = r.sensor AND r.ts >= t.started_at
-            UNION
-            SELECT r.session_id, r.seq FROM truth t JOIN r
-              ON t.sensor = r.sensor AND r.ts >= t.started_at AND r.ts <= t.ended_at),
-        lab AS (SELECT session_id, seq, verdict IN ('confirmed', 'missed') AS yes FROM labels)
-        SELECT session_id, seq FROM injected ANTI JOIN lab USING (session_id, seq)
-        UNION
-        SELECT session_id, seq FROM lab WHERE yes"""
-    return sql, params
+        WITH r AS (SELECT r.session_id, r.seq, r.sensor, r.ts,
+                          row_number() OVER (PARTITION BY r.session_id, r.sensor ORDER BY r.seq) AS k
+                   FROM readings r WHERE {where}),
+        at_ts AS (SELECT session_id, sensor, ts, min(k) AS k_min, max(k) AS k_max FROM r GROUP BY ALL),
+        t AS (SELECT row_number() OVER (ORDER BY started_at, sensor, kind, run_id) AS item,
+                     sensor, kind, started_at, ended_at
+              FROM truth WHERE kind <> 'malformed'),
+        first AS (SELECT t.item, t.kind, t.started_at, t.ended_at, a.session_id, a.sensor, a.k_min AS k0,
+                         a.k_max AS k0_max
+                  FROM t ASOF JOIN at_ts a ON t.sensor = a.sensor AND a.ts >= t.started_at
+                  WHERE a.ts <= t.ended_at + to_seconds(?)),
+        last AS (SELECT f.item, max(a.k_max) AS k1 FROM first f JOIN at_ts a
+                   ON a.session_id = f.session_id AND a.sensor = f.sensor AND a.ts BETWEEN f.started_at AND f.ended_at
+                 GROUP BY f.item),
+        spans AS (SELECT f.item, f.session_id, f.sensor,
+                         CASE WHEN f.kind = 'dropout' THEN f.k0 - 1 ELSE f.k0 END AS lo,
+                         CASE WHEN f.kind = 'dropout' THEN f.k0 - 1 ELSE greatest(f.k0_max, coalesce(l.k1, f.k0)) END
+                           + ? AS hi
+                  FROM first f LEFT JOIN last l USING (item)),
+        injected AS (SELECT s.item, r.session_id, r.seq FROM spans s JOIN r
+                       ON r.session_id = s.session_id AND r.sensor = s.sensor AND r.k BETWEEN s.lo AND s.hi),
+        lab AS (SELECT l.session_id, l.seq, l.verdict IN ('confirmed', 'missed') AS yes
+                FROM labels l SEMI JOIN r USING (session_id, seq))
+        SELECT item, session_id, seq FROM injected
+          ANTI JOIN (SELECT session_id, seq FROM lab WHERE NOT yes) USING (session_id, seq)
+        UNION ALL
+        SELECT -row_number() OVER (ORDER BY session_id, seq) AS item, session_id, seq
+          FROM (SELECT session_id, seq FROM lab ANTI JOIN injected USING (session_id, seq) WHERE yes)"""
+    return sql, [*params, TRUTH_SLACK_S, TRUTH_TOLERANCE]
 
 
 def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, int]:
@@ -405,6 +441,7 @@ def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, in
     if f.end is not None:
         tw_parts.append("started_at <= ?")
         tp.append(f.end)
+    tw_parts.append("kind <> 'malformed'")   # a reject, not a reading: Compare has nothing to match it to
     injections = conn.execute(f"SELECT count(*) FROM truth WHERE {' AND '.join(tw_parts)}", tp).fetchone()[0]
     labelled = (conn.execute(f"SELECT count(*) FROM labels l WHERE {lw}", lp).fetchone()[0]
                 if has_table(conn, "labels") else 0)
@@ -412,20 +449,27 @@ def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, in
 
 
 def scores_vs_truth(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
-    """Per detector, over the readings it judged: tp, fp, fn, tn against `truth_sql`."""
+    """Per detector, against `truth_sql`: `anomalies` (the injections and labelled readings of the
+    filters' range), `caught` (those with at least one of their readings flagged by it), and over
+    the readings it judged, `tp` and `fp` (flagged readings that are, and are not, an anomaly's).
+    Recall is caught / anomalies; precision tp / (tp + fp) (lib.detect.compare.precision_recall_f1)."""
     if not has_table(conn, "labels"):
-        return pd.DataFrame(columns=["detector", "tp", "fp", "fn", "tn"])
+        return pd.DataFrame(columns=["detector", "anomalies", "caught", "tp", "fp"])
     sql, params = _judged_sql(f)
     tsql, tparams = truth_sql(f)
     return conn.execute(f"""
         WITH j AS ({sql}), t AS ({tsql}),
-        m AS (SELECT j.detector, j.flagged, t.seq IS NOT NULL AS yes
-              FROM j LEFT JOIN t ON t.session_id = j.session_id AND t.seq = j.seq)
-        SELECT detector, count(*) FILTER (WHERE flagged AND yes) AS tp,
-               count(*) FILTER (WHERE flagged AND NOT yes) AS fp,
-               count(*) FILTER (WHERE NOT flagged AND yes) AS fn,
-               count(*) FILTER (WHERE NOT flagged AND NOT yes) AS tn
-        FROM m GROUP BY detector ORDER BY detector""", [*params, *tparams]).df()
+        yes AS (SELECT DISTINCT session_id, seq FROM t),
+        flags AS (SELECT j.detector, count(*) FILTER (WHERE y.seq IS NOT NULL) AS tp,
+                         count(*) FILTER (WHERE y.seq IS NULL) AS fp
+                  FROM j LEFT JOIN yes y USING (session_id, seq) WHERE j.flagged GROUP BY j.detector),
+        caught AS (SELECT j.detector, count(DISTINCT t.item) AS caught
+                   FROM j JOIN t USING (session_id, seq) WHERE j.flagged GROUP BY j.detector)
+        SELECT d.detector, (SELECT count(DISTINCT item) FROM t) AS anomalies, coalesce(c.caught, 0) AS caught,
+               coalesce(fl.tp, 0) AS tp, coalesce(fl.fp, 0) AS fp
+        FROM (SELECT DISTINCT detector FROM j) d LEFT JOIN caught c USING (detector)
+          LEFT JOIN flags fl USING (detector)
+        ORDER BY d.detector""", [*params, *tparams]).df()
 
 
 def session_sensors(conn: duckdb.DuckDBPyConnection, session: str) -> list[str]:
