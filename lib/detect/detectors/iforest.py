@@ -38,11 +38,15 @@ scikit-learn forest for `refit_every` readings and scores through its exact step
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from lib.detect.detectors.base import Detector
 from lib.detect.detectors.window import WindowDetector, robust_scale, sliding_previous, standardise_rows
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -209,6 +213,9 @@ class IsolationForestDetector(WindowDetector):
     # --- method "table": a kept scikit-learn forest, refitted every `refit_every` readings ---
 
     def _fit(self) -> None:
+        # Imported here: scikit-learn takes seconds to import, and only this method needs it
+        # (every program that checks the configuration loads the registry, `make run` first).
+        from sklearn.ensemble import IsolationForest
         model = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed)
         values = self._window.values()
         centre, spread = robust_scale(values)
