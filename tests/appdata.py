@@ -1,6 +1,7 @@
 """A prepared DuckDB for the app's tests, the browser test and the README screenshots: three
 sessions on three days (the newest one live, ending now), three sensors, injected spikes and dips
-with their truth, verdicts of two detectors and a threshold rule, rejects, a gap, and a label.
+with their truth, verdicts of two detectors and a threshold rule, rejects, labels, and a recorded
+gap in each session with no reading inside it (the live one's, 30 s, within the last 5 minutes).
 
 Written through lib.store.writer like the store writes it. Deterministic for a given `now`.
 """
@@ -19,6 +20,8 @@ SENSORS = {"humidite": (55.0, 6.0, 0.4), "temperature": (21.0, 2.0, 0.12), "pres
 DETECTORS = ("dbscan", "iforest")
 RULE = "rule:range"
 WINDOW = 20
+#: per session, a recorded gap with no reading inside it: (from, to) in steps after its start, reason
+GAPS = [(100, 104, "unplugged"), (100, 104, "unplugged"), (420, 450, "port lost")]
 
 
 #: the rules the prepared "rule:range" states follow, as VIGIE_DETECTION_RULES would give them
@@ -43,17 +46,22 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
         batch.sessions.append({"event": "start", "session": session, "port": port, "baud": 9600,
                                "host": "serre", "ts_us": _us(start)})
         seq = 0
+        gap = GAPS[si]
+        gap_start, gap_end = start + timedelta(seconds=gap[0] * step_s), start + timedelta(seconds=gap[1] * step_s)
         for i in range(per_sensor):
             for k, (sensor, (base, amp, noise)) in enumerate(SENSORS.items()):
                 seq += 1
                 t = start + timedelta(seconds=i * step_s + k * step_s / len(SENSORS))
+                unplugged = gap_start <= t < gap_end   # drawn like the others (same data after it), not stored
                 value = base + amp * math.sin(2 * math.pi * i / 300) + rng.normal(0, noise)
                 injected = i > 40 and i % 37 == (5 + 3 * k) % 37
                 if injected:
                     kind = "spike" if (i // 37) % 2 == 0 else "dip"
                     value += (5 if kind == "spike" else -5) * amp
-                    batch.truth[(f"sim-{session}", sensor, kind, _us(t))] = _us(t)
-                batch.readings[(session, seq)] = (sensor, _us(t), round(value, 2))
+                    if not unplugged:
+                        batch.truth[(f"sim-{session}", sensor, kind, _us(t))] = _us(t)
+                if not unplugged:
+                    batch.readings[(session, seq)] = (sensor, _us(t), round(value, 2))
                 for d, det in enumerate(DETECTORS):
                     if i < WINDOW:
                         state, score = "initializing", None
@@ -62,15 +70,17 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                         caught = injected and rng.random() < (0.9 if det == "dbscan" else 0.75)
                         state = "anomaly" if caught or noise_flag else "normal"
                         score = round(float(0.7 + 0.3 * rng.random() if state == "anomaly" else 0.4 * rng.random()), 3)
-                    batch.states[(session, seq, det)] = (sensor, _us(t), state, score)
+                    if not unplugged:
+                        batch.states[(session, seq, det)] = (sensor, _us(t), state, score)
                 limit = base + 4 * amp   # [detection.rules.<sensor>] max (see RULES)
-                batch.states[(session, seq, RULE)] = (sensor, _us(t), "anomaly" if value > limit else "normal",
-                                                      1.0 if value > limit else 0.0)
+                if not unplugged:
+                    batch.states[(session, seq, RULE)] = (sensor, _us(t), "anomaly" if value > limit else "normal",
+                                                          1.0 if value > limit else 0.0)
         end = start + timedelta(seconds=per_sensor * step_s)
         if si < 2:
             batch.sessions.append({"event": "end", "session": session, "ts_us": _us(end)})
-            batch.sessions.append({"event": "gap", "session": session, "start_us": _us(start + timedelta(seconds=100)),
-                                   "end_us": _us(start + timedelta(seconds=104)), "reason": "unplugged"})
+        batch.sessions.append({"event": "gap", "session": session, "start_us": _us(gap_start),
+                               "end_us": _us(gap_end), "reason": gap[2]})
         for j in range(2 + si):
             t = start + timedelta(seconds=50 + j)
             batch.rejects[(session, 100_000 + j)] = (_us(t), "not_a_number", "humidite!4x.2")

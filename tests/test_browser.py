@@ -203,6 +203,33 @@ def test_the_axes_use_a_24_hour_clock_in_the_operators_zone_with_utc_on_hover(ap
         assert shift == offset, text
 
 
+def chart_of(page, sensor: str):
+    """The chart under a sensor's heading on the Live view."""
+    heading = page.get_by_role("heading", name=sensor, exact=True).first
+    return heading.locator('xpath=following::div[@data-testid="stVegaLiteChart"][1]')
+
+
+def test_a_gap_is_drawn_as_a_break_and_marked(app):
+    """The live session has a 30 s recorded gap (port lost) within the last 5 minutes: the line is
+    two separate paths, and a band marks the break, naming it on hover."""
+    with browser_page() as page:
+        page.goto(app.url)
+        wait_for_charts(page, 3)
+        chart = chart_of(page, "humidite")
+        chart.locator("svg.marks").wait_for()
+        paths = chart.locator(".mark-line path")
+        assert paths.count() == 2
+        boxes = [paths.nth(i).bounding_box() for i in range(2)]
+        left, right = sorted(boxes, key=lambda b: b["x"])
+        assert left["x"] + left["width"] < right["x"]       # nothing drawn across the gap
+        band = chart.locator(".mark-rect path").first
+        band.hover()
+        tip = page.locator("#vg-tooltip-element")
+        tip.wait_for()
+        assert "gap: port lost" in tip.inner_text() and "31.0" in tip.inner_text()   # 419 s to 450 s
+        page.screenshot(path=str(ARTIFACTS / "browser-gap.png"))
+
+
 def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
     from lib.page.clock import Clock
     clock = Clock.from_setting(app.zone)

@@ -6,6 +6,7 @@ import streamlit as st
 
 from lib.detect import compare
 from lib.page import charts, reads, views
+from lib.page.runs import split_runs
 
 TITLE = "Compare"
 ORDER = 20
@@ -58,7 +59,9 @@ def replay_panel() -> None:
     cols[3].metric("Cohen's kappa", f"{result['kappa']:.2f}" if not live.empty else "—")
     if live.empty:
         st.caption(f"{name} did not run live on this sensor: only the replay is shown.")
-    st.altair_chart(charts.replay_chart(result["rows"], ctx.clock), width="stretch")
+    rows, breaks = split_runs(result["rows"].assign(session_id=session),
+                              reads.gaps(db, series["ts"].min(), series["ts"].max(), (session,)))
+    st.altair_chart(charts.replay_chart(rows, ctx.clock, breaks), width="stretch")
 
 
 st.title("Compare algorithms")

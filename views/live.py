@@ -81,7 +81,8 @@ def live() -> None:
             continue
         spans = open_spans[open_spans["sensor"] == sensor] if open_spans is not None else None
         st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
-                                          charts.rule_limits(config, sensor), event_spans=spans, clock=ctx.clock),
+                                          charts.rule_limits(config, sensor), event_spans=spans, clock=ctx.clock,
+                                          breaks=data["breaks"]),
                         width="stretch")
 
 

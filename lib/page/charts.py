@@ -25,6 +25,7 @@ TIP_FORMAT = "%Y-%m-%d %H:%M:%S.%L"
 INITIALIZING_COLOUR = "#9e9e9e"
 LINE_COLOUR = "#1f77b4"
 RULE_COLOUR = "#d62728"
+BREAK_COLOUR = "#7f7f7f"
 EVENT_COLOURS = {"info": "#8c8c8c", "warning": "#ff7f0e", "critical": "#d62728"}   # by severity
 SHAPES = ["circle", "diamond", "triangle-up", "square", "cross", "triangle-down", "wedge"]
 
@@ -73,8 +74,11 @@ def time_tips(chart: alt.Chart, clock: Clock, offset: str, field: str = "ts", fm
 
 def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
                limits: Mapping[str, float] | None = None, height: int = 260,
-               event_spans: pd.DataFrame | None = None, clock: Clock = UTC_CLOCK) -> alt.LayerChart:
-    """Value over time (`readings`: ts, value), a marker on each reading an algorithm flagged
+               event_spans: pd.DataFrame | None = None, clock: Clock = UTC_CLOCK,
+               breaks: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Value over time (`readings`: ts, value, and `run` when it is cut into runs: one line each,
+    lib.page.runs), the `breaks` between runs marked (a grey band, a dashed rule where a new
+    session starts), a marker on each reading an algorithm flagged
     (`marks`: ts, value, detector, score, flagged_by; colour and shape per algorithm), the stretch
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
     dashed lines. `event_spans` (start, end, severity, event_id): anomaly events shaded in their
@@ -98,11 +102,13 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
         layers.append(chart.mark_rect(color=INITIALIZING_COLOUR, opacity=0.18).encode(
             x=time_x(clock, "start"), x2="end:T",
             tooltip=[alt.Tooltip("what:N", title="detectors"), *start_tips, *end_tips]))
+    if breaks is not None and not breaks.empty:
+        layers.extend(break_layers(breaks, clock))
     readings, offset = on_clock(readings, clock)
     chart, tips = time_tips(alt.Chart(readings), clock, offset)
     layers.append(chart.mark_line(color=LINE_COLOUR, strokeWidth=1.2).encode(
         x=time_x(clock), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
-        tooltip=[*tips, alt.Tooltip("value:Q")]))
+        detail="run:N" if "run" in readings else alt.Undefined, tooltip=[*tips, alt.Tooltip("value:Q")]))
     for name, value in (limits or {}).items():
         if value is None or not math.isfinite(float(value)):
             continue
@@ -123,6 +129,21 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
             shape=alt.Shape("detector:N", title="flagged by", scale=shapes),
             tooltip=tip))
     return alt.layer(*layers).properties(height=height)
+
+
+def break_layers(breaks: pd.DataFrame, clock: Clock) -> list[alt.Chart]:
+    """Where a line is cut (lib.page.runs): a grey band over the time without readings, and a
+    dashed rule where a new session starts."""
+    shown, offset = on_clock(breaks, clock, ("start", "end"))
+    chart, start_tips = time_tips(alt.Chart(shown), clock, offset, "start", TIP_FORMAT, "last reading")
+    chart, end_tips = time_tips(chart, clock, offset, "end", TIP_FORMAT, "next reading")
+    tips = [alt.Tooltip("what:N", title="line broken"), alt.Tooltip("seconds:Q", title="without readings (s)",
+                                                                    format=",.1f"), *start_tips, *end_tips]
+    band = chart.mark_rect(color=BREAK_COLOUR, opacity=0.12).encode(x=time_x(clock, "start"), x2="end:T",
+                                                                     tooltip=tips)
+    sessions = chart.transform_filter("indexof(datum.what, 'new session') == 0").mark_rule(
+        color=BREAK_COLOUR, strokeDash=[3, 3], strokeWidth=1.5).encode(x="end:T", tooltip=tips)
+    return [band, sessions]
 
 
 def agreement_heatmap(matrix: pd.DataFrame, measure: str) -> alt.Chart:
@@ -154,14 +175,16 @@ def disagreement_timeline(rows: pd.DataFrame, clock: Clock = UTC_CLOCK) -> alt.C
     ).properties(height=40 + 35 * n_detectors)
 
 
-def replay_chart(rows: pd.DataFrame, clock: Clock = UTC_CLOCK) -> alt.LayerChart:
-    """A replayed series: the line, what was flagged live and what the replay flags."""
+def replay_chart(rows: pd.DataFrame, clock: Clock = UTC_CLOCK, breaks: pd.DataFrame | None = None) -> alt.LayerChart:
+    """A replayed series: the line (one per run, `breaks` marked between them, as on Live), what
+    was flagged live and what the replay flags."""
+    layers = break_layers(breaks, clock) if breaks is not None and not breaks.empty else []
     rows, offset = on_clock(rows, clock)
-    line = alt.Chart(rows).mark_line(color=LINE_COLOUR, strokeWidth=1).encode(
-        x=time_x(clock), y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
+    layers.append(alt.Chart(rows).mark_line(color=LINE_COLOUR, strokeWidth=1).encode(
+        x=time_x(clock), y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
+        detail="run:N" if "run" in rows else alt.Undefined))
     marks = pd.concat([rows[rows["live"] == "anomaly"].assign(who="live"),
                        rows[rows["replay"] == "anomaly"].assign(who="replay")])
-    layers = [line]
     if not marks.empty:
         chart, tips = time_tips(alt.Chart(marks), clock, offset)
         layers.append(chart.mark_point(size=90, filled=False, strokeWidth=2).encode(

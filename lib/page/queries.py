@@ -107,7 +107,8 @@ def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, en
     return charts_data(conn, (sensor,), start, end, buckets, sessions).get(sensor, (_EMPTY_LINE, _EMPTY_MARKS))
 
 
-_EMPTY_LINE = pd.DataFrame({"ts": pd.Series(dtype="datetime64[us]"), "value": pd.Series(dtype=float)})
+_EMPTY_LINE = pd.DataFrame({"ts": pd.Series(dtype="datetime64[us]"), "value": pd.Series(dtype=float),
+                            "session_id": pd.Series(dtype=object)})
 _EMPTY_MARKS = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
     ("ts", "datetime64[us]"), ("value", float), ("detector", object), ("score", float), ("session_id", object),
     ("seq", "Int64"), ("flagged_by", object))})
@@ -125,9 +126,10 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
     [start, end], as two frames with a sensor column (`charts_shape` splits them per sensor, after
     the connection is closed: the file is held for the queries only):
 
-    - the line (ts, value): the readings thinned on the database side to the lowest and the highest
-      reading of each of `buckets` equal time buckets (about one per pixel), which keeps every peak
-      and dip a plot of all readings would show, plus every flagged reading;
+    - the line (ts, value, session_id): the readings thinned on the database side to the lowest and
+      the highest reading of each session in each of `buckets` equal time buckets (about one per
+      pixel), which keeps every peak and dip a plot of all readings would show, plus every flagged
+      reading;
     - the marks (ts, value, detector, score, session_id, seq, flagged_by): every reading an
       algorithm flagged, never thinned, one row per algorithm; oldest first.
 
@@ -147,22 +149,22 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
             WHERE s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
         m AS (SELECT DISTINCT sensor, ts, seq FROM f),
         agg AS (
-            SELECT r.sensor, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
+            SELECT r.sensor, r.session_id, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts, r.value) AS hi_ts,
                    max(r.value) AS hi,
                    list({{'ts': r.ts, 'seq': r.seq, 'value': r.value}}) FILTER (WHERE m.ts IS NOT NULL) AS flagged
             FROM readings r LEFT JOIN m ON r.sensor = m.sensor AND r.ts = m.ts AND r.seq = m.seq
             WHERE r.ts >= ? AND r.ts <= ? AND {rw}
-            GROUP BY r.sensor, least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)),
+            GROUP BY r.sensor, r.session_id, least((epoch_us(r.ts) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)),
         fl AS (SELECT sensor, unnest(flagged, recursive := true) FROM agg)
         SELECT sensor, 'line' AS kind, lo_ts AS ts, lo AS value, NULL AS detector, NULL::DOUBLE AS score,
-               NULL AS session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
-        UNION ALL SELECT sensor, 'line', hi_ts, hi, NULL, NULL, NULL, NULL, NULL FROM agg
+               session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
+        UNION ALL SELECT sensor, 'line', hi_ts, hi, NULL, NULL, session_id, NULL, NULL FROM agg
         UNION ALL SELECT f.sensor, 'mark', f.ts, fl.value, f.detector, f.score, f.session_id, f.seq,
                          string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.sensor, f.session_id, f.seq)
                   FROM f JOIN fl ON f.sensor = fl.sensor AND f.ts = fl.ts AND f.seq = fl.seq""",
         [start, end, *sp, start, end, *rp, start, buckets, span_us, buckets]).df()
     is_mark = (df["kind"] == "mark").to_numpy()
-    lines = df.loc[~is_mark, ["sensor", "kind", "ts", "value"]]
+    lines = df.loc[~is_mark, ["sensor", "kind", "ts", "value", "session_id"]]
     marks = df.loc[is_mark]
     return lines, marks
 
@@ -170,13 +172,14 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
 def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """{sensor: (line, marks)} from `charts_fetch`'s frames: each flagged reading joins its line,
     both sorted by time; one pass over all sensors, then a split."""
-    line = pd.concat([lines[["sensor", "ts", "value"]], marks[["sensor", "ts", "value"]]], ignore_index=True)
+    cols = ["sensor", "ts", "value", "session_id"]
+    line = pd.concat([lines[cols], marks[cols]], ignore_index=True)
     line = line.drop_duplicates().sort_values(["sensor", "ts"], ignore_index=True)
     marks = marks.drop(columns="kind").sort_values(["sensor", "ts", "detector"], ignore_index=True)
     marks_of = {k: v.drop(columns="sensor").reset_index(drop=True) for k, v in marks.groupby("sensor", sort=False)}
     out = {}
     for sensor, part in line.groupby("sensor", sort=True):
-        out[sensor] = (part[["ts", "value"]].reset_index(drop=True), marks_of.get(sensor, _EMPTY_MARKS))
+        out[sensor] = (part[["ts", "value", "session_id"]].reset_index(drop=True), marks_of.get(sensor, _EMPTY_MARKS))
     return out
 
 
@@ -247,6 +250,17 @@ def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], 
         FROM init LEFT JOIN watermarks w
           ON w.session_id = init.session_id AND w.sensor = init.sensor AND w.kind = init.detector
         ORDER BY init.sensor, init.detector""", [*wp, since]).df()
+
+
+def gaps(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
+         sessions: Sequence[str] = ()) -> pd.DataFrame:
+    """The recorded gaps (port lost, board unplugged) that started in [start, end]: session_id,
+    started_at, ended_at (NULL while it lasts), reason."""
+    where, params = Filters(sessions=tuple(sessions)).where("g")
+    return conn.execute(f"""
+        SELECT g.session_id, g.started_at, g.ended_at, g.reason FROM gaps g
+        WHERE g.started_at >= ? AND g.started_at <= ? AND {where} ORDER BY g.started_at""",
+        [start, end, *params]).df()
 
 
 def rejects_count(conn: duckdb.DuckDBPyConnection, since: datetime | None = None) -> int:
@@ -494,6 +508,7 @@ def live_flags(conn: duckdb.DuckDBPyConnection, session: str, sensor: str, detec
 # --- one refresh of the Live view -------------------------------------------------------------
 
 LIVE_MAX_CHARTS = 12   # charts the Live view draws when no sensor is chosen
+CHART_BUCKETS = 600    # time buckets of a thinned line: about one per pixel of a chart
 
 
 def live_snapshot(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
@@ -514,15 +529,19 @@ def live_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: d
     raw = {"totals": totals(conn), "health": found, "lag": detector_lag(conn, now),
            "charted_of": len(sensors) or len(found), "names": tuple(sensors) or tuple(found["sensor"])[:max_charts]}
     if raw["names"]:
-        raw["charts"] = charts_fetch(conn, raw["names"], since, now)
+        raw["charts"] = charts_fetch(conn, raw["names"], since, now, CHART_BUCKETS)
+        raw["bucket_s"] = (now - since).total_seconds() / CHART_BUCKETS
+        raw["gaps"] = gaps(conn, since, now)
         raw["spans"] = initializing_spans_many(conn, raw["names"], since, now)
         raw["progress"] = init_progress_many(conn, raw["names"], since)
     return raw
 
 
 def live_shape(raw: dict) -> dict:
-    """The Live view's snapshot from `live_fetch`'s frames: per charted sensor its line, marks,
-    initializing stretches and warm-up progress."""
+    """The Live view's snapshot from `live_fetch`'s frames: per charted sensor its line (cut into
+    runs at sessions, gaps and silences: lib.page.runs), the breaks, marks, initializing
+    stretches and warm-up progress."""
+    from lib.page.runs import split_runs
     snap = {k: raw[k] for k in ("totals", "health", "lag", "charted_of")}
     snap["sensors"] = {}
     if not raw["names"]:
@@ -533,7 +552,8 @@ def live_shape(raw: dict) -> dict:
     progress_of = {k: v.drop(columns="sensor").reset_index(drop=True) for k, v in progress.groupby("sensor")}
     for sensor in raw["names"]:
         line, marks = charts.get(sensor, (_EMPTY_LINE, _EMPTY_MARKS))
-        snap["sensors"][sensor] = {"line": line, "marks": marks,
+        line, breaks = split_runs(line, raw["gaps"], raw["bucket_s"])
+        snap["sensors"][sensor] = {"line": line, "marks": marks, "breaks": breaks,
                                    "init": spans_of.get(sensor, spans.drop(columns="sensor").iloc[:0]),
                                    "progress": progress_of.get(sensor, progress.drop(columns="sensor").iloc[:0])}
     return snap

@@ -56,6 +56,11 @@ def time_bounds(db: str, f: Filters = Filters()) -> tuple[datetime | None, datet
 
 
 @_cached()
+def gaps(db: str, start: datetime, end: datetime, sessions: tuple[str, ...] = ()) -> pd.DataFrame:
+    return ask(db, "gaps", start, end, sessions)
+
+
+@_cached()
 def session_sensors(db: str, session: str) -> list[str]:
     return ask(db, "session_sensors", session)
 
