@@ -7,6 +7,9 @@ from collections import defaultdict
 
 from streamlit.testing.v1 import AppTest
 
+from lib.alerts import outbox
+from lib.alerts.notifier import outbox_path
+from lib.alerts.settings import load_alerts
 from lib.config import PROJECT_ROOT, load_config
 from lib.detect.events import EventTracker, Policy
 from lib.page import views
@@ -37,6 +40,7 @@ def prepare_with_events(config) -> dict:
             batch.events[ev.id] = {"type": "event", **ev.payload()}
     write_batch(config.db_path, batch)
     info["events"] = len(batch.events)
+    info["first"] = next(iter(batch.events.values()))
     info["open"] = sum(1 for e in batch.events.values() if e["closed_ts_us"] is None)
     return info
 
@@ -55,11 +59,25 @@ def table(at):
     return next(d.value for d in at.dataframe if "event_id" in d.value.columns)
 
 
+def failed_delivery(config, event: dict) -> None:
+    """The notifier's outbox with one message that failed for good."""
+    settings = load_alerts(load_config(env={}, overrides={"alerts": {"channels": {
+        "hook": {"kind": "webhook", "url": "http://127.0.0.1:9/x"}}}}), env={})
+    conn = outbox.connect(outbox_path(config))
+    with outbox.transaction(conn):
+        outbox.Planner(conn, settings, clock=lambda: event["start_ts_us"] / 1e6).add(event)
+    (key,), _ = outbox.group_due(conn, settings, event["start_ts_us"] / 1e6 + 1)
+    outbox.record_failure(conn, key, "HTTP 401 Unauthorized", None)
+    conn.close()
+
+
 def test_events_are_listed_open_first_filtered_and_exported_safely(downloads):  # noqa: F811
     config = load_config()
     info = prepare_with_events(config)
     assert info["events"] > 20 and info["open"] >= 1
+    failed_delivery(config, info["first"])
     at = events_view()
+    assert "1 message(s) failed" in at.warning[0].value
     rows = table(at)
     assert len(rows) == info["events"]
     resolved = list(rows["state"] == "resolved")

@@ -44,6 +44,15 @@ if linked:
         del st.query_params["event"]
         st.rerun()
 
+# Deliveries in trouble are the operator's business even when no event is selected.
+troubled = {}
+for row in delivery_states(outbox_path(config)):
+    if row[6] in ("retrying", "failed"):
+        troubled.setdefault(row[6], set()).add(row[10])
+if troubled:
+    st.warning("Notifications: " + ", ".join(f"{len(keys)} message(s) {state}" for state, keys in troubled.items())
+               + ". Select an event to see the reason.")
+
 n_open = int((rows["state"] != "resolved").sum()) if not rows.empty else 0
 st.caption(f"{len(rows):,} event(s), {n_open:,} not resolved, for these filters (as of "
            f"{datetime.utcnow():%H:%M:%S} UTC).")
