@@ -195,7 +195,7 @@ def _join_first(consumer, timeout: float = 60.0) -> None:
 def role_producer(args) -> dict:
     from lib.ingest.producer import SerialProducer
     from lib.ingest.serial_port import LineSplitter
-    from lib.transport.base import open_transport
+    from lib.transport import open_transport
     config = _config(Path(args.dir), None)
     lines = generate_lines(args.readings, args.sensors)
     transport = open_transport(config)
@@ -226,7 +226,7 @@ def role_producer(args) -> dict:
 
 def role_detector(args) -> dict:
     from lib.detect.detection import Judge, run_detector
-    from lib.transport.base import open_transport
+    from lib.transport import open_transport
     config = _config(Path(args.dir), args.detectors.split(",") if args.detectors else None, rules=not args.no_rules)
     transport = open_transport(config)
     consumer = transport.consumer("detectors", sensors=True)
@@ -249,7 +249,8 @@ def role_store(args) -> dict:
     import lib.store.writer as store_writer
     from lib.store.schema import init_db
     from lib.store.sink import run_store
-    from lib.transport.base import INTERNAL, open_transport
+    from lib.transport import open_transport
+    from lib.transport.base import INTERNAL
     config = _config(Path(args.dir), None)
     init_db(config.db_path)
     transport = open_transport(config)
@@ -431,7 +432,7 @@ def kafka_broker(sensors: int, workdir: Path):
     from lib.transport.broker import Broker
     from lib.config import load_config
     from lib.transport.base import INTERNAL
-    from lib.transport.kafka import KafkaTransport
+    from lib.transport.kafkabus import KafkaTransport
     env = {"VIGIE_TRANSPORT_KIND": "kafka",
            # Tansu finishes a group join after about half the session timeout: keep the joins short.
            "VIGIE_TRANSPORT_SESSION_TIMEOUT_MS": "4000", "VIGIE_TRANSPORT_MAX_POLL_INTERVAL_MS": "60000",
@@ -445,9 +446,7 @@ def kafka_broker(sensors: int, workdir: Path):
             config = load_config()
             config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, data_dir=str(workdir)))
             # Topics exist before the groups join, so no rebalance happens as each one appears.
-            maker = KafkaTransport(config).topic_maker()
-            maker.ensure([*(f"s{i:03d}" for i in range(sensors)), *INTERNAL])
-            maker.reset()
+            KafkaTransport(config).create_topics([*(f"s{i:03d}" for i in range(sensors)), *INTERNAL])
             yield broker
             import psutil
             cpu = psutil.Process(broker.proc.pid).cpu_times()

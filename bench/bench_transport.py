@@ -27,7 +27,8 @@ from pathlib import Path
 
 from lib.transport.broker import Broker
 from lib.config import load_config
-from lib.transport.base import INTERNAL, open_transport, reading_message
+from lib.transport import open_transport
+from lib.transport.base import INTERNAL, reading_message
 
 SENSORS = tuple(f"s{i:03d}" for i in range(100))
 
@@ -75,14 +76,8 @@ def wait_joined(*consumers, timeout: float = 60.0) -> None:
             time.sleep(0.1)
 
 
-def ensure_topics(transport, topics) -> None:
-    maker = getattr(transport, "topic_maker", None)
-    if maker is not None:
-        maker().ensure(topics)
-
-
 def bench_transport_only(transport, n: int) -> float:
-    ensure_topics(transport, SENSORS)
+    transport.create_topics(SENSORS)
     consumer = transport.consumer("bench-transport", sensors=True)
     got = 0
     stop = threading.Event()
@@ -116,7 +111,7 @@ def bench_end_to_end(config, transport, n: int) -> float:
     from lib.store.reader import read_db
     from lib.store.schema import init_db
     check_detection_config(config)
-    ensure_topics(transport, (*SENSORS, *INTERNAL))
+    transport.create_topics((*SENSORS, *INTERNAL))
     init_db(config.db_path)
     stop = threading.Event()
     want = n * len(config.detection.detectors)

@@ -7,7 +7,8 @@ from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
 from lib.store.sink import run_store
 from lib.store.reader import read_db
 from lib.store.schema import init_db
-from lib.transport.base import INTERNAL, LABELS, open_transport
+from lib.transport import open_transport
+from lib.transport.base import INTERNAL, LABELS
 
 
 def store_until_drained(config):

@@ -14,7 +14,8 @@ from lib.transport.broker import Broker
 from lib.config import load_config
 from lib.transport.spool import Batch
 from lib.transport.base import STATES, json_message, reading_message
-from lib.transport.kafka import BATCH_HEADER, KafkaTransport, pack_messages, pack_spool
+from lib.transport.kafkabus import KafkaTransport
+from lib.transport.kafkabus.records import BATCH_HEADER, pack_messages, pack_spool
 from lib.transport.packing import SHIFT, encode
 from tests.system import wait_for
 
@@ -170,7 +171,7 @@ def test_outputs_pack_per_topic_and_key():
 
 
 def test_spool_rows_merge_into_records_up_to_the_size_limit(monkeypatch):
-    import lib.transport.kafka as kafka
+    import lib.transport.kafkabus.records as kafka_records
     rows = []
     for i in range(6):
         msgs = readings(["a"] if i % 2 else ["a", "b"], 3, i * 3)
@@ -182,7 +183,7 @@ def test_spool_rows_merge_into_records_up_to_the_size_limit(monkeypatch):
     assert [(r.topic, r.first_id) for r in records] == [("a", 1), ("b", 2)]
     assert len(json.loads(records[0].value)["v"]) == 18 and len(json.loads(records[1].value)["v"]) == 9
     limit = max(len(r.body) for r in rows) * 2
-    monkeypatch.setattr(kafka, "RECORD_MAX_BYTES", limit)
+    monkeypatch.setattr(kafka_records, "RECORD_MAX_BYTES", limit)
     small = [r for r in pack_spool(rows) if r.topic == "a"]
     assert 1 < len(small) < 6 and all(len(r.value) <= limit for r in small)
     assert [v for r in small for v in json.loads(r.value)["v"]] == json.loads(records[0].value)["v"]

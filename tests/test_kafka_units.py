@@ -95,7 +95,7 @@ def test_one_deliverer_per_spool(tmp_path):
 def test_round_robin_assignor_tolerates_members_with_different_topics():
     from types import SimpleNamespace
 
-    from lib.transport.kafka import RoundRobin
+    from lib.transport.kafkabus.assignor import RoundRobin
 
     class Cluster:
         def partitions_for_topic(self, topic):

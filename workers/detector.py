@@ -9,7 +9,7 @@ from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, run_detector
 from lib.detect.events import EventBook
 from lib.runtime import setup_logging, stop_event
-from lib.transport.base import open_transport
+from lib.transport import open_transport
 
 
 def open_events_from_store(config, log):

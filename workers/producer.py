@@ -14,7 +14,7 @@ from lib.ingest.producer import SerialProducer
 from lib.ingest.serial_port import PortError, find_arduino
 from lib.ingest.status import StatusWriter
 from lib.runtime import setup_logging, stop_event
-from lib.transport.base import open_transport
+from lib.transport import open_transport
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,8 @@ from lib.ingest.boards import SIM, board_for
 from lib.runtime import setup_logging, stop_event
 from lib.ingest.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
                            scenario_ticks)
-from lib.transport.base import TRUTH, json_message, open_transport
+from lib.transport import open_transport
+from lib.transport.base import TRUTH, json_message
 
 
 def parse_unplug(text: str) -> tuple[int, Unplug]:

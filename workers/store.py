@@ -11,7 +11,8 @@ from lib.store.retention import Retention
 from lib.store.sink import run_store
 from lib.store.files import DatabaseFileError
 from lib.store.schema import open_checked
-from lib.transport.base import INTERNAL, open_transport
+from lib.transport import open_transport
+from lib.transport.base import INTERNAL
 
 
 # A foreign or damaged database file: supervisord is told (exitcodes) not to restart the store
@@ -36,16 +37,14 @@ def main(argv=None) -> int:
         return EXIT_BAD_DATABASE
     transport = open_transport(config)
     consumer = transport.consumer("store", topics=INTERNAL, sensors=True)
-    pruner = None
-    if hasattr(transport, "prune"):
-        # The embedded log only needs to keep what detectors may re-read to rebuild windows.
-        def prune_loop():
-            while not stop.wait(60):
-                n = transport.prune(config.store.bus_retention_s)
-                if n:
-                    log.info("pruned %d old messages from the bus", n)
-        pruner = threading.Thread(target=prune_loop, daemon=True, name="prune")
-        pruner.start()
+    # The transport only needs to keep what detectors may re-read to rebuild windows (a Kafka
+    # broker keeps its own retention: pruning there does nothing).
+    def prune_loop():
+        while not stop.wait(60):
+            n = transport.prune(config.store.bus_retention_s)
+            if n:
+                log.info("pruned %d old messages from the bus", n)
+    threading.Thread(target=prune_loop, daemon=True, name="prune").start()
     log.info("writing %s", config.db_path)
     try:
         retention = Retention(config.db_path, config.store.retention_days, config.data_dir / "export",

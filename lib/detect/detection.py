@@ -234,10 +234,10 @@ def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
 
 
 def _owned(consumer) -> set[str] | None:
-    """The sensors a consumer is assigned, when its transport can say (a Kafka group member can
-    lose a sensor to another worker; the embedded transport's single worker owns them all)."""
-    owned = getattr(consumer, "owned_sensors", None)
-    return set(owned()) if callable(owned) else None
+    """The sensors a consumer is assigned (a Kafka group member can lose a sensor to another
+    worker; the embedded transport's single worker, or no consumer, owns them all: None)."""
+    owned = None if consumer is None else consumer.owned_sensors()
+    return None if owned is None else set(owned)
 
 
 # A poll takes about this long's worth of readings at the rate just measured: long enough that a

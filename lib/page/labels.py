@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from lib.transport.base import LABELS, json_message, open_transport
+from lib.transport import open_transport
+from lib.transport.base import LABELS, json_message
 
 CONFIRMED, REJECTED, MISSED = "confirmed", "rejected", "missed"
 VERDICTS = (CONFIRMED, REJECTED, MISSED)

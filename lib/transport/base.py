@@ -2,7 +2,9 @@
 
 The shape is Kafka's: named topics (one per sensor, as in the seed, plus internal `_vigie.*`
 topics), producers that send, consumer groups that poll and then commit what they have finished.
-`embedded` implements it with a local SQLite log (no broker); `kafka` with kafka-python.
+`embedded` implements it with a local SQLite log (no broker); `kafkabus` with kafka-python.
+Optional abilities (`create_topics`, `prune`, `owned_sensors`, `moved`) are methods with a default
+here, so callers never ask whether a transport has them.
 """
 from __future__ import annotations
 
@@ -87,6 +89,11 @@ class Consumer(abc.ABC):
         """Up to `n` messages of the same sensor stored just before `message`, oldest first: what a
         worker needs to rebuild a window after a restart or a rebalance."""
 
+    def owned_sensors(self) -> set[str] | None:
+        """The sensor topics this member is assigned now, when other members of its group may
+        hold others (a sensor handed to another worker is not silent); None: every sensor."""
+        return None
+
     def moved(self) -> set[str]:
         """Sensor topics whose stream this consumer did not follow without a break since the last
         call (another group member handled them meanwhile, or they were re-read): a window kept in
@@ -99,6 +106,13 @@ class Consumer(abc.ABC):
 
 
 class Transport(abc.ABC):
+    """A way for programs to pass messages. Subclasses name themselves in lib.transport.TRANSPORTS."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config) -> "Transport":
+        """The transport as the configuration ([transport], [paths]) sets it up."""
+
     @abc.abstractmethod
     def producer(self) -> Producer: ...
 
@@ -106,14 +120,14 @@ class Transport(abc.ABC):
     def consumer(self, group: str, topics: Sequence[str] = (), sensors: bool = False) -> Consumer:
         """Join `group`, reading the internal `topics` and, if `sensors`, every sensor topic."""
 
+    def create_topics(self, topics: Iterable[str]) -> None:
+        """Make sure `topics` exist before consumers join (a group would otherwise rebalance as
+        each one appears). A transport whose topics need no creating does nothing."""
+
+    def prune(self, older_than_s: float) -> int:
+        """Drop messages every group has finished with that are older than `older_than_s`; returns
+        how many went. A transport whose broker keeps its own retention does nothing."""
+        return 0
+
     def close(self) -> None:
         pass
-
-
-def open_transport(config) -> Transport:
-    """The transport the configuration names."""
-    if config.transport.kind == "kafka":
-        from lib.transport.kafka import KafkaTransport
-        return KafkaTransport(config)
-    from lib.transport.embedded import EmbeddedTransport
-    return EmbeddedTransport(config.bus_path)

@@ -174,6 +174,10 @@ class EmbeddedTransport(Transport):
         self.path = Path(path)
         _connect(self.path).close()
 
+    @classmethod
+    def from_config(cls, config) -> EmbeddedTransport:
+        return cls(config.bus_path)
+
     def producer(self) -> EmbeddedProducer:
         return EmbeddedProducer(self.path)
 
