@@ -185,9 +185,8 @@ def _join_first(consumer, timeout: float = 60.0) -> None:
     """Kafka: poll until the group has given this member its partitions, before saying ready, so the
     run does not start with a backlog of the group join's seconds (embedded: nothing to join). The
     producer starts after "ready", so these polls find nothing."""
-    inner = getattr(consumer, "_consumer", None)
     deadline = time.monotonic() + timeout
-    while inner is not None and not inner.assignment():
+    while consumer.owned_sensors() == set():     # None: a transport with no group to join
         if consumer.poll(1, 0.2) or time.monotonic() > deadline:
             raise RuntimeError("Kafka group join: timed out, or readings found before the producer started")
 

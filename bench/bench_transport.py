@@ -60,17 +60,14 @@ def produce(transport, n: int, flush_every: int = 500) -> None:
                 out.flush()
         out.flush()
     finally:
-        out.close(**({"drain_timeout": 120.0} if hasattr(out, "spool") else {}))
+        out.close(drain_timeout=120.0)
 
 
 def wait_joined(*consumers, timeout: float = 60.0) -> None:
     """Kafka consumers: poll (nothing is produced yet) until the group has given them partitions."""
     deadline = time.monotonic() + timeout
     for c in consumers:
-        inner = getattr(c, "_consumer", None)
-        if inner is None:
-            continue
-        while not inner.assignment():
+        while c.owned_sensors() == set():     # None: a transport with no group to join
             if time.monotonic() > deadline:
                 raise RuntimeError("consumer group join timed out")
             time.sleep(0.1)

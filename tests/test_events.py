@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 
 from lib.config import load_config
 from lib.detect.detection import Judge, run_detector
-from lib.detect.events import Event, EventBook, EventTracker, Policy, policy_for
-from lib.store.events import open_events
-from lib.store.sink import run_store
+from lib.detect.events import Event, EventBook, EventTracker, Policy, open_events, policy_for
 from lib.store.reader import read_db
 from lib.store.schema import init_db
+from lib.store.sink import run_store
 from lib.transport.base import EVENTS, INTERNAL, json_message, reading_message
 from lib.transport.embedded import EmbeddedTransport
 

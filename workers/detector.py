@@ -18,7 +18,7 @@ def open_events_from_store(config, log):
     store (not started yet, a file of an older version) the worker judges on and says so."""
     import duckdb
 
-    from lib.store.events import open_events
+    from lib.detect.events import open_events
     from lib.store.reader import read_db
 
     def restore(sensors):

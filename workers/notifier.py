@@ -9,7 +9,8 @@ from lib.alerts.notifier import Notifier, outbox_path
 from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
-from lib.transport.base import EVENTS, open_transport
+from lib.transport import open_transport
+from lib.transport.base import EVENTS
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,8 @@ import time
 
 from lib.page.labels import CONFIRMED, REJECTED, Label
 from lib.store.events import ACK, ACTIONS, RESOLVE
-from lib.transport.base import EVENTS, LABELS, json_message, open_transport
+from lib.transport import open_transport
+from lib.transport.base import EVENTS, LABELS, json_message
 
 __all__ = ["ACK", "RESOLVE", "CONFIRMED", "REJECTED", "action_messages", "send_actions"]
 

@@ -62,24 +62,3 @@ def apply_actions(conn, actions: list) -> None:
 # The event's lifecycle state, from its columns: what the page filters on and shows.
 STATE_SQL = ("CASE WHEN resolved_at IS NOT NULL OR closed_at IS NOT NULL THEN 'resolved'"
              " WHEN acked_at IS NOT NULL THEN 'acknowledged' ELSE 'open' END")
-
-
-def open_events(conn, sensors=None) -> list:
-    """Events the detectors have not closed (for a restarted detector worker to carry on), as
-    lib.detect.events.Event."""
-    from lib.detect.events import Event
-    sql = ("SELECT event_id, sensor, session_id, start_seq, epoch_us(start_ts), start_value, end_seq,"
-           " epoch_us(end_ts), peak_seq, epoch_us(peak_ts), peak_value, peak_score, members, n_flagged,"
-           " max_agree, severity, silent, rev, baseline FROM events WHERE closed_at IS NULL")
-    params: list = []
-    if sensors is not None and not sensors:
-        return []
-    if sensors is not None:
-        sql += f" AND sensor IN ({', '.join('?' * len(sensors))})"
-        params = list(sensors)
-    out = []
-    for (_, sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score, members, n, agree,
-         severity, silent, rev, baseline) in conn.execute(sql, params).fetchall():
-        out.append(Event(sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score,
-                         tuple(m for m in members.split(",") if m), n, agree, severity, None, baseline, silent, rev))
-    return out

@@ -69,7 +69,9 @@ class Producer(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None: ...
 
-    def close(self) -> None:
+    def close(self, drain_timeout: float = 10.0) -> None:
+        """Flush, and wait up to `drain_timeout` seconds for what was flushed to reach the other
+        side where that is a separate step (Kafka's spool); what is left stays durable."""
         self.flush()
 
 

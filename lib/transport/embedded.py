@@ -80,8 +80,8 @@ class EmbeddedProducer(Producer):
             self._conn.executemany(_INSERT, _rows(self._pending, time.time()))
         self._pending.clear()
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, drain_timeout: float = 10.0) -> None:
+        self.flush()   # durable and readable once flushed: nothing to drain
         self._conn.close()
 
 
