@@ -28,7 +28,7 @@ def test_the_vocabulary_imports_nothing_of_vigie():
 # transport below all who send or read messages; the store below what reads it back (detection
 # restarting its events, evaluation); the page and the alerts on top.
 LAYERS = (
-    ("lib.config", "lib.runtime", "lib.states"),
+    ("lib.config", "lib.runtime", "lib.states", "lib.supervision"),
     ("lib.transport",),
     ("lib.ingest", "lib.store"),
     ("lib.detect",),
