@@ -139,6 +139,9 @@ def test_set_score_counts_a_hand_made_case_exactly():
     assert (k["spike"]["caught"], k["spike"]["n"]) == (1, 1)
     assert k["spike"]["delay_readings"] == {"median": 1.0, "max": 1.0} and k["spike"]["delay_s"]["max"] == 1.0
     assert (k["level_shift"]["caught"], k["level_shift"]["delay_readings"]["max"]) == (1, 4.0)
+    # ... 2 readings after its last one: caught, but not while it lasted; the spike's flag was within the tolerance
+    assert (k["level_shift"]["caught_while_on"], k["spike"]["caught_while_on"], k["dropout"]["caught_while_on"]) == \
+        (0, 1, 1)
     assert k["level_shift"]["delay_s"]["max"] == pytest.approx(14.5 - 9.7)
     assert (k["dip"]["caught"], k["dip"]["n"], k["dip"]["recall"], k["dip"]["delay_s"]) == (0, 1, 0.0, None)
     assert (k["dropout"]["caught"], k["dropout"]["delay_s"], k["dropout"]["delay_readings"]) == \
@@ -185,3 +188,17 @@ def test_set_evaluation_runs_the_workers_judge_rules_and_decision(tmp_path):
     cols = judged.columns["t"]
     assert (both == ((cols["zscore"][1] & cols["dbscan"][1]) | cols["rule:stuck"][1])).all()
     assert rows["zscore"]["what"] == rows["dbscan"]["what"] == "member"
+
+
+def test_set_cli_prints_the_table_and_json(tmp_path, capsys):
+    scenario = tmp_path / "small.toml"
+    scenario.write_text('rate = 10\nquiet_s = 20\n[sensors.t]\nbase = 20.0\nnoise = 0.2\n'
+                        '[[anomalies]]\nkind = "spike"\nsensor = "t"\nevery_s = 10\nmagnitude = 30\n')
+    args = ["--set", "--scenario", str(scenario), "--seconds", "200", "--no-singles", "--detector", "zscore"]
+    assert evaluate_cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert "scenario small: seed 1, 200 s" in table and "set: zscore" in table
+    assert evaluate_cli.main(args + ["--json"]) == 0
+    (res,) = json.loads(capsys.readouterr().out)
+    assert [r["row"] for r in res["rows"]] == ["set", "zscore"] and res["scenario"]["injections"]["spike"] > 5
+    assert evaluate_cli.main(["--set", "--detector", "nope"]) == 2

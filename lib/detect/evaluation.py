@@ -262,7 +262,8 @@ def session_series(db_path: str | Path, session: str | None = None, min_rows: in
 # - An injection's readings are those the simulator changed (`SignalModel.applied`): from the first
 #   to the last. It is caught when a reading from its first to `tolerance` readings after its last
 #   is flagged; the delay counts from its first reading (in readings) and from its start (in
-#   seconds) to the first such flag.
+#   seconds) to the first such flag. "Caught while on": that first flag came before the injection
+#   ended (for a one-reading kind, within the tolerance), not only when the signal came back.
 # - A dropout changes no reading: it is caught when the no-data rule tells the sensor's silence
 #   between the dropout's start and the `tolerance`-th reading after it, the delay counting in
 #   seconds from its start. A silence told outside any dropout is a false silence.
@@ -461,7 +462,7 @@ def score_set(stream: Stream, flags: Mapping[str, tuple[np.ndarray, np.ndarray]]
     after a set-point change count as "after a set-point change". `events` (per sensor, (first,
     last) reading indices): how many there are, and how many touch no injection (false events)."""
     normal = flagged_normal = near_setpoint = 0
-    kinds = {k: {"n": 0, "caught": 0, "delay_readings": [], "delay_s": []} for k in SET_KINDS}
+    kinds = {k: {"n": 0, "caught": 0, "while_on": 0, "delay_readings": [], "delay_s": []} for k in SET_KINDS}
     told = {}
     for sensor, at in silences:
         told.setdefault(sensor, []).append(at)
@@ -491,12 +492,15 @@ def score_set(stream: Stream, flags: Mapping[str, tuple[np.ndarray, np.ndarray]]
                 hits = [j for j, at in enumerate(told.get(sensor, [])) if inj.start <= at <= until]
                 if hits:
                     k["caught"] += 1
+                    k["while_on"] += told[sensor][hits[0]] < (t[inj.first] if inj.first < len(idx) else math.inf)
                     k["delay_s"].append(told[sensor][hits[0]] - inj.start)
                     used_silences.update((sensor, j) for j in hits)
                 continue
             hit = np.flatnonzero(flagged[inj.first:stop + 1])
             if len(hit):
                 k["caught"] += 1
+                # flagged while it lasted, not only when the signal came back at its end
+                k["while_on"] += int(hit[0]) <= max(inj.last - inj.first, tolerance)
                 k["delay_readings"].append(int(hit[0]))
                 k["delay_s"].append(float(t[inj.first + hit[0]] - inj.start))
         is_normal = judged & ~injected & (t >= stream.quiet_s)
@@ -515,6 +519,7 @@ def score_set(stream: Stream, flags: Mapping[str, tuple[np.ndarray, np.ndarray]]
     out_kinds = {}
     for kind, k in kinds.items():
         out_kinds[kind] = {"n": k["n"], "caught": k["caught"], "recall": k["caught"] / k["n"] if k["n"] else None,
+                           "caught_while_on": k["while_on"],
                            "delay_readings": _spread(k["delay_readings"]), "delay_s": _spread(k["delay_s"])}
     return {"normal": normal, "flagged_normal": flagged_normal,
             "false_alarm_rate": flagged_normal / normal if normal else None,
@@ -609,6 +614,13 @@ def format_set_report(results: list[dict], role: Mapping[str, str] | None = None
             longest = f"{r['longest_event']}" if r["longest_event"] is not None else "-"
             out.append(f"{name:14s} {fa:>12s} {r['after_setpoint_change']:5d} {r['false_silences']:8d} {ev:>9s} "
                        f"{longest:>7s} " + " ".join(f"{c:>11s}" for c in cells))
+        out.append("caught while it lasted (the first flag before the injection's end; one-reading kinds: within "
+                   "the tolerance), not only when the signal came back")
+        out.append(f"{'row':14s} " + " ".join(f"{k[:11]:>11s}" for k in SET_KINDS))
+        for r in res["rows"]:
+            cells = [f"{r['kinds'][k]['caught_while_on']}/{r['kinds'][k]['n']}" if r["kinds"][k]["n"] else "-"
+                     for k in SET_KINDS]
+            out.append(f"{r['row']:14s} " + " ".join(f"{c:>11s}" for c in cells))
         out.append("delay to the first flag, median/max in readings (seconds); dropout: seconds to the silence")
         out.append(f"{'row':14s} " + " ".join(f"{k[:15]:>15s}" for k in SET_KINDS))
         for r in res["rows"]:
