@@ -1,5 +1,6 @@
-"""The sliding window's states: initializing while the 20-reading window fills, then normal or
-anomaly for each detector, each with a score."""
+"""The sliding window's states: initializing while the 20-reading window fills (and, calibrated,
+while the detector's own scores fill the calibration's memory), then normal or anomaly for each
+detector, each with a score."""
 import numpy as np
 import pytest
 
@@ -16,19 +17,28 @@ def test_window_keeps_the_last_n_in_order():
     assert len(w) == 3 and w.full
 
 
-def _judge_series(values, window=20):
-    judge = Judge(load_config(env={}, overrides={"detection": {"window": window}}))
-    return judge.judge_many("humidite", list(values))
+SEED_WAY = {"dbscan": {"calibrate": False}, "iforest": {"calibrate": False}}
 
 
-@pytest.mark.parametrize("window", [5, 20])
-def test_initializing_until_the_window_is_full(window):
-    values = 50 + np.random.default_rng(1).normal(0, 0.3, 60)
-    rows = _judge_series(values, window)
+def _judge(window=20, params=None):
+    overrides = {"detection": {"window": window, "detectors": ["dbscan", "iforest"], "params": params or {}}}
+    return Judge(load_config(env={}, overrides=overrides))
+
+
+def _judge_series(values, window=20, params=None):
+    return _judge(window, params).judge_many("humidite", list(values))
+
+
+@pytest.mark.parametrize("window, params, warmup", [(5, SEED_WAY, 5), (20, SEED_WAY, 20), (20, None, 220)])
+def test_initializing_until_the_window_is_full(window, params, warmup):
+    """The original program's way (raw scores) judges once the window is full; calibrated, a
+    detector also waits for 200 of its own scores on this sensor."""
+    values = 50 + np.random.default_rng(1).normal(0, 0.3, warmup + 40)
+    rows = _judge_series(values, window, params)
     for i, row in enumerate(rows):
         states = {name: state for name, state, _ in row}
         assert set(states) == {"dbscan", "iforest"}
-        if i < window:
+        if i < warmup:
             assert set(states.values()) == {"initializing"}
             assert all(score is None for _, _, score in row)
         else:
@@ -36,21 +46,22 @@ def test_initializing_until_the_window_is_full(window):
             assert all(0.0 <= score <= 1.0 for _, _, score in row)
 
 
-def test_a_spike_is_an_anomaly_for_both_and_its_neighbours_are_not():
-    values = list(50 + np.random.default_rng(2).normal(0, 0.3, 40))
-    values[30] = 60.0
-    rows = _judge_series(values)
-    spike = {name: (state, score) for name, state, score in rows[30]}
+@pytest.mark.parametrize("params", [SEED_WAY, None])
+def test_a_spike_is_an_anomaly_for_both_and_its_neighbours_are_not(params):
+    values = list(50 + np.random.default_rng(2).normal(0, 0.3, 400))
+    values[330] = 60.0
+    rows = _judge_series(values, params=params)
+    spike = {name: (state, score) for name, state, score in rows[330]}
     assert spike["dbscan"][0] == "anomaly" and spike["iforest"][0] == "anomaly"
-    for i in (28, 29):
-        before = {name: score for name, _, score in rows[i]}
-        assert before["dbscan"] < spike["dbscan"][1] and before["iforest"] < spike["iforest"][1]
+    for i in (328, 329, 331, 332):
+        other = {name: (state, score) for name, state, score in rows[i]}
+        assert other["dbscan"][0] == "normal" and other["iforest"][0] == "normal"
+        assert other["dbscan"][1] < spike["dbscan"][1] and other["iforest"][1] < spike["iforest"][1]
 
 
 def test_warm_from_history_skips_initializing():
-    config = load_config(env={})
-    history = list(50 + np.random.default_rng(3).normal(0, 0.3, 20))
-    judge = Judge(config)
+    judge = _judge()
+    history = list(50 + np.random.default_rng(3).normal(0, 0.3, judge.history_needed("humidite")))
     judge.warm("humidite", history)
     row = judge.judge_many("humidite", [50.1])[0]
     assert {state for _, state, _ in row} <= {"normal", "anomaly"}

@@ -1,11 +1,17 @@
 """The detector registry: one name per detector class. Workers, the app and the evaluation all
-build detectors through `build`, so a name means the same thing everywhere."""
+build detectors through `build`, so a name means the same thing everywhere.
+
+Every detector is built calibrated (`Calibrated`): its score is how rare its raw score is for
+this sensor, so the default threshold 0.999 means about one alarm per thousand normal readings
+for every detector. `calibrate = false` gives the raw score and the detector's own threshold
+(for dbscan, the original program's decision: the reading is DBSCAN noise)."""
 from __future__ import annotations
 
 import inspect
 from typing import Any, Mapping
 
 from lib.detect.detectors.base import Decision, Detector
+from lib.detect.detectors.calibrated import Calibrated
 from lib.detect.detectors.cusum import CUSUMDetector
 from lib.detect.detectors.dbscan import DBSCANDetector
 from lib.detect.detectors.iforest import IsolationForestDetector
@@ -23,12 +29,16 @@ from lib.detect.detectors.ensemble import EnsembleDetector  # noqa: E402  (it bu
 REGISTRY[EnsembleDetector.name] = EnsembleDetector
 
 
+#: parameters of the decision step rather than of the detector
+DECISION_PARAMS = {"threshold", "calibrate"}
+
+
 def check_params(name: str, params: Mapping[str, Any]) -> None:
     """Raise ValueError naming any unknown detector or parameter."""
     if name not in REGISTRY:
         raise ValueError(f"unknown detector {name!r} (known: {', '.join(sorted(REGISTRY))})")
     sig = inspect.signature(REGISTRY[name])
-    known = set(sig.parameters) | {"threshold"}
+    known = set(sig.parameters) | DECISION_PARAMS
     bad = set(params) - known
     if bad:
         raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(sorted(bad))}"
@@ -40,8 +50,15 @@ def build(name: str, params: Mapping[str, Any] | None = None) -> tuple[Detector,
     params = dict(params or {})
     check_params(name, params)
     cls = REGISTRY[name]
-    threshold = float(params.pop("threshold", cls.default_threshold))
+    calibrate = params.pop("calibrate", True)
+    if not isinstance(calibrate, bool):
+        raise ValueError(f"detector {name!r}: calibrate must be true or false, got {calibrate!r}")
+    default = Calibrated.default_threshold if calibrate else cls.default_threshold
+    threshold = params.pop("threshold", default)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"detector {name!r}: threshold must be a number in [0, 1], got {threshold!r}")
     try:
-        return cls(**params), Decision(threshold)
+        det = cls(**params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"detector {name!r}: {exc}") from None
+    return (Calibrated(det) if calibrate else det), Decision(float(threshold))

@@ -48,7 +48,7 @@ class CUSUMDetector(Detector):
 
     def _residual(self, x: float) -> float:
         sd = math.sqrt(self._var) if self._var > 0 else max(abs(self._mean) * 1e-3, 1e-6)
-        r = (x - self._mean) / sd
+        r = (float(x) - self._mean) / sd
         return max(-_MAX_R, min(_MAX_R, r))
 
     def _sums(self, x: float) -> tuple[float, float]:
