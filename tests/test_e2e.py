@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from lib.detect import detectors
 from lib.ingest.protocol import parse_line
 from tests.system import System, wait_for
 
@@ -52,15 +53,19 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
           (SELECT count(DISTINCT detector) FROM states s WHERE s.session_id = r.session_id AND s.seq = r.seq) <> 2""")
     assert unjudged == [(0,)]
 
-    # Each sensor starts with exactly the window's worth of initializing readings.
+    # Each sensor starts with exactly its detector's warm-up of initializing readings: the window
+    # of 20, then 200 of its own scores for the calibration.
+    warmup = detectors.build("dbscan", {"window": 20})[0].warmup
     init = dict(system.query("SELECT sensor, count(*) FROM states WHERE detector = 'dbscan' "
                              "AND state = 'initializing' GROUP BY 1"))
-    assert init == {"humidite": 20, "temperature": 20}
+    assert init == {"humidite": warmup, "temperature": warmup}
 
-    spikes = system.query("SELECT sensor, started_at FROM truth WHERE kind = 'spike'")
+    judged_from = """(SELECT min(s.ts) FROM states s WHERE s.sensor = t.sensor AND s.detector = 'dbscan'
+                         AND s.state <> 'initializing')"""
+    spikes = system.query(f"SELECT sensor, started_at FROM truth t WHERE kind = 'spike' AND started_at > {judged_from}")
     assert len(spikes) >= 5
-    missed = system.query("""
-        SELECT t.sensor, t.started_at FROM truth t WHERE t.kind = 'spike' AND NOT EXISTS (
+    missed = system.query(f"""
+        SELECT t.sensor, t.started_at FROM truth t WHERE t.kind = 'spike' AND t.started_at > {judged_from} AND NOT EXISTS (
           SELECT 1 FROM states s WHERE s.sensor = t.sensor AND s.detector = 'dbscan' AND s.state = 'anomaly'
             AND s.ts BETWEEN t.started_at - INTERVAL 2 SECOND AND t.ended_at + INTERVAL 2 SECOND)""")
     assert missed == [], f"spikes DBSCAN did not flag: {missed}"

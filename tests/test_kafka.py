@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from lib.detect import detectors
 from lib.transport.broker import Broker
 from lib.ingest.protocol import parse_line
 from tests.system import System, wait_for
@@ -88,10 +89,11 @@ def test_two_workers_share_sensors_and_survive_a_kill(tmp_path, broker):
     assert rc == 0, system.log()[-3000:]
     check_stored_once_judged_once(system, ledger, n)
     # The victim's sensors were taken over with their windows rebuilt from history: each sensor
-    # has exactly one initializing stretch, the window's first readings.
+    # has exactly one initializing stretch, the detector's warm-up at the start.
+    warmup = detectors.build("dbscan", {"window": 20})[0].warmup
     init = dict(system.query("SELECT sensor, count(*) FROM states WHERE detector = 'dbscan' "
                              "AND state = 'initializing' GROUP BY 1"))
-    assert init == {"humidite": 20, "temperature": 20}
+    assert init == {"humidite": warmup, "temperature": warmup}
     log = system.log()
     taken = [p for p, parts in assigned_pids(system).items() if p != victim and any(s in parts for s in victim_sensors)]
     assert taken, "no other worker took the killed worker's sensors:\n" + log[-3000:]
