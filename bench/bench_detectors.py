@@ -20,12 +20,10 @@ One run, one process, one core, the same data for all:
   `python -m workers.evaluate --set` (lib.detect.evaluation).
 
 The seed's way runs on the sim data only (refitting per reading is far too slow for 66,000 NAB
-readings): `seed-iforest` refits 100 trees on the previous 20 readings for every reading and
-scores the new one; `seed-dbscan` fits scikit-learn's DBSCAN on the 21 readings (in the same
+readings): `seed-iforest` refits 100 trees on the FIFO of 21 (the previous 20 readings and the
+new one) for every reading and scores the new one; `seed-dbscan` fits scikit-learn's DBSCAN on the 21 readings (in the same
 robust units) for every reading, and says 1 when the new one is noise. `iforest` (the default,
-method "paths") draws a fresh forest for every reading as the seed does, path by path;
-`iforest@N` rows keep a scikit-learn forest for N readings (method "table"): the refit-cadence
-trade-off on the same data.
+draws a fresh forest for every reading as the seed does, path by path.
 """
 from __future__ import annotations
 
@@ -65,7 +63,8 @@ VALUE_KINDS = ("spike", "dip", "level_shift", "drift", "flatline", "noise")
 
 
 class SeedIsolationForest(Detector):
-    """The seed's way: 100 trees refitted on the previous 20 readings for every reading."""
+    """The seed's way: 100 trees refitted on its FIFO (the previous 20 readings and the new one)
+    for every reading."""
     name = "seed-iforest"
 
     def __init__(self, window: int = 20):
@@ -73,7 +72,7 @@ class SeedIsolationForest(Detector):
 
     def score_one(self, x):
         from sklearn.ensemble import IsolationForest
-        m = IsolationForest(n_estimators=100, random_state=0).fit(self._w.values().reshape(-1, 1))
+        m = IsolationForest(n_estimators=100, random_state=0).fit(np.append(self._w.values(), x).reshape(-1, 1))
         return float(-m.score_samples(np.array([[x]]))[0])
 
     def learn_one(self, x):
@@ -179,10 +178,8 @@ def main(argv=None) -> int:
             rows.append((label, None, None, *scores_of(sim, sc), n / spent))
             print(f"  {label}: done", file=sys.stderr, flush=True)
     variants = [(n, {}) for n in names]
-    if "iforest" in names:
-        variants += [("iforest", {"method": "table", "refit_every": k}) for k in (10, 100, 250, 1000)]
     for name, params in variants:
-        label = name if not params else f"{name}@{params['refit_every']}"
+        label = name
         make = lambda: detectors.build(name, params)[0]  # noqa: E731
         sc, spent, n = run_on(make, sim, args.batch, warm)
         sim_nab, sim_f1, found, wins = scores_of(sim, sc)
