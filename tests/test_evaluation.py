@@ -190,15 +190,19 @@ def test_set_evaluation_runs_the_workers_judge_rules_and_decision(tmp_path):
     assert rows["zscore"]["what"] == rows["dbscan"]["what"] == "member"
 
 
-def test_set_cli_prints_the_table_and_json(tmp_path, capsys):
+def test_set_cli_prints_the_table_and_json(tmp_path, capsys, monkeypatch):
     scenario = tmp_path / "small.toml"
     scenario.write_text('rate = 10\nquiet_s = 20\n[sensors.t]\nbase = 20.0\nnoise = 0.2\n'
-                        '[[anomalies]]\nkind = "spike"\nsensor = "t"\nevery_s = 10\nmagnitude = 30\n')
+                        '[[anomalies]]\nkind = "spike"\nsensor = "t"\nevery_s = 10\nmagnitude = 30\n'
+                        '[[anomalies]]\nkind = "dropout"\nsensor = "t"\nevery_s = 30\nduration_s = 3\n')
     args = ["--set", "--scenario", str(scenario), "--seconds", "200", "--no-singles", "--detector", "zscore"]
+    # the evaluation reads the configuration as the workers do
+    monkeypatch.setenv("VIGIE_DETECTION_RULES", '{"*": {"no_data_s": 1}}')
     assert evaluate_cli.main(args) == 0
     table = capsys.readouterr().out
     assert "scenario small: seed 1, 200 s" in table and "set: zscore" in table
     assert evaluate_cli.main(args + ["--json"]) == 0
     (res,) = json.loads(capsys.readouterr().out)
-    assert [r["row"] for r in res["rows"]] == ["set", "zscore"] and res["scenario"]["injections"]["spike"] > 5
+    assert [r["row"] for r in res["rows"]] == ["set", "zscore", "rules"] and res["scenario"]["injections"]["spike"] > 5
+    assert res["rows"][0]["kinds"]["dropout"]["recall"] == 1.0
     assert evaluate_cli.main(["--set", "--detector", "nope"]) == 2

@@ -492,8 +492,8 @@ def score_set(stream: Stream, flags: Mapping[str, tuple[np.ndarray, np.ndarray]]
                 hits = [j for j, at in enumerate(told.get(sensor, [])) if inj.start <= at <= until]
                 if hits:
                     k["caught"] += 1
-                    k["while_on"] += told[sensor][hits[0]] < (t[inj.first] if inj.first < len(idx) else math.inf)
-                    k["delay_s"].append(told[sensor][hits[0]] - inj.start)
+                    k["while_on"] += bool(told[sensor][hits[0]] < (t[inj.first] if inj.first < len(idx) else math.inf))
+                    k["delay_s"].append(float(told[sensor][hits[0]] - inj.start))
                     used_silences.update((sensor, j) for j in hits)
                 continue
             hit = np.flatnonzero(flagged[inj.first:stop + 1])
