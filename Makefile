@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.stamp-requirements
 
-.PHONY: run test bench system-deps clean-data
+.PHONY: run test bench system-deps clean-data status
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,10 @@ system-deps:
 
 run: $(STAMP)
 	$(PY) -m workers.launch
+
+# What a running system is doing: each program's state and each board's.
+status: $(STAMP)
+	@$(PY) -m workers.status
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest

@@ -162,7 +162,11 @@ def test_two_simulated_boards_from_vigie_toml_alone(tmp_path):
         wait_for(lambda: count() >= 2 * n, 120, what="both boards' readings judged")
         programs = dict(line.split()[:2] for line in system.ctl("status").splitlines() if line.strip())
         statuses = {s.name: s for s in st.read_statuses(system.data / "run")}
+        told = subprocess.run([sys.executable, "-m", "workers.status"], cwd=PROJECT_ROOT, env=system.env,
+                              capture_output=True, text=True, timeout=60)
         rc = system.stop()
+    assert told.returncode == 0 and "producer-cellar" in told.stdout, told.stdout + told.stderr
+    assert "cellar                 connected" in told.stdout
     assert rc == 0, system.log()[-3000:]
     assert {p: programs.get(p) for p in ("producer-arduino", "producer-cellar", "simulator-arduino",
                                          "simulator-cellar")} == dict.fromkeys(
@@ -192,3 +196,14 @@ def test_the_control_socket_credentials_match_the_supervisord_files():
         parser.read(PROJECT_ROOT / name)
         for section in ("unix_http_server", "supervisorctl"):
             assert (parser[section]["username"], parser[section]["password"]) == (USERNAME, PASSWORD), name
+
+
+def test_make_status_says_the_system_is_not_running_and_what_each_board_did(tmp_path):
+    run = tmp_path / "data" / "run"
+    w = st.StatusWriter(run, "ttyACM0", "/dev/ttyACM0")
+    w.set(st.PORT_BUSY, detail="/dev/ttyACM0 is held by minicom (pid 4242)")
+    r = subprocess.run([sys.executable, "-m", "workers.status"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(tmp_path / "data")))
+    assert r.returncode == 1, r.stderr
+    assert f"Vigie is not running on {tmp_path / 'data'}" in r.stdout
+    assert "ttyACM0                port busy - /dev/ttyACM0 is held by minicom (pid 4242)" in r.stdout
