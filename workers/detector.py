@@ -39,6 +39,28 @@ def open_events_from_store(config, log):
     return restore
 
 
+def rejections_from_store(config, log):
+    """`feedback` for run_detector: the operator's rejected flags from the store's labels (None
+    when they cannot be read now: the thresholds stay as they are until the next try)."""
+    import duckdb
+
+    from lib.detect.feedback import rejected_floors
+    from lib.store.reader import read_db
+
+    def feedback():
+        if not config.db_path.exists():
+            return None
+        try:
+            with read_db(config.db_path, wait_s=5) as conn:
+                return rejected_floors(conn)
+        except duckdb.CatalogException:
+            return None    # a file the store is creating right now
+        except (duckdb.Error, OSError) as exc:
+            log.warning("cannot read the operator's labels from the store (%s); trying again shortly", exc)
+            return None
+    return feedback
+
+
 def main(argv=None) -> int:
     log = setup_logging("detector")
     ap = argparse.ArgumentParser(description=__doc__)
@@ -56,7 +78,7 @@ def main(argv=None) -> int:
     log.info("judging with %s", ", ".join(config.detection.detectors))
     try:
         judge = Judge(config, EventBook(config, open_events_from_store(config, log)))
-        n = run_detector(judge, consumer, stop)
+        n = run_detector(judge, consumer, stop, feedback=rejections_from_store(config, log))
         log.info("stopped after judging %d readings", n)
     finally:
         consumer.close()

@@ -61,6 +61,26 @@ def set_main(args) -> int:
     return 0
 
 
+def labels_main(args) -> int:
+    from lib.detect.evaluation import format_labelled_replay, labelled_replay, latest_session, session_rejections
+    try:
+        if not args.session:
+            raise ValueError("--labels replays a recorded session: give --session latest or a session id")
+        config = load_config()
+        session = latest_session(config.db_path) if args.session == "latest" else args.session
+        marked = session_rejections(config.db_path, session)
+    except (ValueError, ConfigError, OSError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    if not marked:
+        print(f"session {session}: no rejected flag to replay")
+        return 0
+    results = {sensor: labelled_replay(config, sensor, values, rejected)
+               for sensor, (values, rejected) in marked.items()}
+    print(json.dumps(results, indent=1) if args.json else format_labelled_replay(results))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,10 +109,15 @@ def main(argv=None) -> int:
                     help="with --set: readings after an injection's last one where a flag still catches it")
     ap.add_argument("--no-singles", action="store_true",
                     help="with --set: skip the rows of registered detectors outside the set")
+    ap.add_argument("--labels", action="store_true",
+                    help="with --session: replay it through the configured detectors without and with the "
+                         "operator's rejected flags fed back, and print how many flags they remove")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     if args.set:
         return set_main(args)
+    if args.labels:
+        return labels_main(args)
     args.detector = args.detector or ["likelihood"]
     try:
         params = json.loads(args.params)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from lib.detect import detectors
 from lib.config import Config, ConfigError
 from lib.detect.events import EventBook, check_events_config, event_messages
+from lib.detect.feedback import FEEDBACK_S, raised_threshold
 from lib.detect.rules import RuleState, check_rules, rules_for
 from lib.states import STATE_CODES
 from lib.transport.base import STATES, json_message, states_message
@@ -80,6 +81,9 @@ class Judge:
         # each sensor's anomaly events (lib.detect.events), fed with what this judge decides
         self.events = events if events is not None else EventBook(config)
         self._sensors: dict[str, list[tuple[str, detectors.Detector, detectors.Decision]]] = {}
+        # the operator's rejected flags, {(sensor, detector): highest rejected score} (lib.detect.feedback)
+        self._floors: dict[tuple[str, str], float] = {}
+        self._configured: dict[tuple[str, str], float] = {}   # each decision's threshold before them
         self._rules: dict[str, RuleState] = {}
         # the last reading of each sensor, (session, seq, ts_us), and whether its silence was told
         self._last: dict[str, tuple[str, int, int]] = {}
@@ -108,9 +112,28 @@ class Judge:
             found = []
             for name, params in sensor_plan(self.config, sensor).items():
                 det, decision = detectors.build(name, params)
+                self._configured[(sensor, name)] = decision.threshold
+                decision = detectors.Decision(raised_threshold(decision.threshold, self._floors.get((sensor, name))))
                 found.append((name, det, decision))
             self._sensors[sensor] = found
         return found
+
+    def apply_floors(self, floors: dict[tuple[str, str], float]) -> list[tuple[str, str, float]]:
+        """Take in the operator's rejected flags (lib.detect.feedback): each (sensor, detector)'s
+        threshold rises to its highest rejected score. Returns what moved, (sensor, detector, threshold)."""
+        self._floors = dict(floors)
+        moved = []
+        for sensor, found in self._sensors.items():
+            for i, (name, det, decision) in enumerate(found):
+                threshold = raised_threshold(self._configured[(sensor, name)], self._floors.get((sensor, name)))
+                if threshold != decision.threshold:
+                    found[i] = (name, det, detectors.Decision(threshold))
+                    moved.append((sensor, name, threshold))
+        return moved
+
+    def threshold(self, sensor: str, detector: str) -> float:
+        """The threshold a sensor's detector decides with now (the operator's rejections included)."""
+        return next(d.threshold for name, _, d in self._setup(sensor) if name == detector)
 
     def warm(self, sensor: str, values: Iterable[float], ts_us: Iterable[int] | None = None) -> None:
         """Feed history to the sensor's detectors and rules without judging it (it was judged before)."""
@@ -247,16 +270,26 @@ BATCH_SECONDS = 0.5
 
 
 def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
-                 count: int | None = None) -> int:
+                 count: int | None = None, feedback=None) -> int:
     """Poll readings, judge them, and commit the states with the consumer's position (one
-    transaction on the embedded transport). Returns the number of readings judged."""
+    transaction on the embedded transport). `feedback`, when given, returns the operator's
+    rejected flags (lib.detect.feedback.rejected_floors), read at start and every FEEDBACK_S.
+    Returns the number of readings judged."""
     done = 0
+    next_feedback = 0.0
     data_now = 0   # the latest reading time seen: the clock for silences while readings flow
     # A stop is seen between polls, so a poll takes BATCH_SECONDS' worth of judging at the rate
     # just measured: a worker catching up on a backlog still stops (and commits) promptly.
     limit = max_records
     while not stop.is_set() and (count is None or done < count):
         started = time.monotonic()
+        if feedback is not None and started >= next_feedback:
+            next_feedback = started + FEEDBACK_S
+            floors = feedback()
+            if floors is not None:
+                for sensor, name, threshold in judge.apply_floors(floors):
+                    log.info("%s: %s now flags only scores above %.6g (the operator rejected a flag)",
+                             sensor, name, threshold)
         messages = consumer.poll(limit, poll_timeout)
         if not messages:
             # caught up: wall-clock time is now the right clock for a silent sensor

@@ -20,7 +20,7 @@ import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -222,16 +222,27 @@ def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, se
     return out
 
 
+def _latest(conn, db_path) -> str:
+    row = conn.execute("SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1").fetchone()
+    if row is None:
+        raise ValueError(f"{db_path}: no session recorded")
+    return row[0]
+
+
+def latest_session(db_path: str | Path) -> str:
+    """The id of the session that started last."""
+    from lib.store.reader import read_db
+    with read_db(Path(db_path)) as conn:
+        return _latest(conn, db_path)
+
+
 def session_series(db_path: str | Path, session: str | None = None, min_rows: int = 5) -> list[Series]:
     """One labelled series per sensor of a recorded session (the latest when `session` is None),
     labelled with the simulator's truth rows that fall within the session."""
     from lib.store.reader import read_db
     with read_db(Path(db_path)) as conn:
         if session is None:
-            row = conn.execute("SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1").fetchone()
-            if row is None:
-                raise ValueError(f"{db_path}: no session recorded")
-            session = row[0]
+            session = _latest(conn, db_path)
         readings = conn.execute(
             "SELECT sensor, epoch_us(ts), value FROM readings WHERE session_id = ? ORDER BY sensor, seq",
             [session]).fetchall()
@@ -645,3 +656,82 @@ def format_set_report(results: list[dict], role: Mapping[str, str] | None = None
 
 def _pct(x: float | None) -> str:
     return f" {100 * x:3.0f}%" if x is not None else ""
+
+
+# --- operator labels fed back -------------------------------------------------------------------
+
+def labelled_replay(config, sensor: str, values: Sequence[float], rejected: Mapping[int, str | None],
+                    batch: int = 200) -> dict:
+    """Replay one sensor's readings through the configured detectors twice, without and with the
+    operator's rejections fed back (lib.detect.feedback), each taking effect right after the
+    reading it rejects (as if answered at once). `rejected`: {reading index: detector or None
+    for all}. Returns {detector: {"without": flags, "with": flags, "rejected_like": flags after
+    the first rejection that score at most as high as a rejected reading, without feedback}}."""
+    from lib.detect.detection import Judge
+
+    def run(feedback: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        judge = Judge(config)
+        floors: dict[tuple[str, str], float] = {}
+        cols: dict[str, tuple[list, list]] = {}
+        marks = sorted(rejected) if feedback else []
+        start = 0
+        for stop in [m + 1 for m in marks] + [len(values)]:
+            for lo in range(start, stop, batch):
+                part = [float(v) for v in values[lo:min(stop, lo + batch)]]
+                for name, (codes, scores) in judge.judge_sensors([(sensor, part, None)])[0].items():
+                    c = cols.setdefault(name, ([], []))
+                    c[0].extend(ch == "a" for ch in codes)
+                    c[1].extend(s if s is not None else 0.0 for s in scores)
+            if stop - 1 in rejected and feedback:
+                for name, (flags, scores) in cols.items():
+                    wanted = rejected[stop - 1]
+                    if flags[stop - 1] and not name.startswith("rule:") and wanted in (None, name):
+                        floors[(sensor, name)] = max(floors.get((sensor, name), 0.0), scores[stop - 1])
+                judge.apply_floors(floors)
+            start = stop
+        return {name: (np.array(f), np.array(s)) for name, (f, s) in cols.items()}
+
+    plain, fed = run(False), run(True)
+    first = min(rejected) if rejected else len(values)
+    out = {}
+    for name, (flags, scores) in plain.items():
+        rejected_scores = [scores[i] for i in rejected if flags[i] and rejected[i] in (None, name)]
+        like = 0
+        if rejected_scores:
+            after = np.arange(len(values)) > first
+            like = int((flags & after & (scores <= max(rejected_scores))).sum())
+        out[name] = {"without": int(flags.sum()), "with": int(fed[name][0].sum()), "rejected_like": like,
+                     "after_without": int(flags[first + 1:].sum()), "after_with": int(fed[name][0][first + 1:].sum())}
+    return out
+
+
+def session_rejections(db_path: str | Path, session: str) -> dict[str, tuple[np.ndarray, dict[int, str | None]]]:
+    """For each sensor of a recorded session with rejected flags: its readings in order, and
+    {index of a rejected reading: the detector whose flag was rejected, or None for all}."""
+    from lib.store.reader import read_db
+    with read_db(Path(db_path)) as conn:
+        rows = conn.execute("""
+            SELECT r.sensor, r.value, l.verdict = 'rejected', l.detector
+            FROM readings r LEFT JOIN labels l ON l.session_id = r.session_id AND l.seq = r.seq
+            WHERE r.session_id = ? ORDER BY r.sensor, r.seq""", [session]).fetchall()
+    values: dict[str, list[float]] = {}
+    marks: dict[str, dict[int, str | None]] = {}
+    for sensor, value, rejected, detector in rows:
+        vs = values.setdefault(sensor, [])
+        if rejected:
+            marks.setdefault(sensor, {})[len(vs)] = detector
+        vs.append(value)
+    return {s: (np.array(values[s]), m) for s, m in marks.items()}
+
+
+def format_labelled_replay(results: Mapping[str, Mapping[str, dict]]) -> str:
+    lines = [f"{'sensor':20s} {'detector':12s} {'flags':>7s} {'with labels':>11s} {'after 1st rejection':>19s}"
+             f" {'with labels':>11s} {'like a rejected one':>19s}"]
+    for sensor, per in results.items():
+        for name, r in per.items():
+            lines.append(f"{sensor:20s} {name:12s} {r['without']:7d} {r['with']:11d} {r['after_without']:19d}"
+                         f" {r['after_with']:11d} {r['rejected_like']:19d}")
+    lines.append("flags: readings flagged by the detector over the session; with labels: the same replay with "
+                 "each rejection fed back right after the reading it rejects; like a rejected one: flags after "
+                 "the first rejection scoring no higher than a rejected reading, without feedback")
+    return "\n".join(lines)

@@ -91,8 +91,9 @@ class Decision:
 
     def columns(self, ready: np.ndarray, scores: np.ndarray) -> tuple[str, list[float | None]]:
         """Many readings' states, a letter each (lib.states.STATE_CODES), and the stored scores
-        (rounded, None while initializing)."""
-        rounded = np.round(scores, 6).tolist()
+        (None while initializing). Not rounded: calibrated scores differ in their last digits
+        (0.99999 and 0.9999999 are one in 100,000 and one in ten million)."""
+        rounded = np.asarray(scores, dtype=float).tolist()
         if not ready.all():
             rounded = [s if r else None for r, s in zip(ready.tolist(), rounded)]
         return state_letters(scores > self.threshold, ready), rounded

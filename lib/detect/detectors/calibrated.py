@@ -33,6 +33,7 @@ import numpy as np
 from lib.detect.detectors.base import Detector
 
 _XI_LIMIT = 0.5     # tail shapes beyond this are fitting noise on a few hundred excesses
+_P_EDGE = 1e-9      # rarer than this, the tail continues as an exponential (see `exceedance`)
 
 
 # GPD quantiles of excesses: Q(p) = sigma * ((1 - p)^-xi - 1) / xi. The ratio Q(0.9) / Q(0.5)
@@ -114,6 +115,12 @@ class TailModel:
         self._p_u = len(excess) / len(s)
         self._xi, self._sigma = fit_tail(excess)
 
+    def _tail_y(self, p: float) -> float:
+        """The unsquashed score whose exceedance the tail puts at `p` (< p_u)."""
+        if abs(self._xi) < 1e-6:
+            return self._u - self._sigma * math.log(p / self._p_u)
+        return self._u + self._sigma * ((p / self._p_u) ** -self._xi - 1.0) / self._xi
+
     def level(self, p: float) -> float:
         """The raw score whose exceedance is `p` (the inverse of `exceedance`)."""
         s = self._sorted
@@ -121,10 +128,8 @@ class TailModel:
             return 1.0
         if p >= self._p_u:
             y = float(s[min(len(s) - 1, int((1.0 - p) * len(s)))])
-        elif abs(self._xi) < 1e-6:
-            y = self._u - self._sigma * math.log(p / self._p_u)
         else:
-            y = self._u + self._sigma * ((p / self._p_u) ** -self._xi - 1.0) / self._xi
+            y = self._tail_y(p)
         return float(-np.expm1(-y))
 
     def exceedance(self, scores: np.ndarray) -> np.ndarray:
@@ -142,6 +147,12 @@ class TailModel:
             base = np.maximum(1.0 + self._xi * y / self._sigma, 0.0)
             with np.errstate(divide="ignore"):
                 tail = self._p_u * np.power(base, -1.0 / self._xi)
+        if self._p_u > _P_EDGE:
+            # below one in a billion the fitted tail may end (a light tail has a last value) and
+            # every stranger reading would tie at 1.0: it goes on as an exponential instead, so a
+            # stranger reading stays stranger (an operator's rejection can then tell them apart)
+            edge = self._tail_y(_P_EDGE)
+            tail = np.where(scores > edge, _P_EDGE * np.exp(-(scores - edge) / self._sigma), tail)
         return np.where(scores > self._u, tail, body)
 
 
