@@ -25,6 +25,11 @@ from tests.receivers import WebhookReceiver
 from tests.system import System, wait_for
 
 
+# A raw robust z-score (not calibrated: its own score z / (z + 3)) over 50 readings, flagging at 12
+# deviations: the injected 60-deviation spikes, and no normal reading.
+RAW_ZSCORE = json.dumps({"zscore": {"window": 50, "threshold": 0.8, "calibrate": False}})
+
+
 def sensors_toml(sensors: int) -> list[str]:
     lines = ["quiet_s = 12"]
     for k in range(sensors):
@@ -43,9 +48,8 @@ def run(folder: Path, sensors: int, rate: float, every_s: float, seconds: float,
     path.write_text(scenario(sensors, every_s))
     receiver = WebhookReceiver().start()
     env = {"VIGIE_SIMULATOR_SCENARIO": str(path), "VIGIE_SIMULATOR_RATE": str(rate),
-           # a robust z-score at 12 deviations: the spikes and nothing else, so every event is one spike
            "VIGIE_DETECTION_DETECTORS": "zscore",
-           "VIGIE_DETECTION_PARAMS": json.dumps({"zscore": {"window": 50, "threshold": 0.8}}),
+           "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
            "VIGIE_EVENTS_QUIET_S": "1",
            "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
            "VIGIE_ALERTS_GROUP_INTERVAL_S": str(group_interval)}
@@ -79,7 +83,7 @@ def storm(folder: Path, sensors: int, rate: float):
     env = {"VIGIE_SIMULATOR_SCENARIO": str(path), "VIGIE_SIMULATOR_RATE": str(rate),
            "VIGIE_SIMULATOR_COUNT": str(int(rate * 12.5)),   # stop right after the storm's round
            "VIGIE_DETECTION_DETECTORS": "zscore",
-           "VIGIE_DETECTION_PARAMS": json.dumps({"zscore": {"window": 50, "threshold": 0.8}}),
+           "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
            "VIGIE_EVENTS_QUIET_S": "1",
            "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}})}
     try:

@@ -15,6 +15,9 @@ from tests.system import System, wait_for
 
 pytestmark = pytest.mark.e2e
 
+# A raw robust z-score (not calibrated: its own score z / (z + 3)) over 50 readings, flagging at 12
+# deviations: the injected 60-deviation spikes, and no normal reading.
+RAW_ZSCORE = json.dumps({"zscore": {"window": 50, "threshold": 0.8, "calibrate": False}})
 RATE = 20.0   # lines/s, two sensors
 SCENARIO = """
 quiet_s = 8
@@ -43,9 +46,8 @@ def test_one_spike_one_event_one_notification_then_one_resolved(tmp_path):
     receiver = WebhookReceiver().start()
     env = {"VIGIE_SIMULATOR_SCENARIO": str(scenario), "VIGIE_SIMULATOR_RATE": str(RATE),
            "VIGIE_SIMULATOR_COUNT": str(int((spike_s + 7) * RATE)),
-           # a robust z-score over 5 s at 12 deviations: the 60-deviation spike, nothing else
            "VIGIE_DETECTION_DETECTORS": "zscore",
-           "VIGIE_DETECTION_PARAMS": json.dumps({"zscore": {"window": 50, "threshold": 0.8}}),
+           "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
            "VIGIE_EVENTS_QUIET_S": "3",
            "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
            "VIGIE_ALERTS_GROUP_INTERVAL_S": "2"}

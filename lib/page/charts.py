@@ -88,11 +88,14 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
         events, offset = on_clock(event_spans, clock, ("start", "end"))
         chart, start_tips = time_tips(alt.Chart(events), clock, offset, "start", "%H:%M:%S", "from")
         chart, end_tips = time_tips(chart, clock, offset, "end", "%H:%M:%S", "to")
-        layers.append(chart.mark_rect(opacity=0.15).encode(
-            x=time_x(clock, "start"), x2="end:T",
-            color=alt.Color("severity:N", title="event", scale=alt.Scale(domain=list(EVENT_COLOURS),
-                                                                         range=list(EVENT_COLOURS.values()))),
-            tooltip=[alt.Tooltip("event_id:N", title="event"), alt.Tooltip("severity:N"), *start_tips, *end_tips]))
+        # A fixed colour per severity rather than a colour scale: a scale would be shared with the
+        # markers' "flagged by" scale and mix the two legends.
+        for severity, colour in EVENT_COLOURS.items():
+            layers.append(chart.transform_filter(alt.datum.severity == severity).mark_rect(
+                opacity=0.15, color=colour).encode(
+                x=time_x(clock, "start"), x2="end:T",
+                tooltip=[alt.Tooltip("event_id:N", title="event"), alt.Tooltip("severity:N"), *start_tips,
+                         *end_tips]))
     if init_spans is not None and not init_spans.empty:
         spans = init_spans.groupby("session_id", as_index=False).agg(start=("start", "min"), end=("end", "max"))
         spans["what"] = "initializing"
