@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import streamlit as st
 
 from lib.config import PROJECT_ROOT, load_config
@@ -68,19 +69,39 @@ for key in SHARED_KEYS:
     if key in st.session_state:
         st.session_state[key] = st.session_state[key]
 
-if not Path(DB).exists():
-    st.title(view.title)
-    st.info("No data yet: the store has not created the database. Is `make run` running?")
-    st.stop()
 
-try:
-    all_sessions = reads.sessions(DB)
-    all_sensors = reads.sensor_names(DB)
-    all_detectors = reads.detectors(DB)
-except duckdb.Error as exc:
-    st.title(view.title)
-    st.warning(f"The database cannot be read right now ({exc}). Reload the page in a moment.")
-    st.stop()
+
+@st.fragment(run_every=config.app.refresh_s)
+def system_summary() -> None:
+    """The system's state in one line on every view (the Health view has the details)."""
+    problems = reads.system_health(str(config.data_dir), config).problems
+    if problems:
+        st.error(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""), icon="⚠️")
+        st.page_link(pages["health"], label="Health")
+    else:
+        st.caption("System: running, boards connected, store writing.")
+
+
+with st.sidebar:
+    system_summary()
+
+no_data = pd.DataFrame(columns=["session_id"])
+if not Path(DB).exists():
+    if view.needs_database:
+        st.title(view.title)
+        st.info("No data yet: the store has not created the database. Is `make run` running? "
+                "The Health view says what each program and board is doing.")
+        st.stop()
+    all_sessions, all_sensors, all_detectors = no_data, [], []
+else:
+    try:
+        all_sessions = reads.sessions(DB)
+        all_sensors = reads.sensor_names(DB)
+        all_detectors = reads.detectors(DB)
+    except duckdb.Error as exc:
+        st.title(view.title)
+        st.warning(f"The database cannot be read right now ({exc}). Reload the page in a moment.")
+        st.stop()
 
 
 class ReversedRange(ValueError):
@@ -131,5 +152,5 @@ except ReversedRange as exc:
     st.error(str(exc))
     st.stop()
 views.publish(views.Context(config=config, clock=clock, db=DB, sessions=all_sessions, sensors=all_sensors,
-                            detectors=all_detectors, filters=filters))
+                            detectors=all_detectors, filters=filters, pages=pages))
 page.run()

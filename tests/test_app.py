@@ -68,9 +68,9 @@ def test_each_view_renders_on_a_prepared_database(prepared_db):
 
 def test_views_are_the_files_under_views_in_their_declared_order(tmp_path):
     from lib.page.views import find_views
-    assert [(v.title, v.filters) for v in find_views(PROJECT_ROOT / "views")][:6] == [
-        ("Live", False), ("Events", False), ("Compare", True), ("Sessions", False), ("Anomalies", True),
-        ("Labels", True)]
+    assert [(v.title, v.filters, v.needs_database) for v in find_views(PROJECT_ROOT / "views")][:7] == [
+        ("Live", False, True), ("Events", False, True), ("Compare", True, True), ("Sessions", False, True),
+        ("Anomalies", True, True), ("Labels", True, True), ("Health", False, False)]
     (tmp_path / "b.py").write_text('TITLE = "B"\nFILTERS = True\n')
     (tmp_path / "a.py").write_text('"""A view."""\nTITLE = "A"\nORDER = 200\n')
     (tmp_path / "_helper.py").write_text("x = 1\n")
@@ -219,6 +219,10 @@ def test_app_explains_an_empty_system():
         at.switch_page(path).run()
         assert not at.exception, view
         assert "No data yet" in at.info[0].value
+    # what each program and board is doing is what an empty system needs most
+    at.switch_page("views/health.py").run()
+    assert not at.exception and at.title[0].value == "Health"
+    assert any("supervisord does not answer" in c.value for c in at.caption)
 
 
 def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepared_db, monkeypatch):

@@ -129,15 +129,18 @@ def afternoon_zone(hour: int = 15) -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """The page served on prepared data, in a zone where it is now the afternoon."""
+    """The page served on prepared data, in a zone where it is now the afternoon, beside a real
+    supervisord running stand-ins for the store and the producer."""
     from lib.config import load_config
     from tests.appdata import prepare
+    from tests.supervised import SLEEPER, supervisord
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)
     zone = afternoon_zone()
     ARTIFACTS.mkdir(exist_ok=True)
-    with served(data_dir, {"VIGIE_APP_TIMEZONE": zone}) as url:
-        yield SimpleNamespace(url=url, data_dir=data_dir, info=info, zone=zone)
+    with supervisord(data_dir, {"store": SLEEPER, "producer": SLEEPER}) as ctl, \
+            served(data_dir, {"VIGIE_APP_TIMEZONE": zone}) as url:
+        yield SimpleNamespace(url=url, data_dir=data_dir, info=info, zone=zone, supervisor=ctl)
 
 
 def x_axis_labels(page) -> list[list[str]]:
@@ -215,6 +218,9 @@ def test_a_gap_is_drawn_as_a_break_and_marked(app):
     with browser_page() as page:
         page.goto(app.url)
         wait_for_charts(page, 3)
+        page.get_by_test_id("stMain").get_by_text("Pause", exact=True).click()   # no refresh while measuring
+        page.wait_for_timeout(1500)
+        wait_for_charts(page, 3)
         chart = chart_of(page, "humidite")
         chart.locator("svg.marks").wait_for()
         paths = chart.locator(".mark-line path")
@@ -228,6 +234,22 @@ def test_a_gap_is_drawn_as_a_break_and_marked(app):
         tip.wait_for()
         assert "gap: port lost" in tip.inner_text() and "31.0" in tip.inner_text()   # 419 s to 450 s
         page.screenshot(path=str(ARTIFACTS / "browser-gap.png"))
+
+
+def test_the_health_panel_names_a_stopped_producer(app):
+    with browser_page() as page:
+        page.goto(app.url + "/health")
+        page.get_by_role("heading", name="Programs").wait_for()
+        assert page.get_by_text("Every program runs").is_visible()
+        app.supervisor.supervisor.stopProcess("producer")
+        # the panel refreshes by itself; so does the one-line summary every view shows
+        page.get_by_text("program producer is stopped").first.wait_for(timeout=15_000)
+        assert page.get_by_test_id("stSidebar").get_by_text("program producer is stopped").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "browser-health.png"), full_page=True)
+        open_view(page, "Live")
+        page.get_by_text("Something is wrong with the system").wait_for()
+        assert page.get_by_test_id("stMain").get_by_text("program producer is stopped").is_visible()
+    app.supervisor.supervisor.startProcess("producer")
 
 
 def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):

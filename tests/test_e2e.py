@@ -9,8 +9,10 @@ from collections import Counter
 
 import pytest
 
+from lib.config import load_config
 from lib.detect import detectors
 from lib.ingest.protocol import parse_line
+from lib.page import health
 from tests.system import System, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +33,18 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
         elapsed = time.monotonic() - t0
         page = urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()
         assert b"<title>" in page.lower() or b"streamlit" in page.lower()
+        # the page's health panel on the running system: every program up, the board connected, the
+        # store's last write recent, nothing behind on the transport
+        config = load_config(env={"VIGIE_PATHS_DATA_DIR": str(system.data)})
+
+        def every_line_counted():   # a producer's status counts lines at most once a second
+            found = health.check(config)
+            return found if [b.lines_read for b in found.boards] == [N_LINES] else None
+        running = wait_for(every_line_counted, timeout=15, what="the producer's status to count every line")
+        assert {p.name: p.state for p in running.programs if p.name in ("store", "detector", "producer")} == {
+            "store": "RUNNING", "detector": "RUNNING", "producer": "RUNNING"}, running
+        assert [(b.name, b.state) for b in running.boards] == [("arduino", "connected")]
+        assert running.now - running.store_last_write < 60 and running.problems == [], running
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]
     print(f"\n{N_LINES} lines at {RATE:.0f} lines/s stored and judged in {elapsed:.1f}s "

@@ -5,7 +5,7 @@ from datetime import timedelta
 import duckdb
 import streamlit as st
 
-from lib.page import charts, queries, reads, views
+from lib.page import charts, health, queries, reads, views
 
 TITLE = "Live"
 ORDER = 10
@@ -30,38 +30,25 @@ def live() -> None:
     except duckdb.Error as exc:  # the store held the file longer than the read's retries
         st.warning(f"The database is busy ({exc.__class__.__name__}); the next refresh retries.")
         return
-    totals, health, lag = snap["totals"], snap["health"], snap["lag"]
+    system = reads.system_health(str(config.data_dir), config)
+    if system.problems:
+        st.error("**Something is wrong with the system:**\n" + "\n".join(f"- {p}" for p in system.problems))
+    totals, sensors = snap["totals"], snap["health"]
     cols = st.columns(5)
     cols[0].metric("Readings", f"{totals['readings']:,}")
-    cols[1].metric("Readings/s (last min)", f"{health['per_s'].sum():.1f}" if not health.empty else "0")
+    cols[1].metric("Readings/s (last min)", f"{sensors['per_s'].sum():.1f}" if not sensors.empty else "0")
     cols[2].metric("States", f"{totals['states']:,}")
     cols[3].metric("Rejects", f"{totals['rejects']:,}")
     cols[4].metric("Sessions", f"{totals['sessions']:,}")
-    if health.empty:
+    if sensors.empty:
         st.info("No readings yet: waiting for the board.")
         return
-    # stale: silent for 10 s, or for 5 of its usual intervals if it is a slow sensor
-    limit = (5.0 / health["per_s"].where(health["per_s"] > 0)).fillna(10.0).clip(lower=10.0)
-    h = ctx.clock.local_frame(health.assign(stale=health["age_s"] > limit), ("last_ts",))
-    with st.expander("Health: sensors and workers", expanded=False):
-        st.dataframe(h.style.apply(lambda r: ["color: #d62728; font-weight: bold" if r["stale"] else ""] * len(r),
-                                   axis=1), hide_index=True, key="health_table",
-                     column_config={"last_ts": st.column_config.DatetimeColumn(f"last reading ({ctx.clock.name})",
-                                                                              format="YYYY-MM-DD HH:mm:ss"),
-                                    "age_s": st.column_config.NumberColumn("age (s)", format="%.1f"),
-                                    "per_s": st.column_config.NumberColumn("readings/s", format="%.2f")})
-        if not lag.empty:
-            lag = ctx.clock.local_frame(lag, ("last_verdict",))
-            st.dataframe(lag.assign(status=["ok" if b is not None and b < 5 else "behind" for b in lag["behind_s"]]),
-                         hide_index=True, key="lag_table",
-                         column_config={"behind_s": st.column_config.NumberColumn("behind newest reading (s)",
-                                                                                  format="%.1f"),
-                                        "last_verdict": st.column_config.DatetimeColumn(
-                                            f"last verdict ({ctx.clock.name})", format="YYYY-MM-DD HH:mm:ss")})
-    stale = h[h["stale"]]
-    if not stale.empty:
+    sensors = health.with_ages(sensors, queries.utc_now())
+    silent = sensors[health.stale(sensors)]
+    if not silent.empty:
         st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
-                                                   zip(stale["sensor"], stale["age_s"])))
+                                                   zip(silent["sensor"], silent["age_s"])))
+    st.page_link(ctx.pages["health"], label="Health: every program, board, sensor and detector")
     if len(snap["sensors"]) < snap["charted_of"]:
         st.caption(f"Charts for {len(snap['sensors'])} of {snap['charted_of']} sensors: choose sensors above "
                    "to chart others.")

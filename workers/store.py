@@ -11,6 +11,7 @@ from lib.store.retention import Retention
 from lib.store.sink import run_store
 from lib.store.files import DatabaseFileError
 from lib.store.schema import open_checked
+from lib.store.status import StoreStatus
 from lib.transport import open_transport
 from lib.transport.base import INTERNAL
 
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
         retention = Retention(config.db_path, config.store.retention_days, config.data_dir / "export",
                               config.store.retention_export, config.store.retention_check_s)
         n = run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch,
-                      maintenance=retention, quiet_flush_interval=config.store.quiet_flush_interval)
+                      on_flush=StoreStatus(config.run_dir).wrote, maintenance=retention,
+                      quiet_flush_interval=config.store.quiet_flush_interval)
         log.info("stopped after storing %d messages", n)
     except DatabaseFileError as exc:
         log.error("%s", exc)

@@ -74,6 +74,22 @@ def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datet
     return queries.live_shape(ask(db, "live_fetch", sensors, since, now))
 
 
+# --- health ------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
+def system_health(data_dir: str, _config) -> "health.SystemHealth":
+    """Programs, boards, transport backlog and the store's last write (lib.page.health), read
+    at most once a second whatever the number of viewers; `data_dir` is the cache key."""
+    from lib.page import health
+    return health.check(_config)
+
+
+@_cached(LIVE_TTL_S)
+def sensor_health(db: str, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per sensor its last reading and rate; per detector how far behind its verdicts are."""
+    return ask(db, "health", now), ask(db, "detector_lag", now)
+
+
 # --- Compare -----------------------------------------------------------------------------------
 
 @_cached()

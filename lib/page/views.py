@@ -5,7 +5,9 @@ A view file starts with constants the entry point reads without running the file
 - `TITLE`: its name in the sidebar (required);
 - `ORDER`: its place in the sidebar, smaller first (default 100, then by file name);
 - `FILTERS`: True when it uses the sidebar's shared filters (session, sensors, algorithms, time
-  range), which the entry point then draws above it (default False).
+  range), which the entry point then draws above it (default False);
+- `NEEDS_DATABASE`: False when it has something to show before the store has created the
+  database (default True: the entry point says "No data yet" instead).
 
 Adding a view is adding a file. Streamlit runs the file as the page on every rerun; the file
 reads what the entry point prepared (configuration, database, filters) with `current()`.
@@ -13,7 +15,7 @@ reads what the entry point prepared (configuration, database, filters) with `cur
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +25,8 @@ from lib.page.clock import Clock
 from lib.page.queries import Filters
 
 _CONTEXT_KEY = "_vigie_context"
-_DECLARED = {"TITLE": (str, "a string"), "ORDER": (int, "a whole number"), "FILTERS": (bool, "True or False")}
+_DECLARED = {"TITLE": (str, "a string"), "ORDER": (int, "a whole number"), "FILTERS": (bool, "True or False"),
+             "NEEDS_DATABASE": (bool, "True or False")}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class View:
     title: str
     order: int = 100
     filters: bool = False
+    needs_database: bool = True
 
 
 def read_declarations(path: Path) -> dict:
@@ -63,7 +67,7 @@ def find_views(folder: Path) -> list[View]:
         if "TITLE" not in declared:
             raise ValueError(f"{path}: a view file needs TITLE = \"...\" at its top")
         found.append(View(name=path.stem, path=path, title=declared["TITLE"], order=declared.get("ORDER", 100),
-                          filters=declared.get("FILTERS", False)))
+                          filters=declared.get("FILTERS", False), needs_database=declared.get("NEEDS_DATABASE", True)))
     return sorted(found, key=lambda v: (v.order, v.name))
 
 
@@ -77,6 +81,7 @@ class Context:
     sensors: list[str]         # every sensor with readings
     detectors: list[str]       # every algorithm with verdicts
     filters: Filters | None    # the shared filters, for views that declared FILTERS = True
+    pages: dict = field(default_factory=dict)   # view name -> its st.Page, for st.page_link
 
 
 def publish(context: Context) -> None:

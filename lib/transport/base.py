@@ -131,5 +131,10 @@ class Transport(abc.ABC):
         how many went. A transport whose broker keeps its own retention does nothing."""
         return 0
 
+    def backlog(self) -> dict[str, int] | None:
+        """Per consumer group, about how many messages it has yet to commit (the page's health);
+        None when this transport cannot tell."""
+        return None
+
     def close(self) -> None:
         pass

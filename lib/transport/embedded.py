@@ -11,6 +11,7 @@ Each consumer group has one member here (a lock file enforces it); Kafka is how 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_topic ON log (topic, id);
 CREATE TABLE IF NOT EXISTS positions (grp TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+-- what each group reads, so its backlog can be counted from outside (the page's health)
+CREATE TABLE IF NOT EXISTS subscriptions (grp TEXT PRIMARY KEY, topics TEXT NOT NULL, sensors INTEGER NOT NULL);
 """
 
 
@@ -103,6 +106,8 @@ class EmbeddedConsumer(Consumer):
             cond.append("sensor = 1")
         self._where = " OR ".join(cond) or "0"
         self._params = tuple(topics)
+        self._conn.execute("INSERT OR REPLACE INTO subscriptions (grp, topics, sensors) VALUES (?, ?, ?)",
+                           (group, json.dumps(list(topics)), int(sensors)))
         row = self._conn.execute("SELECT offset FROM positions WHERE grp = ?", (group,)).fetchone()
         self.committed = row[0] if row else 0
         self.position = self.committed
@@ -183,6 +188,25 @@ class EmbeddedTransport(Transport):
 
     def consumer(self, group: str, topics: Sequence[str] = (), sensors: bool = False) -> EmbeddedConsumer:
         return EmbeddedConsumer(self.path, group, topics, sensors)
+
+    def backlog(self) -> dict[str, int]:
+        """Per consumer group, the messages of what it reads after its committed position."""
+        conn = _connect(self.path)
+        try:
+            out = {}
+            for group, offset, topics, sensors in conn.execute(
+                    "SELECT s.grp, coalesce(p.offset, 0), s.topics, s.sensors "
+                    "FROM subscriptions s LEFT JOIN positions p USING (grp) ORDER BY s.grp"):
+                topics = json.loads(topics)
+                cond = [f"topic IN ({','.join('?' * len(topics))})"] if topics else []
+                cond += ["sensor = 1"] if sensors else []
+                row, index = offset >> SHIFT, offset & ((1 << SHIFT) - 1)
+                out[group] = conn.execute(
+                    "SELECT coalesce(sum(CASE WHEN id = ? THEN n - 1 - ? ELSE n END), 0) FROM log "
+                    f"WHERE id >= ? AND ({' OR '.join(cond) or '0'})", (row, index, row, *topics)).fetchone()[0]
+            return out
+        finally:
+            conn.close()
 
     def prune(self, older_than_s: float) -> int:
         """Drop messages that every group has committed and that are older than `older_than_s`."""
