@@ -249,7 +249,7 @@ def role_store(args) -> dict:
     from lib.store.schema import init_db
     from lib.store.sink import run_store
     from lib.transport import open_transport
-    from lib.transport.base import INTERNAL
+    from lib.messages import INTERNAL
     config = _config(Path(args.dir), None)
     init_db(config.db_path)
     transport = open_transport(config)
@@ -430,7 +430,7 @@ def kafka_broker(sensors: int, workdir: Path):
 
     from lib.transport.broker import Broker
     from lib.config import load_config
-    from lib.transport.base import INTERNAL
+    from lib.messages import INTERNAL
     from lib.transport.kafkabus import KafkaTransport
     env = {"VIGIE_TRANSPORT_KIND": "kafka",
            # Tansu finishes a group join after about half the session timeout: keep the joins short.

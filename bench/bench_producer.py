@@ -120,7 +120,7 @@ def run_seed(tmp: Path, data: bytes, n: int):
     with open(history, "wb") as f:
         pickle.dump([], f)
     port = open_port(str(board.link), 9600, 5.0)
-    from lib.transport.base import reading_message
+    from lib.messages import reading_message
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         last_flush = t0

@@ -28,7 +28,7 @@ from pathlib import Path
 from lib.transport.broker import Broker
 from lib.config import load_config
 from lib.transport import open_transport
-from lib.transport.base import INTERNAL, reading_message
+from lib.messages import INTERNAL, reading_message
 
 SENSORS = tuple(f"s{i:03d}" for i in range(100))
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from lib.messages import SessionEnd, SessionGap, SessionStart
 from lib.store.batch import Batch
 from lib.store.schema import init_db
 from lib.store.writer import write_batch
@@ -43,8 +44,7 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                 ("live-c3", now - timedelta(seconds=per_sensor * step_s), "/dev/pts/4")]
     batch = Batch()
     for si, (session, start, port) in enumerate(sessions):
-        batch.sessions.append({"event": "start", "session": session, "port": port, "baud": 9600,
-                               "host": "serre", "ts_us": _us(start)})
+        batch.sessions.append(SessionStart(session=session, port=port, baud=9600, host="serre", ts_us=_us(start)))
         seq = 0
         gap = GAPS[si]
         gap_start, gap_end = start + timedelta(seconds=gap[0] * step_s), start + timedelta(seconds=gap[1] * step_s)
@@ -78,9 +78,8 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                                                           1.0 if value > limit else 0.0)
         end = start + timedelta(seconds=per_sensor * step_s)
         if si < 2:
-            batch.sessions.append({"event": "end", "session": session, "ts_us": _us(end)})
-        batch.sessions.append({"event": "gap", "session": session, "start_us": _us(gap_start),
-                               "end_us": _us(gap_end), "reason": gap[2]})
+            batch.sessions.append(SessionEnd(session=session, ts_us=_us(end)))
+        batch.sessions.append(SessionGap(session=session, start_us=_us(gap_start), end_us=_us(gap_end), reason=gap[2]))
         for j in range(2 + si):
             t = start + timedelta(seconds=50 + j)
             batch.rejects[(session, 100_000 + j)] = (_us(t), "not_a_number", "humidite!4x.2")

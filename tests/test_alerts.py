@@ -14,7 +14,7 @@ from lib.alerts.notifier import Notifier, retry_wait
 from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import load_config
 from lib.detect.events import EventTracker, Policy
-from lib.transport.base import EVENTS, json_message
+from lib.messages import EVENTS, json_message
 from lib.transport.embedded import EmbeddedTransport
 from tests.receivers import SmtpReceiver, WebhookReceiver
 

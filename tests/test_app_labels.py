@@ -8,7 +8,7 @@ from lib.store.sink import run_store
 from lib.store.reader import read_db
 from lib.store.schema import init_db
 from lib.transport import open_transport
-from lib.transport.base import INTERNAL, LABELS
+from lib.messages import INTERNAL, LABELS
 
 
 def store_until_drained(config):
@@ -45,4 +45,4 @@ def test_a_label_sent_by_the_app_is_stored_and_the_latest_verdict_wins():
 def test_an_unknown_verdict_is_refused():
     import pytest
     with pytest.raises(ValueError):
-        Label("s1", 1, "t", datetime(2026, 1, 1), "maybe").payload()
+        Label("s1", 1, "t", datetime(2026, 1, 1), "maybe").message()

@@ -18,7 +18,7 @@ from lib.detect.events import Event, EventBook, EventTracker, Policy, open_event
 from lib.store.reader import read_db
 from lib.store.schema import init_db
 from lib.store.sink import run_store
-from lib.transport.base import EVENTS, INTERNAL, json_message, reading_message
+from lib.messages import EVENTS, INTERNAL, json_message, reading_message
 from lib.transport.embedded import EmbeddedTransport
 
 S = 1_000_000  # microseconds in a second

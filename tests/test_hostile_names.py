@@ -14,6 +14,7 @@ import pytest
 from lib.page import charts, queries
 from lib.ingest.protocol import BAD_TOPIC, Parsed, Rejected, parse_line
 from lib.store.retention import prune
+from lib.messages import SessionStart
 from lib.store.batch import Batch
 from lib.store.reader import read_db
 from lib.store.schema import init_db
@@ -45,8 +46,7 @@ def test_hostile_names_and_session_ids_stored_and_queried_verbatim(tmp_path):
     batch = Batch()
     for i, name in enumerate(names):
         session = f"s'{i}; DROP TABLE states; --"
-        batch.sessions.append({"event": "start", "session": session, "port": name, "baud": 9600, "host": name,
-                               "ts_us": t_us - 60_000_000})
+        batch.sessions.append(SessionStart(session=session, port=name, baud=9600, host=name, ts_us=t_us - 60_000_000))
         for k in range(30):
             ts = t_us - (30 - k) * 1_000_000
             batch.readings[(session, k + 1)] = (name, ts, float(k))

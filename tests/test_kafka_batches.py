@@ -13,7 +13,7 @@ from kafka import KafkaConsumer
 from lib.transport.broker import Broker
 from lib.config import load_config
 from lib.transport.spool import Batch
-from lib.transport.base import STATES, json_message, reading_message
+from lib.messages import STATES, json_message, reading_message
 from lib.transport.kafkabus import KafkaTransport
 from lib.transport.kafkabus.records import BATCH_HEADER, pack_messages, pack_spool
 from lib.transport.packing import SHIFT, encode

@@ -3,7 +3,7 @@ consumer-group assignor."""
 from __future__ import annotations
 
 from lib.transport.spool import DeliveryLock, Spool
-from lib.transport.base import reading_message
+from lib.messages import reading_message
 
 
 def _readings(n, start=0, sensor="temperature"):
@@ -113,7 +113,7 @@ def test_round_robin_assignor_tolerates_members_with_different_topics():
 
 
 def test_packed_bodies_merge_column_by_column():
-    from lib.transport.base import Message
+    from lib.messages import Message
     from lib.transport.packing import encode, merge, unpack
     a = _readings(3)
     b = _readings(2, start=3)

@@ -19,8 +19,9 @@ def test_detectors_do_not_load_the_database():
 
 
 def test_the_vocabulary_imports_nothing_of_vigie():
-    loaded = _loaded_after("import lib.states")
-    assert {m for m in loaded if m.startswith("lib.")} == {"lib.states"}
+    for module in ("lib.states", "lib.messages"):
+        loaded = _loaded_after(f"import {module}")
+        assert {m for m in loaded if m.startswith("lib.")} == {module}
 
 
 # Lowest first. A module of lib/ imports its own package and the layers below its own, never a
@@ -28,7 +29,7 @@ def test_the_vocabulary_imports_nothing_of_vigie():
 # transport below all who send or read messages; the store below what reads it back (detection
 # restarting its events, evaluation); the page and the alerts on top.
 LAYERS = (
-    ("lib.config", "lib.runtime", "lib.states", "lib.supervision"),
+    ("lib.config", "lib.runtime", "lib.states", "lib.messages", "lib.supervision"),
     ("lib.transport",),
     ("lib.ingest", "lib.store"),
     ("lib.detect",),

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from lib.page import queries
+from lib.messages import SessionStart
 from lib.store.batch import Batch
 from lib.store.reader import read_db
 from lib.store.schema import init_db
@@ -24,7 +25,7 @@ def _db(tmp_path, judged: dict[str, int], warmup: int = 20):
     db = tmp_path / "v.duckdb"
     init_db(db)
     b = Batch()
-    b.sessions.append({"event": "start", "session": "s1", "port": "sim", "baud": 9600, "host": "h", "ts_us": _us(T0)})
+    b.sessions.append(SessionStart(session="s1", port="sim", baud=9600, host="h", ts_us=_us(T0)))
     seq = 0
     for k in range(max(judged.values())):
         for sensor, n in judged.items():

@@ -18,7 +18,7 @@ from lib.ingest.serial_port import LineSplitter
 from lib.store.sink import run_store
 from lib.store.reader import read_db
 from lib.store.schema import init_db
-from lib.transport.base import INTERNAL
+from lib.messages import INTERNAL
 from lib.transport.embedded import EmbeddedTransport
 
 SENSORS = 120

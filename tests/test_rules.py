@@ -6,7 +6,7 @@ from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, silence_messages
 from lib.detect.rules import RuleState, Rules, rules_for
 from lib.states import STATE_CODES
-from lib.transport.base import EVENTS, STATES
+from lib.messages import EVENTS, STATES
 
 
 def _config(rules, **det):

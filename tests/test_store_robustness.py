@@ -215,7 +215,7 @@ class _Consumer:
 
 def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_uncommitted(tmp_path, monkeypatch):
     from lib.store import sink
-    from lib.transport.base import reading_message
+    from lib.messages import reading_message
     path = tmp_path / "v.duckdb"
     init_db(path)
     now_us = int(time.time() * 1e6)
@@ -280,7 +280,7 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
     0.5 s (they are far under QUIET_ROWS), one write holds them all. A batch of QUIET_ROWS state
     rows is written at the usual interval."""
     from lib.store import sink
-    from lib.transport.base import Message, reading_message, states_message
+    from lib.messages import Message, StatesBatch, reading_message
     now_us = int(time.time() * 1e6)
     counts = {}
     for quiet in (0.0, 0.5):
@@ -302,8 +302,8 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
     def big(first):
         readings = [Message("t", "t", "1.0", {"session": "s1", "seq": str(q), "ts_us": str(now_us + q)})
                     for q in range(first, first + n)]
-        return states_message("t", readings, [now_us + q for q in range(first, first + n)],
-                              {"dbscan": ("n" * n, [0.0] * n)})
+        return StatesBatch.of_readings("t", readings, [now_us + q for q in range(first, first + n)],
+                                       {"dbscan": ("n" * n, [0.0] * n)}).message()
 
     consumer = _Trickle([big(1), big(1 + n)], every=0.2)
     assert _store_trickle(path, consumer, 0.3, flush_interval=0.05, quiet_flush_interval=0.5) == 2
@@ -317,7 +317,7 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
     the store's batch (a whole message, or its first part): each (reading, detector) is stored
     once, with the states and scores the message carried."""
     from lib.store.sink import add_message
-    from lib.transport.base import Message, states_message
+    from lib.messages import Message, StatesBatch
 
     db = tmp_path / "v.duckdb"
     init_db(db)
@@ -327,8 +327,9 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
                     for q, s in zip(seqs, [sessions] * len(seqs) if isinstance(sessions, str) else sessions)]
         codes = "".join("ian"[q % 3] for q in seqs)
         scores = [None if q % 3 == 0 else q / 100 for q in seqs]
-        return states_message("hum", readings, [1_000_000 * q for q in seqs],
-                              {"dbscan": (codes, scores), "rule:range": ("n" * len(seqs), [0.0] * len(seqs))})
+        return StatesBatch.of_readings("hum", readings, [1_000_000 * q for q in seqs],
+                                       {"dbscan": (codes, scores), "rule:range": ("n" * len(seqs), [0.0] * len(seqs))}
+                                       ).message()
 
     batch = Batch()
     for m in (message([1, 2, 3, 4]), message([1, 2, 3, 4]), message([3, 4, 5, 6]), message([7, 8], ["s1", "s2"])):

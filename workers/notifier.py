@@ -10,7 +10,7 @@ from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
 from lib.transport import open_transport
-from lib.transport.base import EVENTS
+from lib.messages import EVENTS
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ from lib.runtime import setup_logging, stop_event
 from lib.ingest.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
                            scenario_ticks)
 from lib.transport import open_transport
-from lib.transport.base import TRUTH, json_message
+from lib.messages import Truth
 
 
 def parse_unplug(text: str) -> tuple[int, Unplug]:
@@ -88,9 +88,8 @@ def main(argv=None) -> int:
     out = transport.producer()
 
     def on_injection(inj, start_wall):
-        out.send([json_message(TRUTH, inj.sensor, {
-            "run": run_id, "sensor": inj.sensor, "kind": inj.kind, "start_us": int(start_wall * 1e6),
-            "end_us": int((start_wall + max(inj.end - inj.start, 0.0)) * 1e6)})])
+        out.send([Truth(run_id, inj.sensor, inj.kind, int(start_wall * 1e6),
+                        int((start_wall + max(inj.end - inj.start, 0.0)) * 1e6)).message()])
         out.flush()
 
     def all_ticks():

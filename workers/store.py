@@ -13,7 +13,7 @@ from lib.store.files import DatabaseFileError
 from lib.store.schema import open_checked
 from lib.store.status import StoreStatus
 from lib.transport import open_transport
-from lib.transport.base import INTERNAL
+from lib.messages import INTERNAL
 
 
 # A foreign or damaged database file: supervisord is told (exitcodes) not to restart the store

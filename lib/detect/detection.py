@@ -15,8 +15,8 @@ from lib.config import Config, ConfigError
 from lib.detect.events import EventBook, check_events_config, event_messages
 from lib.detect.feedback import FEEDBACK_S, raised_threshold
 from lib.detect.rules import RuleState, check_rules, rules_for
-from lib.states import STATE_CODES
-from lib.transport.base import STATES, json_message, states_message
+from lib.messages import Reading, ReadingStates, StatesBatch
+from lib.states import STATE_ANOMALY, STATE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -226,20 +226,20 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
             need = judge.history_needed(sensor)
             if need:
                 _warm(judge, sensor, consumer.history(msgs[0], need))
-    batch = [(sensor, [float(m.value) for m in msgs], [int(m.headers["ts_us"]) for m in msgs])
-             for sensor, msgs in by_sensor.items()]
+    batch = [(sensor, [float(m.value) for m in msgs], Reading.times(msgs)) for sensor, msgs in by_sensor.items()]
     for (sensor, values, ts), judged in zip(batch, judge.judge_sensors(batch)):
         msgs = by_sensor[sensor]
-        outputs.append(states_message(sensor, msgs, ts, judged))
+        states = StatesBatch.of_readings(sensor, msgs, ts, judged)
+        outputs.append(states.message())
         outputs += event_messages(judge.events.tracker(sensor).feed_columns(
-            [m.headers["session"] for m in msgs], [int(m.headers["seq"]) for m in msgs], ts, values, judged))
-        last = msgs[-1].headers
-        judge.note_last(sensor, last["session"], int(last["seq"]), ts[-1])
+            Reading.sessions(msgs), states.seq, ts, values, judged))
+        last = Reading.parse(msgs[-1])
+        judge.note_last(sensor, last.session, last.seq, ts[-1])
     return outputs
 
 
 def _warm(judge: Judge, sensor: str, history) -> None:
-    judge.warm(sensor, [float(h.value) for h in history], [int(h.headers["ts_us"]) for h in history])
+    judge.warm(sensor, [float(h.value) for h in history], Reading.times(history))
 
 
 def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
@@ -250,8 +250,7 @@ def silence_messages(judge: Judge, now_us: int, consumer=None) -> list:
     owned = _owned(consumer)
     out = []
     for sensor, session, seq, ts in judge.silent(now_us, owned):
-        out.append(json_message(STATES, sensor, {"session": session, "seq": seq, "sensor": sensor, "ts_us": ts,
-                                                 "states": [["rule:no_data", "anomaly", 1.0]]}))
+        out.append(ReadingStates(sensor, session, seq, ts, [("rule:no_data", STATE_ANOMALY, 1.0)]).message())
         out += event_messages(judge.events.tracker(sensor).silence(session, seq, ts))
     return out + event_messages(judge.events.tick(now_us, owned))
 
@@ -300,7 +299,7 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
         outputs = judge_messages(judge, consumer, messages)
         # while a backlog is replayed, readings' own times (not the wall clock) tell whether a
         # sensor fell silent, so catching up after a restart does not look like silence
-        data_now = max([data_now] + [int(m.headers["ts_us"]) for m in messages])
+        data_now = max([data_now, *Reading.times(messages)])
         outputs += silence_messages(judge, data_now, consumer)
         consumer.commit(outputs)
         done += len(messages)

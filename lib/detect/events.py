@@ -40,6 +40,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lib.messages import EVENTS, json_message
+
 RULE_PREFIX = "rule:"
 NO_DATA = "rule:no_data"
 
@@ -407,7 +409,6 @@ class EventBook:
 def event_messages(events: Sequence[Event]) -> list:
     """One `_vigie.events` message per event snapshot, keyed by sensor (a sensor's events stay in
     order on one partition)."""
-    from lib.transport.base import EVENTS, json_message
     return [json_message(EVENTS, ev.sensor, {"type": "event", **ev.payload()}) for ev in events]
 
 

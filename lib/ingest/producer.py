@@ -21,7 +21,8 @@ import serial
 from lib.ingest import protocol
 from lib.ingest.serial_port import LineSplitter, PortError, open_port
 from lib.ingest.status import CONNECTED, FAILED, PORT_BUSY, RECONNECTING, WAITING, StatusWriter
-from lib.transport.base import REJECTS, SESSIONS, Producer, json_message, reading_message
+from lib.messages import Reject, SessionEnd, SessionEvent, SessionGap, SessionStart, reading_message
+from lib.transport.base import Producer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ class SerialProducer:
         self._last_flush = time.monotonic()
 
     # -- what goes out ------------------------------------------------------------------
-    def _event(self, payload: dict) -> None:
-        self.out.send([json_message(SESSIONS, self.session, {"session": self.session, **payload})])
+    def _event(self, event: SessionEvent) -> None:
+        self.out.send([event.message()])
 
     def handle_line(self, line: bytes, ts_us: int, too_long: bool = False, partial: bool = False) -> None:
         """Stamp and hand on one line (without its `\\n`)."""
@@ -89,9 +90,7 @@ class SerialProducer:
         else:
             self.counts["rejects"] += 1
             log.debug("rejected line %d (%s): %s", self.seq, parsed.reason, parsed.raw)
-            self.out.send([json_message(REJECTS, self.session, {
-                "session": self.session, "seq": self.seq, "ts_us": ts_us,
-                "reason": parsed.reason, "raw": parsed.raw})])
+            self.out.send([Reject(self.session, self.seq, ts_us, parsed.reason, parsed.raw).message()])
 
     def maybe_flush(self, force: bool = False, interval: float = FLUSH_INTERVAL_S) -> bool:
         now = time.monotonic()
@@ -106,8 +105,8 @@ class SerialProducer:
         """Read until `stop`. Raises PortError only for a lasting problem (permission denied, bad
         settings) on the first open; an absent or vanished port is waited for."""
         log.info("session %s: port %s at %d baud", self.session, self.port, self.baud)
-        self._event({"event": "start", "port": self.port, "baud": self.baud, "host": socket.gethostname(),
-                     "ts_us": now_us(), "pid": os.getpid()})
+        self._event(SessionStart(session=self.session, port=self.port, baud=self.baud, host=socket.gethostname(),
+                                 ts_us=now_us(), pid=os.getpid()))
         self.maybe_flush(force=True)
         gap_start: int | None = None   # while the port is away, after a stream was read from it
         backoff = BACKOFF_START_S
@@ -154,7 +153,7 @@ class SerialProducer:
                     self._set_status(RECONNECTING, f"port lost: {exc}")
                     log.info("port %s lost (%s); reconnecting", self.port, exc)
                     # Open the gap now, so that the app shows it while the board is away.
-                    self._event({"event": "gap", "start_us": gap_start, "end_us": None, "reason": "port lost"})
+                    self._event(SessionGap(session=self.session, start_us=gap_start, end_us=None, reason="port lost"))
                     self.maybe_flush(force=True)
                     # A device going away can still be opened for a moment: wait before the first try.
                     stop.wait(BACKOFF_START_S)
@@ -163,7 +162,7 @@ class SerialProducer:
             if gap_start is not None:
                 self._gap(gap_start, now_us(), "port unavailable at stop")
         finally:
-            self._event({"event": "end", "ts_us": now_us()})
+            self._event(SessionEnd(session=self.session, ts_us=now_us()))
             self.maybe_flush(force=True)
             log.info("session %s ended: %s", self.session, self.counts)
             if self.status is not None and self.status.state != FAILED:
@@ -184,7 +183,7 @@ class SerialProducer:
 
     def _gap(self, start_us: int, end_us: int, reason: str) -> None:
         self.counts["gaps"] += 1
-        self._event({"event": "gap", "start_us": start_us, "end_us": end_us, "reason": reason})
+        self._event(SessionGap(session=self.session, start_us=start_us, end_us=end_us, reason=reason))
         self.maybe_flush(force=True)
         log.info("gap of %.1f s in session %s closed", (end_us - start_us) / 1e6, self.session)
 

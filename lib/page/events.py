@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
+from lib.messages import ACK, ACTIONS, RESOLVE, EventAction
 from lib.page.labels import CONFIRMED, REJECTED, Label
-from lib.store.events import ACK, ACTIONS, RESOLVE
 from lib.transport import open_transport
-from lib.transport.base import EVENTS, LABELS, json_message
 
 __all__ = ["ACK", "RESOLVE", "CONFIRMED", "REJECTED", "action_messages", "send_actions"]
 
@@ -29,13 +28,12 @@ def action_messages(event_ids, action: str, by: str, note: str | None = None, ve
     if verdict not in (None, CONFIRMED, REJECTED):
         raise ValueError(f"an event's readings are labelled {CONFIRMED} or {REJECTED}, not {verdict!r}")
     made_us = made_us if made_us is not None else time.time_ns() // 1000
-    out = [json_message(EVENTS, None, {"type": "action", "event_id": e, "action": action, "by": by.strip(),
-                                       "note": note or None, "made_us": made_us}) for e in event_ids]
+    out = [EventAction(e, action, by.strip(), note or None, made_us).message() for e in event_ids]
     if verdict is not None and readings is not None:
         for r in readings.itertuples():
             label = Label(r.session_id, int(r.seq), r.sensor, r.ts.to_pydatetime(), verdict, r.detector,
                           note or f"event {action} by {by.strip()}")
-            out.append(json_message(LABELS, r.session_id, label.payload(made_us)))
+            out.append(label.message(made_us))
     return out
 
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from lib import messages
 from lib.transport import open_transport
-from lib.transport.base import LABELS, json_message
 
 CONFIRMED, REJECTED, MISSED = "confirmed", "rejected", "missed"
 VERDICTS = (CONFIRMED, REJECTED, MISSED)
@@ -29,14 +29,14 @@ class Label:
     detector: str | None = None
     note: str | None = None
 
-    def payload(self, made_us: int | None = None) -> dict:
+    def message(self, made_us: int | None = None) -> messages.Message:
+        """The label on its way to the store, made at `made_us` (default: now)."""
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r} (known: {', '.join(VERDICTS)})")
         ts = self.ts if self.ts.tzinfo else self.ts.replace(tzinfo=timezone.utc)
-        return {"session": self.session, "seq": int(self.seq), "sensor": self.sensor,
-                "ts_us": int(round(ts.timestamp() * 1e6)), "verdict": self.verdict,
-                "detector": self.detector, "note": self.note or None,
-                "made_us": made_us if made_us is not None else time.time_ns() // 1000}
+        return messages.Label(self.session, int(self.seq), self.sensor, int(round(ts.timestamp() * 1e6)),
+                              self.verdict, self.detector, self.note or None,
+                              made_us if made_us is not None else time.time_ns() // 1000).message()
 
 
 def send_labels(config, labels: list[Label]) -> None:
@@ -45,7 +45,7 @@ def send_labels(config, labels: list[Label]) -> None:
     try:
         producer = transport.producer()
         try:
-            producer.send([json_message(LABELS, lb.session, lb.payload()) for lb in labels])
+            producer.send([lb.message() for lb in labels])
             producer.flush()
         finally:
             producer.close()

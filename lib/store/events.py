@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-ACK, RESOLVE = "ack", "resolve"
-ACTIONS = (ACK, RESOLVE)
+from lib.messages import ACK, RESOLVE, EventAction
 
 _DETECTOR_COLUMNS = ("sensor", "session_id", "start_seq", "start_ts", "start_value", "end_seq", "end_ts",
                      "peak_seq", "peak_ts", "peak_value", "peak_score", "members", "n_flagged", "max_agree",
@@ -43,20 +42,20 @@ def snapshot_frame(snapshots) -> pa.Table:
     })
 
 
-def apply_actions(conn, actions: list) -> None:
+def apply_actions(conn, actions: list[EventAction]) -> None:
     """File operators' actions on events, in the order they were made (after the batch's
     snapshots)."""
-    for a in sorted(actions, key=lambda a: a["made_us"]):
-        if a["action"] == ACK:
+    for a in sorted(actions, key=lambda a: a.made_us):
+        if a.action == ACK:
             conn.execute("UPDATE events SET acked_by = ?, acked_at = make_timestamp(?), ack_note = ?"
                          " WHERE event_id = ? AND (acked_at IS NULL OR acked_at <= make_timestamp(?))",
-                         (a["by"], a["made_us"], a.get("note"), a["event_id"], a["made_us"]))
-        elif a["action"] == RESOLVE:
+                         (a.by, a.made_us, a.note, a.event_id, a.made_us))
+        elif a.action == RESOLVE:
             conn.execute("UPDATE events SET resolved_by = ?, resolved_at = make_timestamp(?), resolve_note = ?"
                          " WHERE event_id = ? AND resolved_at IS NULL",
-                         (a["by"], a["made_us"], a.get("note"), a["event_id"]))
+                         (a.by, a.made_us, a.note, a.event_id))
         else:
-            raise ValueError(f"unknown event action {a['action']!r}")
+            raise ValueError(f"unknown event action {a.action!r}")
 
 
 # The event's lifecycle state, from its columns: what the page filters on and shows.

@@ -6,12 +6,13 @@ import time
 
 import duckdb
 
+from lib.messages import (EVENTS, LABELS, REJECTS, SESSION, SEQ, SESSIONS, STATES, TRUTH, TS_US, EventAction, Label,
+                          Message, Reject, StatesBatch, Truth, parse_session_event, parse_states)
 from lib.states import CODE_OF_STATE
 from lib.store.batch import Batch
 from lib.store.files import DatabaseFileError, is_corruption, is_disk_full
 from lib.store.readserver import ReadServer
 from lib.store.writer import Writer
-from lib.transport.base import EVENTS, LABELS, REJECTS, SESSIONS, STATES, TRUTH, Message
 
 log = logging.getLogger(__name__)
 
@@ -21,34 +22,29 @@ def add_message(batch: Batch, msg: Message) -> None:
     one bad message must not stop every later reading from being stored."""
     try:
         if msg.topic == STATES:
-            p = msg.json()
-            sensor = p["sensor"]
-            if "judged" in p:  # column by column (lib.transport.base.states_message)
-                for detector, (states, scores) in p["judged"].items():
-                    batch.add_states(sensor, p["session"], p["seq"], p["ts_us"], detector, states, scores)
-            elif "rows" in p:  # row by row: a log written before issue 8's columns
-                for session, seq, ts_us, judged in p["rows"]:
-                    for detector, state, score in judged:
-                        batch.add_states(sensor, session, [seq], [ts_us], detector, CODE_OF_STATE[state], [score])
-            else:  # one reading: the no-data rule's rows
-                for detector, state, score in p["states"]:
-                    batch.add_states(sensor, p["session"], [p["seq"]], [p["ts_us"]], detector, CODE_OF_STATE[state],
-                                     [score])
+            for part in parse_states(msg):
+                if isinstance(part, StatesBatch):   # column by column, as the detectors send them
+                    for detector, (states, scores) in part.judged.items():
+                        batch.add_states(part.sensor, part.session, part.seq, part.ts_us, detector, states, scores)
+                else:   # one reading's states spelled out
+                    for detector, state, score in part.states:
+                        batch.add_states(part.sensor, part.session, [part.seq], [part.ts_us], detector,
+                                         CODE_OF_STATE[state], [score])
         elif msg.topic == REJECTS:
-            p = msg.json()
-            batch.rejects[(p["session"], p["seq"])] = (p["ts_us"], p["reason"], p["raw"])
+            r = Reject.parse(msg)
+            batch.rejects[(r.session, r.seq)] = (r.ts_us, r.reason, r.raw)
         elif msg.topic == SESSIONS:
-            batch.sessions.append(msg.json())
+            batch.sessions.append(parse_session_event(msg))
         elif msg.topic == TRUTH:
-            p = msg.json()
-            batch.truth[(p["run"], p["sensor"], p["kind"], p["start_us"])] = p["end_us"]
+            t = Truth.parse(msg)
+            batch.truth[(t.run, t.sensor, t.kind, t.start_us)] = t.end_us
         elif msg.topic == LABELS:
-            p = msg.json()
-            key = (p["session"], int(p["seq"]))
+            label = Label.parse(msg)
+            key = (label.session, label.seq)
             old = batch.labels.get(key)
-            if old is None or p["made_us"] >= old[5]:
-                batch.labels[key] = (p["sensor"], int(p["ts_us"]), p["verdict"], p.get("detector"),
-                                     p.get("note"), int(p["made_us"]))
+            if old is None or label.made_us >= old[5]:
+                batch.labels[key] = (label.sensor, label.ts_us, label.verdict, label.detector, label.note,
+                                     label.made_us)
         elif msg.topic == EVENTS:
             p = msg.json()
             if p["type"] == "event":
@@ -56,12 +52,13 @@ def add_message(batch: Batch, msg: Message) -> None:
                 if old is None or p["rev"] >= old["rev"]:
                     batch.events[p["id"]] = p
             elif p["type"] == "action":
-                batch.event_actions.append(p)
+                batch.event_actions.append(EventAction.parse(p))
             else:
                 raise ValueError(f"unknown event message type {p['type']!r}")
         else:
+            # A reading: the hot path (tens of thousands a second), read without an object each.
             h = msg.headers
-            batch.readings[(h["session"], int(h["seq"]))] = (msg.topic, int(h["ts_us"]), float(msg.value))
+            batch.readings[(h[SESSION], int(h[SEQ]))] = (msg.topic, int(h[TS_US]), float(msg.value))
     except (KeyError, ValueError, TypeError) as exc:
         log.error("skipping malformed %s message at offset %s: %s", msg.topic, msg.offset, exc)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from lib.messages import SessionEnd, SessionEvent, SessionGap, SessionStart
 from lib.store import events
 from lib.store.batch import Batch
 from lib.store.files import connect
@@ -78,21 +79,20 @@ WRITES = (
 _STATEMENTS = [(w, w.statements()) for w in WRITES]
 
 
-def _write_session_events(conn: duckdb.DuckDBPyConnection, events: list[dict]) -> None:
+def _write_session_events(conn: duckdb.DuckDBPyConnection, events: list[SessionEvent]) -> None:
     for event in events:
-        kind = event["event"]
-        if kind == "start":
+        if isinstance(event, SessionStart):
             conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, make_timestamp(?), NULL) ON CONFLICT DO NOTHING",
-                         (event["session"], event.get("port"), event.get("baud"), event.get("host"), event["ts_us"]))
-        elif kind == "end":
+                         (event.session, event.port, event.baud, event.host, event.ts_us))
+        elif isinstance(event, SessionEnd):
             conn.execute("UPDATE sessions SET ended_at = make_timestamp(?) WHERE session_id = ?",
-                         (event["ts_us"], event["session"]))
-        elif kind == "gap":
+                         (event.ts_us, event.session))
+        elif isinstance(event, SessionGap):
             conn.execute("INSERT INTO gaps VALUES (?, make_timestamp(?), make_timestamp(?), ?) "
                          "ON CONFLICT DO UPDATE SET ended_at = excluded.ended_at",
-                         (event["session"], event["start_us"], event.get("end_us"), event.get("reason")))
+                         (event.session, event.start_us, event.end_us, event.reason))
         else:
-            log.warning("unknown session event %r ignored", kind)
+            log.warning("unknown session event %r ignored", event)
 
 
 def insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:

@@ -1,7 +1,8 @@
 """One transport interface between the producer, the detector workers and the store.
 
-The shape is Kafka's: named topics (one per sensor, as in the seed, plus internal `_vigie.*`
-topics), producers that send, consumer groups that poll and then commit what they have finished.
+The shape is Kafka's: named topics (one per sensor, plus the internal `_vigie.*` topics of
+lib.messages, which also defines the `Message` carried), producers that send, consumer groups
+that poll and then commit what they have finished.
 `embedded` implements it with a local SQLite log (no broker); `kafkabus` with kafka-python.
 Optional abilities (`create_topics`, `prune`, `owned_sensors`, `moved`) are methods with a default
 here, so callers never ask whether a transport has them.
@@ -9,56 +10,9 @@ here, so callers never ask whether a transport has them.
 from __future__ import annotations
 
 import abc
-import json
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-# Internal topics. Sensor names may not use the "_vigie" prefix (see lib.ingest.protocol).
-STATES = "_vigie.states"
-REJECTS = "_vigie.rejects"
-SESSIONS = "_vigie.sessions"
-TRUTH = "_vigie.truth"
-LABELS = "_vigie.labels"      # operator verdicts from the app (the app never writes DuckDB)
-EVENTS = "_vigie.events"      # anomaly events from the detectors, acknowledgements from the app
-INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH, LABELS, EVENTS)
-
-
-@dataclass(slots=True)
-class Message:
-    topic: str
-    key: str | None
-    value: str
-    headers: dict[str, str] = field(default_factory=dict)
-    # Set on consumed messages: where the message sits, for commits and history look-ups.
-    partition: int = 0
-    offset: int = -1
-
-    def json(self):
-        return json.loads(self.value)
-
-
-def reading_message(sensor: str, value_text: str, session: str, seq: int, ts_us: int) -> Message:
-    """A reading as the seed sent it (the value as UTF-8 text) with its metadata in headers."""
-    return Message(sensor, sensor, value_text, {"session": session, "seq": str(seq), "ts_us": str(ts_us)})
-
-
-def json_message(topic: str, key: str | None, payload) -> Message:
-    return Message(topic, key, json.dumps(payload, separators=(",", ":")))
-
-
-def states_message(sensor: str, readings: Sequence[Message], ts_us: Sequence[int],
-                   judged: dict[str, tuple[str, list]]) -> Message:
-    """One message with the states of many readings of one sensor, column by column: one encoding
-    per polled batch, and the store builds its columns without a loop per row. Payload:
-    {"sensor": s, "session": id (or [ids] when they differ), "seq": [...], "ts_us": [...],
-    "judged": {detector or "rule:<name>": ["nnai...", [score or null, ...]]}}: a state per
-    reading as one letter (n normal, a anomaly, i initializing: lib.states.STATE_CODES)."""
-    sessions = [m.headers["session"] for m in readings]
-    return json_message(STATES, sensor, {
-        "sensor": sensor,
-        "session": sessions[0] if sessions.count(sessions[0]) == len(sessions) else sessions,
-        "seq": [int(m.headers["seq"]) for m in readings], "ts_us": list(ts_us),
-        "judged": {name: [states, scores] for name, (states, scores) in judged.items()}})
+from lib.messages import Message
 
 
 class Producer(abc.ABC):

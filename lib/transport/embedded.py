@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from lib.transport.base import Consumer, Message, Producer, Transport
+from lib.messages import Message
+from lib.transport.base import Consumer, Producer, Transport
 from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, unpack
 
 _SCHEMA = """

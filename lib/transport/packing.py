@@ -13,7 +13,7 @@ import json
 from itertools import repeat
 from typing import Sequence
 
-from lib.transport.base import Message
+from lib.messages import Message
 
 # A message's offset is (the container's offset << SHIFT) + its index in it: offsets stay
 # increasing integers, and a container may hold up to 2**SHIFT messages.

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from lib.transport.base import Message
+from lib.messages import TS_US, Message
 from lib.transport.packing import MAX_MESSAGES, encode, unpack
 
 _SCHEMA = """
@@ -80,7 +80,7 @@ def _rows(messages: Sequence[Message]) -> list[tuple]:
         for i in range(0, len(msgs), MAX_MESSAGES):
             part = msgs[i:i + MAX_MESSAGES]
             body = encode(part)
-            ts_us = part[-1].headers.get("ts_us")
+            ts_us = part[-1].headers.get(TS_US)
             ts_ms = int(ts_us) // 1000 if ts_us and ts_us.isdigit() else None
             rows.append((topic, key, len(part), body, ts_ms, len(topic) + len(key or "") + len(body) + _ROW_OVERHEAD))
     return rows

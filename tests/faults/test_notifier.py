@@ -16,7 +16,7 @@ import pytest
 
 from lib.config import PROJECT_ROOT
 from lib.detect.events import EventTracker, Policy
-from lib.transport.base import EVENTS, json_message
+from lib.messages import EVENTS, json_message
 from lib.transport.embedded import EmbeddedTransport
 from tests.receivers import WebhookReceiver
 from tests.system import wait_for

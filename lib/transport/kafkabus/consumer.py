@@ -20,7 +20,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from lib.transport.base import Consumer, Message
+from lib.messages import Message
+from lib.transport.base import Consumer
 from lib.transport.kafkabus.assignor import RoundRobin
 from lib.transport.kafkabus.clients import KafkaClients, close_quietly
 from lib.transport.kafkabus.delivery import BACKOFF_MAX_S, BACKOFF_START_S, DELIVERY_TIMEOUT_S, deliver

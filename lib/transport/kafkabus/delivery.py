@@ -10,7 +10,8 @@ import threading
 import time
 from typing import Iterable, Sequence
 
-from lib.transport.base import Message, Producer
+from lib.messages import Message
+from lib.transport.base import Producer
 from lib.transport.kafkabus.clients import KafkaClients, close_quietly
 from lib.transport.kafkabus.records import OutRecord, pack_spool
 from lib.transport.kafkabus.topics import TopicMaker, cluster_lost_records

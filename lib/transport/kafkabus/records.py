@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-from lib.transport.base import Message
+from lib.messages import TS_US, Message
 from lib.transport.packing import MAX_MESSAGES, SHIFT, encode, merge, unpack
 from lib.transport.spool import Batch
 
@@ -41,7 +41,7 @@ class OutRecord:
 
 
 def plain_record(m: Message, first_id: int = 0) -> OutRecord:
-    ts_us = m.headers.get("ts_us")
+    ts_us = m.headers.get(TS_US)
     return OutRecord(m.topic, m.key, m.value, [(k, str(v).encode()) for k, v in m.headers.items()],
                      int(ts_us) // 1000 if ts_us else None, first_id)
 
@@ -65,7 +65,7 @@ def pack_messages(messages: Sequence[Message], batch: bool = True) -> list[OutRe
             continue
         for i in range(0, len(msgs), MAX_MESSAGES):
             part = msgs[i:i + MAX_MESSAGES]
-            ts_us = part[-1].headers.get("ts_us")
+            ts_us = part[-1].headers.get(TS_US)
             out.append(batch_record(topic, key, encode(part), int(ts_us) // 1000 if ts_us else None))
     return out
 
