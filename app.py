@@ -85,6 +85,7 @@ def system_summary() -> None:
 with st.sidebar:
     system_summary()
 
+reads.start_run()
 no_data = pd.DataFrame(columns=["session_id"])
 if not Path(DB).exists():
     if view.needs_database:
@@ -154,3 +155,4 @@ except ReversedRange as exc:
 views.publish(views.Context(config=config, clock=clock, db=DB, sessions=all_sessions, sensors=all_sensors,
                             detectors=all_detectors, filters=filters, pages=pages))
 page.run()
+views.fill_as_of()

@@ -96,6 +96,35 @@ def test_the_shared_filters_survive_a_visit_to_a_view_without_them(prepared_db):
     assert set(frame(at, "detector")["sensor"]) == {"humidite"}
 
 
+def test_a_view_says_as_of_when_and_refresh_reads_again(prepared_db):
+    """Anomalies does not refresh by itself: it says when its figures were read, and Refresh reads
+    a newly stored anomaly; a view that stops early (Compare with no verdict) says it too."""
+    import re
+
+    from lib.store.batch import Batch
+    from lib.store.writer import write_batch
+    config, info = prepared_db
+    at = open_view("Anomalies")
+    before = len(frame(at, "detector"))
+    as_of = next(c.value for c in at.caption if c.value.startswith("As of "))
+    assert re.fullmatch(r"As of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(.+\)\.", as_of)
+    batch = Batch()
+    t = int((info["now"] - timedelta(seconds=5)).timestamp() * 1e6)
+    batch.readings[(LIVE, 500_000)] = ("humidite", t, 99.0)
+    batch.states[(LIVE, 500_000, "dbscan")] = ("humidite", t, "anomaly", 0.99)
+    write_batch(config.db_path, batch)
+    at.run()
+    assert len(frame(at, "detector")) == before          # cached: what the "as of" says
+    at.button(key="refresh_view").click().run()
+    assert len(frame(at, "detector")) == before + 1
+    at.switch_page(VIEWS["Compare"]).run()
+    at.sidebar.toggle(key="whole_range").set_value(False).run()
+    far = (info["now"] - timedelta(days=30)).date()
+    at.sidebar.date_input(key="range_dates").set_value((far, far)).run()
+    assert "No verdicts" in at.info[0].value
+    assert any(c.value.startswith("As of ") for c in at.caption)
+
+
 def test_live_view_shows_each_sensor_and_totals(prepared_db):
     at = open_view("Live")
     assert {"humidite", "temperature", "pression"} <= {s.value for s in at.subheader}

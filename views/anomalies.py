@@ -11,6 +11,7 @@ FILTERS = True
 ctx = views.current()
 f, db = ctx.filters, ctx.db
 st.title("Anomalies")
+views.as_of_bar(ctx.clock)
 rows = reads.anomalies(db, f)
 n_readings = reads.count_readings(db, f)
 st.caption(f"{len(rows):,} flagged (reading, algorithm) pairs among {n_readings:,} readings for these filters.")
@@ -22,7 +23,7 @@ c2.download_button("Download CSV (all readings)",
                    mime="text/csv", key="download_readings", disabled=not n_readings, on_click="ignore")
 if rows.empty:
     st.info("No anomalies in this range.")
-    st.stop()
+    views.stop()
 st.dataframe(ctx.clock.local_frame(rows), hide_index=True, key="anomalies_table",
              column_config={"ts": st.column_config.DatetimeColumn(f"time ({ctx.clock.name})",
                                                                   format="YYYY-MM-DD HH:mm:ss.SSS"),

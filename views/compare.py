@@ -65,10 +65,11 @@ def replay_panel() -> None:
 
 
 st.title("Compare algorithms")
+views.as_of_bar(ctx.clock)
 per = reads.per_detector(db, f)
 if per.empty:
     st.info("No verdicts in this selection: pick another session, sensors or time range.")
-    st.stop()
+    views.stop()
 st.subheader("What each algorithm flagged")
 st.dataframe(per, hide_index=True, key="per_detector_table",
              column_config={"share": st.column_config.NumberColumn("share of readings", format="percent")})

@@ -23,6 +23,7 @@ def send(label: Label) -> None:
 
 
 st.title("Labels")
+views.as_of_bar(ctx.clock)
 st.caption("Confirm or reject what an algorithm flagged, or mark an anomaly none flagged. Labels go to "
            "the store and count as truth in Compare's precision and recall.")
 flagged = reads.anomalies(db, f, 2000)

@@ -19,6 +19,7 @@ def open_session(ids: list[str]) -> None:
 
 clock = ctx.clock
 st.title("Sessions")
+views.as_of_bar(ctx.clock)
 lo, hi = reads.time_bounds(ctx.db)
 today = clock.now().date()
 default = ((clock.wall(lo) if lo is not None else clock.now()).date(), today)
@@ -26,12 +27,12 @@ picked = st.date_input(f"Sessions between (dates, {clock.name})", value=default,
 d0, d1 = (picked[0], picked[-1]) if isinstance(picked, (tuple, list)) and picked else default
 if d1 < d0:
     st.error(f"The range ends ({d1}) before it starts ({d0}): pick an end after the start.")
-    st.stop()
+    views.stop()
 start, end = clock.day_bounds(d0, d1)
 found = reads.sessions(ctx.db, start, end)
 if found.empty:
     st.info(f"No session between {d0} and {d1}." if not ctx.sessions.empty else "No session yet.")
-    st.stop()
+    views.stop()
 st.caption(f"{len(found)} session(s) between {d0} and {d1}. Select one to open it in Compare, "
            "Anomalies and Labels.")
 ids = list(found["session_id"])

@@ -4,10 +4,14 @@ Each function takes the DuckDB file first (the cache key; tests serve several fi
 process), then the query's own arguments. All of them go through `ask`, the one place that
 reaches the store (by query name, through `lib.store.reader.read_db`), so the transport of a
 query can change without touching the views. Results are cached with `st.cache_data`: reruns
-and other viewers within the time to live share one read.
+and other viewers within the time to live share one read. Each cached answer keeps the time it
+was read, and `oldest_read()` gives the oldest one a page run used: the "as of" time a view that
+does not refresh by itself shows (lib.page.views.as_of_bar).
 """
 from __future__ import annotations
 
+import functools
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -29,8 +33,36 @@ def ask(db: str, name: str, *args):
         return getattr(queries, name)(conn, *args)
 
 
+_OLDEST = "_vigie_oldest_read"
+
+
 def _cached(ttl: float = TTL_S):
-    return st.cache_data(ttl=ttl, max_entries=256, show_spinner=False)
+    """`st.cache_data` for a read, noting when the answer it gives was read (`oldest_read`)."""
+    def wrap(fn):
+        def stamped(*args, **kwargs):
+            return fn(*args, **kwargs), time.time()
+        # Streamlit keys a cache by the function's name and source: one name per read.
+        stamped.__qualname__ = f"{fn.__qualname__}.stamped"
+        cached = st.cache_data(ttl=ttl, max_entries=256, show_spinner=False)(stamped)
+
+        @functools.wraps(fn)
+        def read(*args, **kwargs):
+            value, read_at = cached(*args, **kwargs)
+            st.session_state[_OLDEST] = min(st.session_state.get(_OLDEST, read_at), read_at)
+            return value
+        read.clear = cached.clear
+        return read
+    return wrap
+
+
+def start_run() -> None:
+    """A new page run: forget the previous run's read times."""
+    st.session_state.pop(_OLDEST, None)
+
+
+def oldest_read() -> float | None:
+    """When the oldest answer this run used was read (Unix seconds), None before any read."""
+    return st.session_state.get(_OLDEST)
 
 
 # --- what exists -------------------------------------------------------------------------------

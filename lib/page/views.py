@@ -84,6 +84,42 @@ class Context:
     pages: dict = field(default_factory=dict)   # view name -> its st.Page, for st.page_link
 
 
+_AS_OF_SLOT = "_vigie_as_of_slot"
+
+
+def as_of_bar(clock) -> None:
+    """For a view that does not refresh by itself: a Refresh button and, once the view has run
+    (the entry point calls `fill_as_of`; a view that ends early calls `stop`), when its figures
+    were read."""
+    import streamlit as st
+    slot, button = st.columns([9, 1], vertical_alignment="center")
+    if button.button("Refresh", key="refresh_view", help="Read every figure of this view again."):
+        st.cache_data.clear()
+        st.rerun()
+    st.session_state[_AS_OF_SLOT] = (slot.empty(), clock)
+
+
+def fill_as_of() -> None:
+    import streamlit as st
+    from datetime import datetime, timezone
+
+    from lib.page.reads import oldest_read
+    slot, clock = st.session_state.pop(_AS_OF_SLOT, (None, None))
+    read_at = oldest_read()
+    if slot is None or read_at is None:
+        return
+    at = datetime.fromtimestamp(read_at, timezone.utc).replace(tzinfo=None)
+    slot.caption(f"As of {clock.text(at)} ({clock.name}).")
+
+
+def stop() -> None:
+    """`st.stop()` for a view with an `as_of_bar`: the time is written first (nothing can be
+    written once the run is stopped)."""
+    import streamlit as st
+    fill_as_of()
+    st.stop()
+
+
 def publish(context: Context) -> None:
     import streamlit as st
     st.session_state[_CONTEXT_KEY] = context
