@@ -10,7 +10,7 @@ from lib.config import load_config
 from lib.ingest.status import CONNECTED, PORT_BUSY, WAITING, StatusWriter
 from lib.page import health
 from lib.store.status import StoreStatus
-from lib.transport.base import json_message
+from lib.messages import json_message
 from lib.transport.embedded import EmbeddedTransport
 from tests.supervised import SLEEPER, supervisord
 
