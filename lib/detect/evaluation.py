@@ -586,7 +586,11 @@ def evaluate_set(config, stream: Stream, singles: bool = True, tolerance: int = 
 
 
 def _threshold(config, name: str) -> float:
-    return float(config.detection.params.get(name, {}).get("threshold", detectors.REGISTRY[name].default_threshold))
+    """The decision threshold `name` runs with under `config` (the registry's build decides it)."""
+    import dataclasses
+    from lib.detect.detection import sensor_plan
+    alone = dataclasses.replace(config, detection=dataclasses.replace(config.detection, detectors=(name,), sensors={}))
+    return detectors.build(name, sensor_plan(alone, "*")[name])[1].threshold
 
 
 def stream_summary(stream: Stream) -> dict:
