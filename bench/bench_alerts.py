@@ -10,7 +10,7 @@ interval is 0, so every event is told on its own: grouping (at most one message 
 first in that interval; the first one is what this measures. Then a storm: `--storm` sensors
 spiking at once, which the default grouping tells in one message.
 
-The seed had no notifications: there is nothing to compare with.
+The original program (docs/origins.md) had no notifications: there is nothing to compare with.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every registered detector, beside the seed's two algorithms: `python -m bench.bench_detectors`.
+"""Every registered detector, beside the original program's two algorithms (docs/origins.md, where
+benchmark rows call it "the seed"): `python -m bench.bench_detectors`.
 
 One run, one process, one core, the same data for all:
 - **NAB**: the ten NAB series shipped in data/nab (the tuning set), replayed reading by reading;
@@ -19,11 +20,12 @@ One run, one process, one core, the same data for all:
   flagged, and per injected kind the recall and the detection delay. The same table as
   `python -m workers.evaluate --set` (lib.detect.evaluation).
 
-The seed's way runs on the sim data only (refitting per reading is far too slow for 66,000 NAB
-readings): `seed-iforest` refits 100 trees on the FIFO of 21 (the previous 20 readings and the
-new one) for every reading and scores the new one; `seed-dbscan` fits scikit-learn's DBSCAN on the 21 readings (in the same
-robust units) for every reading, and says 1 when the new one is noise. `iforest` (the default,
-draws a fresh forest for every reading as the seed does, path by path.
+The original program's way runs on the sim data only (refitting per reading is far too slow for
+66,000 NAB readings): `seed-iforest` refits 100 trees on the FIFO of 21 (the previous 20 readings
+and the new one) for every reading and scores the new one; `seed-dbscan` fits scikit-learn's
+DBSCAN on the 21 readings (in the same robust units) for every reading, and says 1 when the new
+one is noise. `iforest` (the default,
+draws a fresh forest for every reading as the original program does, path by path.
 """
 from __future__ import annotations
 
@@ -63,8 +65,8 @@ VALUE_KINDS = ("spike", "dip", "level_shift", "drift", "flatline", "noise")
 
 
 class SeedIsolationForest(Detector):
-    """The seed's way: 100 trees refitted on its FIFO (the previous 20 readings and the new one)
-    for every reading."""
+    """The original program's way: 100 trees refitted on its FIFO (the previous 20 readings and
+    the new one) for every reading."""
     name = "seed-iforest"
 
     def __init__(self, window: int = 20):
@@ -81,7 +83,7 @@ class SeedIsolationForest(Detector):
 
 
 class SeedDBSCAN(Detector):
-    """The seed's way: scikit-learn's DBSCAN fitted on the 21 readings for every reading."""
+    """The original program's way: scikit-learn's DBSCAN fitted on the 21 readings, every reading."""
     name = "seed-dbscan"
 
     def __init__(self, window: int = 20, eps: float = 1.0, min_samples: int = 4):
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-seconds", type=float, default=120.0, help="simulated seconds (5 readings/s per sensor)")
     ap.add_argument("--batch", type=int, default=100, help="readings per sensor per detector call")
     ap.add_argument("--no-nab", action="store_true", help="skip the ten NAB series")
-    ap.add_argument("--no-seed", action="store_true", help="skip the seed's way (slow: ~0.05-0.15 s a reading)")
+    ap.add_argument("--no-seed", action="store_true", help="skip the original program's way (slow: ~0.05-0.15 s a reading)")
     ap.add_argument("--detectors", nargs="*", default=None, help="registry names (default: all)")
     ap.add_argument("--no-set", action="store_true", help="skip the configured set on the realistic scenarios")
     ap.add_argument("--set-seconds", type=float, default=10800.0,

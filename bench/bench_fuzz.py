@@ -1,4 +1,4 @@
-"""Fuzz the line parser with a million random lines (issue 7): no exception, every reject has a
+"""Fuzz the line parser with a million random lines: no exception, every reject has a
 documented reason and a printable raw text, and the table counts rejects by reason.
 
     python -m bench.bench_fuzz [--lines 1000000] [--seed 7]

@@ -1,8 +1,9 @@
-"""The pipeline, end to end, beside the seed's consumer: `python -m bench.bench_pipeline`.
+"""The pipeline, end to end, beside the original program's consumer (docs/origins.md; its rows are
+called "seed"): `python -m bench.bench_pipeline`.
 
 One run, one process tree, the same generated input (`--sensors` sensors, `topic!value` lines):
 
-- **seed**: a faithful re-implementation of the seed's consumer loop (../shared/seed): a FIFO of 21
+- **seed**: a faithful re-implementation of the original program's consumer loop: a FIFO of 21
   per topic, DBSCAN and IsolationForest (100 trees) refitted on it for every reading, and each
   algorithm's pickle history re-read and re-written for every message. It is slow, so it runs on a
   slice (`--seed-readings`, or `--seed-seconds`, whichever ends first) after its FIFOs are full, and
@@ -21,9 +22,10 @@ One run, one process tree, the same generated input (`--sensors` sensors, `topic
 
 Printed: readings/s, p50/p99 latency, CPU seconds per 1,000 readings (all the pipeline's
 processes), peak resident memory (the largest program; per program below the table), bytes per
-stored reading on disk (DuckDB file with the reading's states, or the seed's pickle files), and
-each figure's ratio to the seed's, then each program's memory and CPU and the CPU-bound capacity
-(what two otherwise idle cores would sustain). Absolute figures are indicative on a shared machine.
+stored reading on disk (DuckDB file with the reading's states, or the original program's pickle
+files), and each figure's ratio to the original program's, then each program's memory and CPU and
+the CPU-bound capacity (what two otherwise idle cores would sustain). Absolute figures are
+indicative on a shared machine.
 
 `--transport kafka` runs the three programs over a Kafka-protocol broker instead of the embedded log:
 a fresh Tansu process on 127.0.0.1 per run (lib.transport.broker), the sensor and internal topics created
@@ -79,9 +81,9 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
-# -- the seed's consumer -----------------------------------------------------------------------
+# -- the original program's consumer ----------------------------------------------------------
 def separateur_serial(chaine: str, separateur: str = "!"):
-    """The seed's line split (at the last separator), verbatim in behaviour."""
+    """The original program's line split (at the last separator), verbatim in behaviour."""
     indice = -1
     for i in range(len(chaine) - 1, -1, -1):
         if chaine[i] == separateur:
@@ -91,10 +93,10 @@ def separateur_serial(chaine: str, separateur: str = "!"):
 
 
 def run_seed(lines: list[bytes], workdir: Path, max_readings: int, max_seconds: float) -> dict:
-    """The seed's consumers (one per algorithm and topic in the seed; here both algorithms in turn
-    for each message, on one core) over `lines`: warm-up until every FIFO is full, then a timed
-    slice. `detectionAnomaly` is undefined in the seed; here it is the obvious reading: fit the
-    algorithm on the FIFO and return the label of the newest value (-1 anomaly)."""
+    """The original program's consumers (one per algorithm and topic there; here both algorithms
+    in turn for each message, on one core) over `lines`: warm-up until every FIFO is full, then a
+    timed slice. `detectionAnomaly` is undefined in the original program; here it is the obvious
+    reading: fit the algorithm on the FIFO and return the label of the newest value (-1 anomaly)."""
     import warnings
 
     import pandas as pd
@@ -538,7 +540,7 @@ def main(argv=None) -> int:
               f"seed: a slice of up to {args.seed_readings} readings or {args.seed_seconds:.0f}s", flush=True)
         seed_dir = tmp / "seed"
         seed_dir.mkdir()
-        # The seed runs in its own process so that its CPU and memory are its own.
+        # The original program runs in its own process so that its CPU and memory are its own.
         code = ("import json,sys; from pathlib import Path; from bench.bench_pipeline import generate_lines, run_seed;"
                 f"r = run_seed(generate_lines({args.seed_readings + 30 * args.sensors}, {args.sensors}), Path({str(seed_dir)!r}),"
                 f" {args.seed_readings}, {args.seed_seconds}); print(json.dumps(r))")

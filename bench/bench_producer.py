@@ -1,16 +1,17 @@
 """Lines per second the serial producer sustains on one core, and what 9600 baud means, beside the
-seed's way, in the same run.
+original program's way (docs/origins.md; its rows are called "seed"), in the same run.
 
 - Vigie: a board process writes pre-built lines into a real pseudo-terminal as fast as the reader
   takes them; the producer (this process: one core) reads what is waiting in one call, cuts lines,
   parses, stamps and sends them to the embedded transport (a SQLite file), flushing a few times a
   second. Measured without and with acknowledgements (the simulator's kill -9 protection).
 - Seed: the same lines read with `readline()`, decoded, split at the last "!", and the whole
-  history pickle re-read and re-written for every line, as the seed's producer does; sent to the
-  same transport.
+  history pickle re-read and re-written for every line, as the original program's producer does;
+  sent to the same transport.
 - 9600 baud: a serial line carries about 960 bytes/s (10 bits a byte). A pseudo-terminal ignores
   the baud rate, so the board paces its bytes to 960/s; the producer's CPU share is measured.
-  For the seed, the pickle cost grows with the history: the table gives how long it keeps up.
+  For the original program, the pickle cost grows with the history: the table gives how long it
+  keeps up.
 
 Run: `python -m bench.bench_producer [--n N] [--seed-n N] [--baud-s S]` or `make bench`.
 """
@@ -111,8 +112,8 @@ def run_vigie(tmp: Path, data: bytes, n: int, ack: bool = False, bytes_per_s: fl
 
 
 def run_seed(tmp: Path, data: bytes, n: int):
-    """The seed's producer loop on the same port; returns (wall, cpu, seconds per line over the
-    last 10% of lines)."""
+    """The original program's producer loop on the same port; returns (wall, cpu, seconds per line
+    over the last 10% of lines)."""
     board = Board(tmp, data)
     transport = EmbeddedTransport(tmp / "bus-seed.sqlite")
     out = transport.producer()
@@ -167,7 +168,7 @@ def pickle_cost(size: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=200_000, help="lines for Vigie's throughput runs")
-    ap.add_argument("--seed-n", type=int, default=5_000, help="lines for the seed's run (its cost grows per line)")
+    ap.add_argument("--seed-n", type=int, default=5_000, help="lines for the original program's run (its cost grows per line)")
     ap.add_argument("--baud-s", type=float, default=5.0, help="seconds of the 9600-baud run")
     ap.add_argument("--board", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -1,8 +1,8 @@
 """Readings per second through each transport, embedded and Kafka (a local Tansu broker), same run.
 
 Kafka runs twice: with batch records (the default: many readings of a sensor per record) and with
-`kafka_batch = false` (a record per reading, the seed's format). Two measurements per transport, on
-the same generated readings, round-robin over `--sensors` sensors:
+`kafka_batch = false` (a record per reading, the original program's format: docs/origins.md). Two
+measurements per transport, on the same generated readings, round-robin over `--sensors` sensors:
 - transport: a producer sends N readings (flushing every 500, as the serial producer does a few
   times a second) and one consumer-group member polls and commits them all;
 - end to end: producer -> detector (the real `run_detector` with the configured detectors) ->

@@ -1,7 +1,8 @@
 """`make bench`: run every `bench/bench_*.py` script's `main()` in turn, printing its tables.
 
-Each script compares Vigie's way with the seed's way on the same input in the same run, so the
-ratios hold even on a noisy machine. `python -m bench.run_all NAME...` runs only those scripts.
+Each script compares Vigie's way with the original program's way (docs/origins.md; its rows are
+called "seed") on the same input in the same run, so the ratios hold even on a noisy machine.
+`python -m bench.run_all NAME...` runs only those scripts.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Soak: the whole system under supervisord at 10 times a board's rate for `--minutes`, measuring
 each program's resident memory, open file handles and threads, and chart freshness over time.
 
-    nice python -m bench.soak --minutes 10          # the issue 7 run (not part of `make bench`)
+    nice python -m bench.soak --minutes 10          # the run behind docs/reliability.md (not in `make bench`)
     python -m bench.soak --minutes 1 --every 5      # a quick look
 
 Chart freshness is what an operator sees: the age of the newest reading in DuckDB, read the way

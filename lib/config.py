@@ -69,7 +69,7 @@ class Transport:
     metadata_max_age_ms: int = 5_000
     replication_factor: int = -1     # -1: the broker's default.replication.factor
     # Kafka: many readings of a sensor per record (docs/kafka.md); false: one record per
-    # reading, the seed's format, for consumers that expect it.
+    # reading, the original producer's format (docs/origins.md), for consumers that expect it.
     kafka_batch: bool = True
 
 

@@ -70,7 +70,7 @@ def test_a_clear_spike_scores_above_its_neighbours(name):
     assert spike > np.median([s for _, s in rows[at - 20:at]])
     if name != "iforest":
         # IsolationForest on 20 readings scores every reading beyond the window's range about
-        # alike (0.6 to 0.75, as the seed's refit-per-reading does): whether that crosses its
+        # alike (0.6 to 0.75, as refitting per reading does): whether that crosses its
         # threshold depends on the forest, so only its ordering is part of the contract
         assert decision.state(True, spike) == "anomaly"
 

@@ -1,5 +1,5 @@
-"""The seed's algorithms done fast must stay the seed's algorithms: DBSCAN labels and
-IsolationForest scores equal scikit-learn's on the same windows."""
+"""The original program's algorithms (docs/origins.md) done fast must stay the same algorithms:
+DBSCAN labels and IsolationForest scores equal scikit-learn's on the same windows."""
 import numpy as np
 import pytest
 from sklearn.cluster import DBSCAN

@@ -1,4 +1,4 @@
-"""Bad input (issue 7): the configuration loader and scenario files, fuzzed with hypothesis. Any
+"""Bad input: the configuration loader and scenario files, fuzzed with hypothesis. Any
 input either loads or fails with the documented error (ConfigError / ScenarioError) carrying a
 message; nothing else escapes. A loaded scenario also plays without crashing."""
 from __future__ import annotations

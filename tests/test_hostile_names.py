@@ -1,4 +1,4 @@
-"""Names from the wire cannot break a query, a file name or a chart (issue 7).
+"""Names from the wire cannot break a query, a file name or a chart.
 
 The parser only lets sensor names of Kafka's topic charset [A-Za-z0-9._-] through, so quotes,
 SQL and paths are rejected at the door. Session ids and (over Kafka) names reach the store

@@ -92,7 +92,7 @@ def test_batches_round_trip_and_are_readable_by_any_consumer(broker, tmp_path):
         offsets = [m.offset for m in mine]
         assert offsets == sorted(set(offsets)), "offsets must increase within a partition"
     records = raw_records(broker, sensors[0])
-    # Three flushes: a batch, a lone reading (the seed's plain format) and a batch.
+    # Three flushes: a batch, a lone reading (the original program's plain format) and a batch.
     assert [dict(r.headers).get(BATCH_HEADER) for r in records] == [b"1", None, b"1"]
     batch, plain = records[0], records[1]
     assert batch.key == sensors[0].encode()

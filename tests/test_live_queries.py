@@ -1,4 +1,4 @@
-"""The Live view's refresh (issue 8): a few queries for all charted sensors, the same answers as
+"""The Live view's refresh: a few queries for all charted sensors, the same answers as
 one sensor at a time, the charted sensors capped when none is chosen, and the warm-up progress
 from the small tables."""
 from datetime import datetime, timedelta

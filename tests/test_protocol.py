@@ -6,7 +6,7 @@ from lib.ingest.protocol import Parsed, Rejected, parse_line
 
 
 @pytest.mark.parametrize("line, expected", [
-    # The seed's examples: `humidite!42.7` with the board's \r\n.
+    # The original program's examples: `humidite!42.7` with the board's \r\n.
     (b"humidite!42.7\r\n", Parsed("humidite", 42.7)),
     (b"humidite!42.7", Parsed("humidite", 42.7)),
     (b"temperature!21.5\n", Parsed("temperature", 21.5)),
@@ -42,7 +42,7 @@ def test_rejected_lines_say_why(line, reason):
 
 
 def test_split_is_at_the_last_separator():
-    # The seed's separateur_serial walks back from the end: the value is after the last "!".
+    # The original program's separateur_serial walks back from the end: the value follows the last "!".
     assert parse_line(b"a!b!3").raw == "a!b!3"
     assert protocol.parse_value("3") == 3.0
     assert parse_line(b"ab!!3").reason == protocol.BAD_TOPIC

@@ -1,4 +1,4 @@
-"""The store's defences (issue 7): a foreign or damaged database file is refused and left as it
+"""The store's defences: a foreign or damaged database file is refused and left as it
 was; a failing write (full disk) is retried with the batch kept uncommitted; retention prunes
 and exports through the single writer."""
 from __future__ import annotations

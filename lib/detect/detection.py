@@ -195,7 +195,8 @@ class Judge:
         return out
 
     def progress(self, sensor: str) -> float:
-        """The seed's "Initialisation" progress: share of the warm-up seen, 1.0 once ready."""
+        """The "Initialisation" progress the original program printed (docs/origins.md): share of
+        the warm-up seen, 1.0 once ready."""
         dets = self._setup(sensor)
         return min((min(1.0, d.seen / d.warmup) if d.warmup else 1.0 for _, d, _ in dets), default=1.0)
 

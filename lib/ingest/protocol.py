@@ -1,4 +1,5 @@
-"""The board's line protocol: `topic!value`, split at the last `!` (the seed's `separateur_serial`).
+"""The board's line protocol: `topic!value`, split at the last `!` (as the original program's
+`separateur_serial` does: docs/origins.md).
 
 `parse_line` never raises: any bytes give either a `Parsed` (sensor, value) or a `Rejected` with a
 reason code, so that the producer can store bad lines instead of crashing on them.

@@ -135,7 +135,7 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
 
     One query serves all the sensors, reading each table once through the time range only (zone
     maps skip the rest): sensors' readings share row groups, so a query per sensor would read the
-    span's rows once per sensor (issue 8: the Live view of 100 sensors held the file for 2 s).
+    span's rows once per sensor (measured: the Live view of 100 sensors held the file for 2 s).
     The flagged states first (few), then one pass over the readings that both builds the buckets
     and picks up the flagged readings' values, matched on (sensor, ts, seq) (a state carries its
     reading's ts; ts and seq of one sensor do not repeat across sessions in practice)."""
@@ -228,7 +228,8 @@ def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
 
 def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
     """For the newest session of `sensor` since `since`: per detector, how many readings it has
-    judged and whether it is still initializing (the seed's "initialisation i/N")."""
+    judged and whether it is still initializing (the "Initialisation i/N" the original program
+    printed: docs/origins.md)."""
     return init_progress_many(conn, (sensor,), since).drop(columns="sensor")
 
 
@@ -236,8 +237,8 @@ def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], 
     """`init_progress` of several sensors (all if empty), with a sensor column, for the detectors
     still initializing in each sensor's newest session: how many readings each has judged. The
     small tables (watermarks: the newest judged reading per detector; sessions) find them, so
-    only the span's initializing states are read (issue 8: reading every state of the span
-    cost a Live refresh 40 ms of holding the file at 20,000 readings/s)."""
+    only the span's initializing states are read (reading every state of the span cost a Live
+    refresh 40 ms of holding the file at 20,000 readings/s)."""
     ww, wp = Filters(sensors=tuple(sensors)).where("w")
     return conn.execute(f"""
         WITH cur AS (SELECT w.sensor, arg_max(w.session_id, coalesce(s.started_at, '-infinity'::TIMESTAMP)) AS session_id

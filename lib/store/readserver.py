@@ -3,7 +3,7 @@
 DuckDB lets one process open a file for writing, and while it does no other process can open it,
 not even to read. Taking turns (the store opening the file for each write and closing it, readers
 opening it read-only in between) made every refresh of the page stop ingestion for as long as its
-queries ran: at 20,000 readings/s with the Live view open, the store fell behind (issue 8). Inside
+queries ran: at 20,000 readings/s with the Live view open, the store fell behind. Inside
 one process DuckDB runs reads beside writes (MVCC), so the store keeps the file open for its whole
 run and answers queries sent to a Unix socket next to the database file, each on its own cursor,
 while it goes on writing.

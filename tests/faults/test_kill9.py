@@ -42,9 +42,9 @@ def _recovered(system: System, program: str, since: datetime) -> bool:
     return bool(rows and rows[0][0] and rows[0][0] > since)
 
 
-# The producer has its own run: since issue 3's acknowledgements (b3bb48e: the simulated board
-# re-sends what the producer had not committed when it died) a kill -9 of it loses nothing; before
-# them it lost the lines read but not yet committed (6 of 1277 over 10 kills).
+# The producer has its own run: since it acknowledges lines to the board (b3bb48e: the simulated
+# board re-sends what the producer had not committed when it died) a kill -9 of it loses nothing;
+# before that it lost the lines read but not yet committed (6 of 1277 over 10 kills).
 @pytest.mark.parametrize("programs", [("producer",), ("detector", "store", "app")], ids="+".join)
 def test_kill9_repeatedly_loses_and_duplicates_nothing(tmp_path, programs):
     ledger = tmp_path / "ledger.txt"

@@ -81,7 +81,7 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
     lost, extra, _ = lost_and_duplicated(system.db, ledger)
     assert lost == unread, f"Ctrl-C lost {lost - unread} lines"
     # Duplicates are rows stored twice. A stopping simulator may send its last batch to the port
-    # and not ledger it (issue 3's run_board: the ledger follows a send that the stop interrupted);
+    # and not ledger it (run_board writes the ledger after a send, which the stop may interrupt);
     # those lines are stored once and show as "extra" over the ledger, so they are bounded apart.
     assert _db_duplicates(system) == 0
     assert extra <= 5, f"{extra} stored readings the board never wrote"

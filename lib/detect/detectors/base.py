@@ -27,7 +27,8 @@ class Detector(abc.ABC):
 
     #: readings needed before scores mean something, and readings of history that rebuild the state
     warmup: int = 20
-    #: True for the seed-style detectors whose `window` follows `[detection] window` (the seed's 20);
+    #: True for the original program's detectors (docs/origins.md), whose `window` follows
+    #: `[detection] window` (its 20);
     #: the longer-memory detectors keep their own default, since 20 readings are too little
     #: context on real series (daily cycles, plateaus, level shifts).
     seed_window: ClassVar[bool] = False
@@ -70,7 +71,7 @@ class Detector(abc.ABC):
         """`score_learn_many` for several detectors of this class at once (a worker's sensors, one
         detector each), as (ready, scores) arrays per detector. Classes override it where one
         numpy pass over every sensor's windows costs less than a pass per sensor: at 100 sensors
-        the per-call overhead was most of the scoring time (issue 8)."""
+        the per-call overhead was most of the scoring time."""
         out = []
         for det, xs in groups:
             rows = det.score_learn_many(xs)

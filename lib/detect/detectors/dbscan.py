@@ -1,10 +1,11 @@
-"""DBSCAN on a sliding window (the seed's first algorithm), scale-aware.
+"""DBSCAN on a sliding window (the original program's first algorithm), scale-aware.
 
-The seed fits DBSCAN on its FIFO of 21 (the previous 20 readings plus the new one) and calls the
-new reading an anomaly when DBSCAN labels it noise. A raw `eps` means nothing across sensors
-(humidity in %, pressure in hPa), so distances are measured in robust units of the window: the
-values are centred on the median of the previous readings and divided by their MAD (scaled to a
-standard deviation). `eps = 1.0` then means "within one typical deviation", whatever the sensor.
+The original program (docs/origins.md) fits DBSCAN on its FIFO of 21 (the previous 20 readings
+plus the new one) and calls the new reading an anomaly when DBSCAN labels it noise. A raw `eps`
+means nothing across sensors (humidity in %, pressure in hPa), so distances are measured in robust
+units of the window: the values are centred on the median of the previous readings and divided
+by their MAD (scaled to a standard deviation). `eps = 1.0` then means "within one typical
+deviation", whatever the sensor.
 
 On one dimension DBSCAN reduces to counting neighbours in a sorted array, which gives exactly
 scikit-learn's labels for the new point (tests compare the two on random windows) at a fraction
@@ -38,7 +39,7 @@ def new_point_distance(window: np.ndarray, x: float, eps: float, min_samples: in
 
 def new_point_distances(windows: np.ndarray, xs: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
     """`new_point_distance` for many (window, x) pairs at once: windows is (n, w), xs is (n,).
-    All pairwise distances of w + 1 points are cheap at the seed's window sizes, and one numpy
+    All pairwise distances of w + 1 points are cheap for windows of a few tens, and one numpy
     pass over a batch costs far less than a Python call per reading."""
     pts = np.concatenate((windows, xs[:, None]), axis=1)                 # (n, w + 1)
     near = np.abs(pts[:, :, None] - pts[:, None, :]) <= eps              # (n, w + 1, w + 1)

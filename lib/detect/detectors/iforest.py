@@ -62,7 +62,7 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
     # scikit-learn fits its trees on float32 values; so do we, after moving each window to [0, 1]
     # so that float32 keeps the resolution of the window's own spread (uniform splits do not
     # care about the scale). float32, in-place updates and a loop over the window's w columns
-    # rather than one (readings, trees, w) comparison made this twice as fast (issue 8).
+    # rather than one (readings, trees, w) comparison made this twice as fast.
     low = windows.min(axis=1, keepdims=True)
     span = windows.max(axis=1, keepdims=True) - low
     span[span == 0] = 1.0

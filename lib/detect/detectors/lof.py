@@ -4,7 +4,7 @@ Novelty-style LOF (as scikit-learn's `LocalOutlierFactor(novelty=True)`): the wi
 get their k-distances and local reachability densities, and the new reading's LOF is its
 neighbours' mean density over its own. Values are first put in robust units of the window (as
 DBSCAN's) so that exact ties in a quantised signal do not make densities infinite. On one feature
-and a seed-sized window, all the distances are a small numpy array, for a batch at once.
+and a window of 20 readings, all the distances are a small numpy array, for a batch at once.
 The score is `1 - 1 / LOF` clipped at 0: 0 for an inlier (LOF <= 1), 0.5 at LOF = 2.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The seed's FIFO: the last `size` readings, as a numpy array when a detector needs one."""
+"""The original program's FIFO (docs/origins.md): the last `size` readings, as a numpy array when
+a detector needs one."""
 from __future__ import annotations
 
 import abc

@@ -30,8 +30,9 @@ RECORD_MAX_BYTES = 512 * 1024
 
 @dataclass(slots=True)
 class OutRecord:
-    """One Kafka record to send: a single message (the seed's format) or a batch (`vigie-batch`
-    header, value = lib.transport.packing's JSON). `first_id`: the first spool row it carries."""
+    """One Kafka record to send: a single message (the original producer's format) or a batch
+    (`vigie-batch` header, value = lib.transport.packing's JSON). `first_id`: the first spool row
+    it carries."""
     topic: str
     key: str | None
     value: str
@@ -52,7 +53,7 @@ def batch_record(topic: str, key: str | None, body: str, ts_ms: int | None, firs
 
 def pack_messages(messages: Sequence[Message], batch: bool = True) -> list[OutRecord]:
     """Records for `messages`: with `batch`, one per topic and key (a lone message stays a plain
-    record, readable as the seed's); otherwise one per message."""
+    record, readable by a consumer of one reading per record); otherwise one per message."""
     if not batch:
         return [plain_record(m) for m in messages]
     groups: dict[tuple, list[Message]] = {}
