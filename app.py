@@ -20,12 +20,14 @@ import streamlit as st
 from lib.config import PROJECT_ROOT, load_config
 from lib.page import auth, reads, views
 from lib.page.clock import Clock
+from lib.page.sensors import SensorBook
 from lib.page.queries import Filters
 
 st.set_page_config(page_title="Vigie", layout="wide")
 config = load_config()
 DB = str(config.db_path)
 clock = Clock.from_setting(config.app.timezone)
+book = SensorBook(config.sensors)
 
 # --- the optional password gate ----------------------------------------------------------------
 if auth.gate_enabled(config.app.password) and not st.session_state.get("authenticated"):
@@ -97,7 +99,7 @@ if not Path(DB).exists():
 else:
     try:
         all_sessions = reads.sessions(DB)
-        all_sensors = reads.sensor_names(DB)
+        all_sensors = book.shown(reads.sensor_names(DB))   # the operator's order, hidden ones left out
         all_detectors = reads.detectors(DB)
     except duckdb.Error as exc:
         st.title(view.title)
@@ -119,9 +121,10 @@ def shared_filters() -> Filters:
     session = side.selectbox("Session", ["All sessions", *ids], key="session",
                              help="Sessions view: select a row to open it here.")
     sessions = () if session == "All sessions" else (session,)
-    sensors = side.multiselect("Sensors", all_sensors, key="sensors", placeholder="all sensors")
+    sensors = side.multiselect("Sensors", all_sensors, key="sensors", placeholder="all sensors",
+                               format_func=book.label)
     dets = side.multiselect("Algorithms", all_detectors, key="detectors", placeholder="all algorithms")
-    lo, hi = reads.time_bounds(DB, Filters(sessions=sessions))
+    lo, hi = reads.time_bounds(DB, Filters(sessions=sessions, exclude=book.hidden))
     whole = side.toggle("Whole session" if sessions else "All time", value=True, key="whole_range")
     start = end = None
     if not whole and lo is not None:
@@ -137,7 +140,8 @@ def shared_filters() -> Filters:
             raise ReversedRange(wall_start, wall_end)
         start = clock.to_utc(wall_start)
         end = clock.to_utc(wall_end) + timedelta(seconds=59, microseconds=999999)
-    return Filters(sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end)
+    return Filters(sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end,
+                   exclude=book.hidden)
 
 
 try:
@@ -153,6 +157,6 @@ except ReversedRange as exc:
     st.error(str(exc))
     st.stop()
 views.publish(views.Context(config=config, clock=clock, db=DB, sessions=all_sessions, sensors=all_sensors,
-                            detectors=all_detectors, filters=filters, pages=pages))
+                            detectors=all_detectors, filters=filters, pages=pages, book=book))
 page.run()
 views.fill_as_of()

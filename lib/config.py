@@ -143,6 +143,17 @@ class App:
 
 
 @dataclass(frozen=True)
+class Sensor:
+    """How the page shows one sensor, `[sensors.<name>]` (display only: detection has its own)."""
+    label: str = ""                  # its name on the page ("": the name it sends)
+    unit: str = ""                   # e.g. "%", "°C"
+    min: float | None = None         # the expected range, drawn on its charts
+    max: float | None = None
+    hidden: bool = False             # left out of every view (a torn name, a test sensor)
+    order: int | None = None         # its place: smaller first; unordered ones after, by file order
+
+
+@dataclass(frozen=True)
 class Config:
     paths: Paths = field(default_factory=Paths)
     serial: Serial = field(default_factory=Serial)
@@ -153,6 +164,8 @@ class Config:
     events: Events = field(default_factory=Events)
     alerts: Alerts = field(default_factory=Alerts)
     app: App = field(default_factory=App)
+    # `[sensors.<name>]` tables, in the file's order; VIGIE_SENSORS (a JSON object) adds or replaces them
+    sensors: Mapping[str, Sensor] = field(default_factory=dict)
 
     # Derived locations; everything a run writes lives under the data folder.
     @property
@@ -193,6 +206,8 @@ _NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval"),
 # reads (set by workers.launch), the log level (lib.runtime). Any other VIGIE_ variable must name a
 # setting: a misspelt one would otherwise be ignored and the default used without a word.
 ENV_NOT_SETTINGS = ("VIGIE_CONFIG", "VIGIE_DATA_DIR", "VIGIE_LOG_LEVEL")
+# The one setting that is a table of tables at the top level: VIGIE_SENSORS='{"name": {...}}'.
+SENSORS_ENV = "VIGIE_SENSORS"
 # Lists where one value may be written alone: `port = "/dev/ttyACM0"` as well as `port = [...]`.
 _ONE_OR_MANY = {("serial", "port")}
 
@@ -282,6 +297,7 @@ def _check_environment(env: Mapping[str, str]) -> None:
     names = {f"VIGIE_{section.upper()}_{f.name.upper()}"
              for section, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)}
     names.update(ENV_NOT_SETTINGS)
+    names.add(SENSORS_ENV)
     for var in sorted(env):
         if var.upper().startswith("VIGIE_") and var.upper() not in names:
             # Compared without the common prefix, which would make any two names look alike.
@@ -339,7 +355,46 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         for key, value in values.items():
             _check(name, key, value)
         sections[name] = dataclasses.replace(defaults, **values)
+    sensors = _sensors(str(path), raw.pop("sensors", {}))
+    if SENSORS_ENV in env:
+        try:
+            given = json.loads(env[SENSORS_ENV])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"environment {SENSORS_ENV}: expected a JSON object ({exc})") from None
+        sensors.update(_sensors(f"environment {SENSORS_ENV}", given))
     if raw:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(raw))}"
-                          f" (known: {', '.join(_SECTION_CLASSES)})")
-    return Config(**sections)
+                          f" (known: {', '.join([*_SECTION_CLASSES, 'sensors'])})")
+    return Config(**sections, sensors=sensors)
+
+
+def _sensors(origin: str, tables: Any) -> dict[str, Sensor]:
+    """`[sensors.<name>]` tables (from `origin`: the file, or the environment) as Sensor
+    settings, checked: unknown keys, types, min below max."""
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{origin}: [sensors]: expected a table per sensor ([sensors.<name>]), got {tables!r}")
+    known = {f.name: f for f in dataclasses.fields(Sensor)}
+    out = {}
+    for name, table in tables.items():
+        at = f"{origin}: [sensors.{name}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{at}: expected a table (label, unit, min, max, hidden, order), got {table!r}")
+        unknown = set(table) - set(known)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+        values = {}
+        for key, value in table.items():
+            ok = {"label": isinstance(value, str), "unit": isinstance(value, str), "hidden": isinstance(value, bool),
+                  "order": isinstance(value, int) and not isinstance(value, bool),
+                  "min": isinstance(value, (int, float)) and not isinstance(value, bool),
+                  "max": isinstance(value, (int, float)) and not isinstance(value, bool)}[key]
+            if not ok:
+                kind = {"label": "text", "unit": "text", "hidden": "true or false", "order": "a whole number",
+                        "min": "a number", "max": "a number"}[key]
+                raise ConfigError(f"{at} {key}: expected {kind}, got {value!r}")
+            values[key] = float(value) if key in ("min", "max") else value
+        sensor = Sensor(**values)
+        if sensor.min is not None and sensor.max is not None and not sensor.min < sensor.max:
+            raise ConfigError(f"{at}: min ({sensor.min:g}) must be below max ({sensor.max:g})")
+        out[str(name)] = sensor
+    return out

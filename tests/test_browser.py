@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import socket
@@ -87,7 +88,7 @@ def browser_page(width: int = 1400, height: int = 1000, timezone_id: str | None 
 
 
 def open_view(page, view: str) -> None:
-    page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
+    page.get_by_test_id("stSidebarNav").get_by_text(view, exact=True).click()
     page.get_by_role("heading", name=view if view != "Compare" else "Compare algorithms").first.wait_for()
     page.wait_for_load_state("networkidle")
 
@@ -121,6 +122,11 @@ def download_csv(page, label: str, saved: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"), newline="")))
 
 
+#: the operator's sensors for this module's page: pression hidden, humidite named, temperature first
+SENSORS = {"pression": {"hidden": True}, "humidite": {"label": "Humidité", "unit": "%", "min": 30, "max": 80},
+           "temperature": {"order": 1}}
+
+
 def afternoon_zone(hour: int = 15) -> str:
     """A fixed-offset zone where it is now `hour` o'clock: a 12-hour clock would then show "03"."""
     offset = (hour - datetime.now(timezone.utc).hour + 12) % 24 - 12
@@ -139,7 +145,7 @@ def app(tmp_path_factory):
     zone = afternoon_zone()
     ARTIFACTS.mkdir(exist_ok=True)
     with supervisord(data_dir, {"store": SLEEPER, "producer": SLEEPER}) as ctl, \
-            served(data_dir, {"VIGIE_APP_TIMEZONE": zone}) as url:
+            served(data_dir, {"VIGIE_APP_TIMEZONE": zone, "VIGIE_SENSORS": json.dumps(SENSORS)}) as url:
         yield SimpleNamespace(url=url, data_dir=data_dir, info=info, zone=zone, supervisor=ctl)
 
 
@@ -153,7 +159,7 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(app):
     from lib.store.reader import read_db
     with read_db(app.data_dir / "vigie.duckdb") as conn:
         flagged = dict(conn.execute("SELECT session_id, count(*) FROM states WHERE state = 'anomaly' "
-                                    "GROUP BY session_id").fetchall())
+                                    "AND sensor <> 'pression' GROUP BY session_id").fetchall())   # hidden
     with browser_page() as page:
         page.goto(app.url)
         page.get_by_role("heading", name="Live").first.wait_for()
@@ -194,7 +200,7 @@ def test_the_axes_use_a_24_hour_clock_in_the_operators_zone_with_utc_on_hover(ap
         assert hours <= {14, 15, 16} and hours & {14, 15}, labels
         assert page.get_by_text(f"time ({app.zone})").first.is_visible()
 
-        page.locator('[data-testid="stVegaLiteChart"] .mark-symbol path').first.hover()
+        point_at(page, chart_of(page, "Humidité (%)").locator(".mark-symbol path").first)
         tip = page.locator("#vg-tooltip-element")
         tip.wait_for()
         text = tip.inner_text()
@@ -204,6 +210,15 @@ def test_the_axes_use_a_24_hour_clock_in_the_operators_zone_with_utc_on_hover(ap
         shift = datetime.fromisoformat(local[1]) - datetime.fromisoformat(utc[1])
         offset = datetime.now(timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo(app.zone)).utcoffset()
         assert shift == offset, text
+
+
+def point_at(page, element) -> None:
+    """Move the mouse over `element` in the middle of the window (the page's sticky header would
+    take a hover at the top; a marker drawn on top of it may, which shows the same tooltip)."""
+    element.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)
+    box = element.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def chart_of(page, sensor: str):
@@ -221,15 +236,15 @@ def test_a_gap_is_drawn_as_a_break_and_marked(app):
         page.get_by_test_id("stMain").get_by_text("Pause", exact=True).click()   # no refresh while measuring
         page.wait_for_timeout(1500)
         wait_for_charts(page, 3)
-        chart = chart_of(page, "humidite")
+        chart = chart_of(page, "Humidité (%)")
         chart.locator("svg.marks").wait_for()
         paths = chart.locator(".mark-line path")
         assert paths.count() == 2
         boxes = [paths.nth(i).bounding_box() for i in range(2)]
         left, right = sorted(boxes, key=lambda b: b["x"])
         assert left["x"] + left["width"] < right["x"]       # nothing drawn across the gap
-        band = chart.locator(".mark-rect path").first
-        band.hover()
+        band = chart.locator('.mark-rect path[aria-label*="line broken"]').first
+        point_at(page, band)
         tip = page.locator("#vg-tooltip-element")
         tip.wait_for()
         assert "gap: port lost" in tip.inner_text() and "31.0" in tip.inner_text()   # 419 s to 450 s
@@ -250,6 +265,28 @@ def test_the_health_panel_names_a_stopped_producer(app):
         page.get_by_text("Something is wrong with the system").wait_for()
         assert page.get_by_test_id("stMain").get_by_text("program producer is stopped").is_visible()
     app.supervisor.supervisor.startProcess("producer")
+
+
+def test_a_hidden_sensor_is_gone_from_every_view(app):
+    """`[sensors.pression] hidden = true`: no view names it, no picker offers it; the others come
+    in the operator's order, under their labels."""
+    with browser_page() as page:
+        page.goto(app.url)
+        wait_for_charts(page, 3)
+        headings = page.get_by_test_id("stMain").locator("h3").all_inner_texts()
+        assert [h for h in headings if h in ("temperature", "Humidité (%)")] == ["temperature", "Humidité (%)"]
+        links = page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts()
+        assert len(links) >= 7
+        for view in links:
+            open_view(page, view)
+            page.wait_for_timeout(1000)
+            assert "pression" not in page.locator("body").inner_text().lower(), view
+            pickers = page.get_by_test_id("stMultiSelect").filter(has_text="Sensors")
+            if pickers.count():
+                pickers.first.click()
+                options = page.get_by_role("option").all_inner_texts()
+                assert "Humidité" in options and not any("pression" in o for o in options), (view, options)
+                page.keyboard.press("Escape")
 
 
 def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):

@@ -24,7 +24,8 @@ c2.download_button("Download CSV (all readings)",
 if rows.empty:
     st.info("No anomalies in this range.")
     views.stop()
-st.dataframe(ctx.clock.local_frame(rows), hide_index=True, key="anomalies_table",
+shown = ctx.clock.local_frame(rows).assign(sensor=rows["sensor"].map(ctx.book.label))
+st.dataframe(shown, hide_index=True, key="anomalies_table",
              column_config={"ts": st.column_config.DatetimeColumn(f"time ({ctx.clock.name})",
                                                                   format="YYYY-MM-DD HH:mm:ss.SSS"),
                             "score": st.column_config.NumberColumn(format="%.3f")})

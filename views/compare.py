@@ -27,9 +27,9 @@ def replay_panel() -> None:
     c1, c2, c3 = st.columns(3)
     session = c1.selectbox("Session", ids, index=ids.index(f.sessions[0]) if f.sessions else 0,
                            key=f"replay_session_{f.sessions}")
-    in_session = reads.session_sensors(db, session)
+    in_session = ctx.book.shown(reads.session_sensors(db, session))
     sensor = c2.selectbox("Sensor", [s for s in in_session if not f.sensors or s in f.sensors] or in_session,
-                          key="replay_sensor")
+                          key="replay_sensor", format_func=ctx.book.label)
     ran_live = [d for d in ctx.detectors if d in detectors.REGISTRY]
     names = ran_live + sorted(set(detectors.REGISTRY) - set(ran_live))
     name = c3.selectbox("Algorithm", names, key="replay_detector",

@@ -1,7 +1,7 @@
 """Events: one row per anomaly event (a run of flagged readings on one sensor), open ones first.
 Acknowledge, resolve and label them from the list; a notification's link opens one event here,
 charted around its time, with what was sent about it."""
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 
 import duckdb
 import pandas as pd
@@ -17,21 +17,21 @@ TITLE = "Events"
 ORDER = 15
 
 ctx = views.current()
-db, config = ctx.db, ctx.config
+db, config, clock = ctx.db, ctx.config, ctx.clock
 st.title("Events")
 
 linked = st.query_params.get("event")
 c1, c2, c3, c4 = st.columns([3, 2, 3, 3])
-sensors = c1.multiselect("Sensors", ctx.sensors, key="ev_sensors", placeholder="all sensors")
+sensors = c1.multiselect("Sensors", ctx.sensors, key="ev_sensors", placeholder="all sensors",
+                         format_func=ctx.book.label)
 severities = c2.multiselect("Severity", SEVERITIES, key="ev_severity", placeholder="all")
 states = c3.multiselect("State", EVENT_STATES, key="ev_states", placeholder="all states")
-dates = c4.date_input("Started (UTC)", value=(), key="ev_dates")
+dates = c4.date_input(f"Started (dates, {clock.name})", value=(), key="ev_dates")
 start = end = None
 if isinstance(dates, (tuple, list)) and dates:
-    start = datetime.combine(dates[0], time(0, 0))
-    end = datetime.combine(dates[-1], time(23, 59, 59, 999999))
+    start, end = clock.day_bounds(dates[0], dates[-1])
 f = EventFilters(sensors=tuple(sensors), severities=tuple(severities), states=tuple(states), start=start, end=end,
-                 event_id=linked)
+                 event_id=linked, exclude=ctx.book.hidden)
 try:
     rows = reads.events(db, f)
 except duckdb.Error as exc:
@@ -55,17 +55,19 @@ if troubled:
 
 n_open = int((rows["state"] != "resolved").sum()) if not rows.empty else 0
 st.caption(f"{len(rows):,} event(s), {n_open:,} not resolved, for these filters (as of "
-           f"{datetime.utcnow():%H:%M:%S} UTC).")
+           f"{clock.now():%H:%M:%S} {clock.name}).")
 st.download_button("Download CSV (events)", export.to_csv(rows), file_name="vigie-events.csv", mime="text/csv",
                    key="download_events", disabled=rows.empty, on_click="ignore")
 if rows.empty:
     st.info("No event for these filters.")
     st.stop()
 
+TIMES = ("start_ts", "end_ts", "closed_at", "peak_ts", "acked_at", "resolved_at")
 picked = st.dataframe(
-    rows, hide_index=True, key="events_table", on_select="rerun", selection_mode="multi-row",
-    column_config={c: st.column_config.DatetimeColumn(c.replace("_", " ") + " (UTC)", format="YYYY-MM-DD HH:mm:ss")
-                   for c in ("start_ts", "end_ts", "closed_at", "peak_ts", "acked_at", "resolved_at")})
+    clock.local_frame(rows, TIMES).assign(sensor=rows["sensor"].map(ctx.book.label)), hide_index=True,
+    key="events_table", on_select="rerun", selection_mode="multi-row",
+    column_config={c: st.column_config.DatetimeColumn(f"{c.replace('_', ' ')} ({clock.name})",
+                                                      format="YYYY-MM-DD HH:mm:ss") for c in TIMES})
 chosen = rows.iloc[picked.selection.rows] if picked.selection.rows else rows.iloc[0:0]
 if linked and chosen.empty:
     chosen = rows
@@ -114,11 +116,14 @@ if len(chosen) == 1:
     line, marks = reads.chart_data(db, ev["sensor"], t0.to_pydatetime(), t1.to_pydatetime())
     span = pd.DataFrame({"start": [ev["start_ts"]], "end": [ev["end_ts"]], "severity": [ev["severity"]],
                          "event_id": [ev["event_id"]]})
-    st.markdown(f"**{ev['sensor']}** from {ev['start_ts']:%Y-%m-%d %H:%M:%S} to {ev['end_ts']:%H:%M:%S} UTC: "
+    st.markdown(f"**{ctx.book.label(ev['sensor'])}** from {clock.text(ev['start_ts'])} to "
+                f"{clock.text(ev['end_ts'])[11:]} ({clock.name}): "
                 f"{ev['n_flagged']} flagged, peak {ev['peak_value']} (score {ev['peak_score']:.3f}), "
                 f"by {ev['detectors']}")
     if not line.empty:
-        st.altair_chart(charts.live_chart(line, marks, event_spans=span), width="stretch")
+        st.altair_chart(charts.live_chart(line, marks, event_spans=span, clock=clock,
+                                          unit=ctx.book.get(ev["sensor"]).unit,
+                                          expected=ctx.book.expected(ev["sensor"])), width="stretch")
 
 if not chosen.empty:
     sent = delivery_states(outbox_path(config), list(chosen["event_id"]))
@@ -130,5 +135,5 @@ if not chosen.empty:
                                             "attempts", "last_error", "sent_at", "key"])
         table["state"] = table["state"].fillna(table["held"].map(lambda h: f"held ({h})" if h else "waiting"))
         for c in ("decided", "sent_at"):
-            table[c] = pd.to_datetime(table[c], unit="s")
+            table[c] = clock.wall(pd.to_datetime(table[c], unit="s"))
         st.dataframe(table.drop(columns=["held"]), hide_index=True, key="deliveries_table")

@@ -86,10 +86,15 @@ def panel() -> None:
     if sensors.empty:
         st.caption("No reading in the last 24 hours.")
         return
+    sensors = sensors[~sensors["sensor"].isin(ctx.book.hidden)]
+    order = ctx.book.shown(sensors["sensor"])
+    sensors = sensors.set_index("sensor").loc[order].reset_index().assign(label=lambda d: d["sensor"].map(ctx.book.label))
     sensors = health.with_ages(sensors, now)
     sensors = clock.local_frame(sensors.assign(silent=health.stale(sensors)), ("last_ts",))
-    st.dataframe(sensors[["sensor", "last_ts", "age_s", "per_s", "silent"]], hide_index=True, key="health_table",
-                 column_config={"last_ts": st.column_config.DatetimeColumn(f"last reading ({clock.name})",
+    st.dataframe(sensors[["label", "sensor", "last_ts", "age_s", "per_s", "silent"]], hide_index=True,
+                 key="health_table",
+                 column_config={"label": "sensor", "sensor": "sends as",
+                                "last_ts": st.column_config.DatetimeColumn(f"last reading ({clock.name})",
                                                                            format="YYYY-MM-DD HH:mm:ss"),
                                 "age_s": st.column_config.NumberColumn("age (s)", format="%.1f"),
                                 "per_s": st.column_config.NumberColumn("readings/s", format="%.2f")})

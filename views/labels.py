@@ -38,7 +38,7 @@ with c1:
             detectors=("detector", lambda d: ", ".join(sorted(d)))).reset_index()
         options = list(range(len(by_reading)))
         pick = st.selectbox("Reading", options, key="label_pick", format_func=lambda i: (
-            f"{fmt_ts(by_reading.ts[i])}  {by_reading.sensor[i]} = {by_reading.value[i]:g}"
+            f"{fmt_ts(by_reading.ts[i])}  {ctx.book.label(by_reading.sensor[i])} = {by_reading.value[i]:g}"
             f"  ({by_reading.detectors[i]})"))
         note = st.text_input("Note (optional)", key="label_note")
         r = by_reading.iloc[pick]
@@ -50,7 +50,7 @@ with c1:
                 st.success(f"{verdict}: {r.sensor} at {fmt_ts(r.ts)}. Sent to the store.")
 with c2:
     st.subheader("A missed anomaly")
-    sensor = st.selectbox("Sensor", ctx.sensors, key="missed_sensor")
+    sensor = st.selectbox("Sensor", ctx.sensors, key="missed_sensor", format_func=ctx.book.label)
     default = fmt_ts(flagged.ts.iloc[0]) if not flagged.empty else clock.now().strftime("%Y-%m-%d %H:%M:%S")
     when = st.text_input(f"Time ({clock.name}, YYYY-MM-DD HH:MM:SS)", value=default, key="missed_time")
     try:

@@ -17,7 +17,9 @@ config = ctx.config
 st.title("Live")
 c1, c2, c3 = st.columns([2, 4, 1])
 span = c1.selectbox("Span", list(SPANS), index=0, key="span")
-chosen = c2.multiselect("Sensors", ctx.sensors, key="live_sensors", placeholder="all sensors")
+book = ctx.book
+chosen = c2.multiselect("Sensors", ctx.sensors, key="live_sensors", placeholder="all sensors",
+                        format_func=book.label)
 paused = c3.toggle("Pause", key="paused", help="Stop refreshing to look at a moment closely.")
 
 
@@ -26,7 +28,8 @@ def live() -> None:
     now = queries.utc_now().replace(microsecond=0)  # whole seconds: viewers share one read per second
     since = now - timedelta(minutes=SPANS[span])
     try:
-        snap = reads.live_snapshot(ctx.db, tuple(chosen), since, now)
+        snap = reads.live_snapshot(ctx.db, tuple(chosen), since, now, tuple(book.shown(config.sensors)),
+                                   book.hidden)
     except duckdb.Error as exc:  # the store held the file longer than the read's retries
         st.warning(f"The database is busy ({exc.__class__.__name__}); the next refresh retries.")
         return
@@ -46,7 +49,7 @@ def live() -> None:
     sensors = health.with_ages(sensors, queries.utc_now())
     silent = sensors[health.stale(sensors)]
     if not silent.empty:
-        st.warning("Silent sensors: " + ", ".join(f"**{s}** ({a:.0f} s)" for s, a in
+        st.warning("Silent sensors: " + ", ".join(f"**{book.label(s)}** ({a:.0f} s)" for s, a in
                                                    zip(silent["sensor"], silent["age_s"])))
     st.page_link(ctx.pages["health"], label="Health: every program, board, sensor and detector")
     if len(snap["sensors"]) < snap["charted_of"]:
@@ -58,7 +61,7 @@ def live() -> None:
     except duckdb.Error:
         open_spans = None   # the events are shown again on the next refresh
     for sensor, data in snap["sensors"].items():
-        st.subheader(sensor)
+        st.subheader(book.title(sensor))
         progress = data["progress"]
         for row in progress[progress["initializing"]].itertuples():
             st.progress(min(1.0, row.seen / config.detection.window),
@@ -69,7 +72,8 @@ def live() -> None:
         spans = open_spans[open_spans["sensor"] == sensor] if open_spans is not None else None
         st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
                                           charts.rule_limits(config, sensor), event_spans=spans, clock=ctx.clock,
-                                          breaks=data["breaks"]),
+                                          breaks=data["breaks"], unit=book.get(sensor).unit,
+                                          expected=book.expected(sensor)),
                         width="stretch")
 
 

@@ -26,6 +26,7 @@ INITIALIZING_COLOUR = "#9e9e9e"
 LINE_COLOUR = "#1f77b4"
 RULE_COLOUR = "#d62728"
 BREAK_COLOUR = "#7f7f7f"
+EXPECTED_COLOUR = "#2ca02c"
 EVENT_COLOURS = {"info": "#8c8c8c", "warning": "#ff7f0e", "critical": "#d62728"}   # by severity
 SHAPES = ["circle", "diamond", "triangle-up", "square", "cross", "triangle-down", "wedge"]
 
@@ -75,15 +76,17 @@ def time_tips(chart: alt.Chart, clock: Clock, offset: str, field: str = "ts", fm
 def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataFrame | None = None,
                limits: Mapping[str, float] | None = None, height: int = 260,
                event_spans: pd.DataFrame | None = None, clock: Clock = UTC_CLOCK,
-               breaks: pd.DataFrame | None = None) -> alt.LayerChart:
+               breaks: pd.DataFrame | None = None, unit: str = "",
+               expected: tuple[float | None, float | None] = (None, None)) -> alt.LayerChart:
     """Value over time (`readings`: ts, value, and `run` when it is cut into runs: one line each,
     lib.page.runs), the `breaks` between runs marked (a grey band, a dashed rule where a new
     session starts), a marker on each reading an algorithm flagged
     (`marks`: ts, value, detector, score, flagged_by; colour and shape per algorithm), the stretch
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
     dashed lines. `event_spans` (start, end, severity, event_id): anomaly events shaded in their
-    severity's colour. Times on `clock`."""
-    layers = []
+    severity's colour. Times on `clock`; values in `unit`, with the operator's `expected` range
+    (min, max; `[sensors.<name>]`) as a green band (or a line when only one end is given)."""
+    layers = expected_layers(*expected)
     if event_spans is not None and not event_spans.empty:
         events, offset = on_clock(event_spans, clock, ("start", "end"))
         chart, start_tips = time_tips(alt.Chart(events), clock, offset, "start", "%H:%M:%S", "from")
@@ -110,8 +113,9 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
     readings, offset = on_clock(readings, clock)
     chart, tips = time_tips(alt.Chart(readings), clock, offset)
     layers.append(chart.mark_line(color=LINE_COLOUR, strokeWidth=1.2).encode(
-        x=time_x(clock), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
-        detail="run:N" if "run" in readings else alt.Undefined, tooltip=[*tips, alt.Tooltip("value:Q")]))
+        x=time_x(clock), y=alt.Y("value:Q", title=unit or "value", scale=alt.Scale(zero=False)),
+        detail="run:N" if "run" in readings else alt.Undefined,
+        tooltip=[*tips, alt.Tooltip("value:Q", title=f"value ({unit})" if unit else "value")]))
     for name, value in (limits or {}).items():
         if value is None or not math.isfinite(float(value)):
             continue
@@ -132,6 +136,22 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
             shape=alt.Shape("detector:N", title="flagged by", scale=shapes),
             tooltip=tip))
     return alt.layer(*layers).properties(height=height)
+
+
+def expected_layers(low: float | None, high: float | None) -> list[alt.Chart]:
+    """The operator's expected range of a sensor: a faint green band across the chart."""
+    if low is None and high is None:
+        return []
+    text = f"{low:g} to {high:g}" if low is not None and high is not None else (
+        f"at least {low:g}" if low is not None else f"at most {high:g}")
+    tip = [alt.Tooltip("range:N", title="expected")]
+    if low is not None and high is not None:
+        band = pd.DataFrame({"low": [low], "high": [high], "range": [text]})
+        return [alt.Chart(band).mark_rect(color=EXPECTED_COLOUR, opacity=0.10).encode(
+            y="low:Q", y2="high:Q", tooltip=tip)]
+    edge = pd.DataFrame({"value": [low if low is not None else high], "range": [text]})
+    return [alt.Chart(edge).mark_rule(color=EXPECTED_COLOUR, strokeWidth=1.5, opacity=0.6).encode(
+        y="value:Q", tooltip=tip)]
 
 
 def break_layers(breaks: pd.DataFrame, clock: Clock) -> list[alt.Chart]:

@@ -24,12 +24,14 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Filters:
-    """What the operator chose: empty tuples mean "all"; None bounds mean "open"."""
+    """What the operator chose: empty tuples mean "all"; None bounds mean "open". `exclude`: the
+    sensors the operator hid (`[sensors.<name>] hidden`), left out even of "all"."""
     sessions: tuple[str, ...] = ()
     sensors: tuple[str, ...] = ()
     detectors: tuple[str, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    exclude: tuple[str, ...] = ()
 
     def where(self, alias: str, detectors: bool = False) -> tuple[str, list]:
         """A SQL condition on table `alias` (which has session_id, sensor, ts) and its parameters."""
@@ -39,6 +41,9 @@ class Filters:
             if values:
                 parts.append(f"{alias}.{column} IN ({','.join('?' * len(values))})")
                 params.extend(values)
+        if self.exclude:
+            parts.append(f"{alias}.sensor NOT IN ({','.join('?' * len(self.exclude))})")
+            params.extend(self.exclude)
         if self.start is not None:
             parts.append(f"{alias}.ts >= ?")
             params.append(self.start)
@@ -70,7 +75,7 @@ def detectors(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def time_bounds(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> tuple[datetime | None, datetime | None]:
-    where, params = Filters(sessions=f.sessions, sensors=f.sensors).where("r")
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors, exclude=f.exclude).where("r")
     return conn.execute(f"SELECT min(ts), max(ts) FROM readings r WHERE {where}", params).fetchone()
 
 
@@ -336,7 +341,8 @@ def labels(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFr
     """Operator labels for the filters (an older database without the table gives none)."""
     if not has_table(conn, "labels"):
         return pd.DataFrame(columns=["ts", "session_id", "seq", "sensor", "verdict", "detector", "note", "made_at"])
-    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("l")
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end,
+                            exclude=f.exclude).where("l")
     return conn.execute(f"""
         SELECT l.ts, l.session_id, l.seq, l.sensor, l.verdict, l.detector, l.note, l.made_at
         FROM labels l WHERE {where} ORDER BY l.ts""", params).df()
@@ -410,7 +416,8 @@ def truth_sql(f: Filters) -> tuple[str, list]:
     Malformed lines are rejects, not readings, and have no range. Operator labels override: a
     rejected reading is no anomaly, and a reading marked confirmed or missed outside every
     injection is an anomaly of its own (a negative item)."""
-    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("r")
+    where, params = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end,
+                            exclude=f.exclude).where("r")
     sql = f"""
         WITH r AS (SELECT r.session_id, r.seq, r.sensor, r.ts,
                           row_number() OVER (PARTITION BY r.session_id, r.sensor ORDER BY r.seq) AS k
@@ -445,11 +452,15 @@ def truth_sql(f: Filters) -> tuple[str, list]:
 
 def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, int]:
     """How much truth the filters' range holds: simulator injections and operator labels."""
-    lw, lp = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end).where("l")
+    lw, lp = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end,
+                     exclude=f.exclude).where("l")
     tw_parts, tp = ["TRUE"], []
     if f.sensors:
         tw_parts.append(f"sensor IN ({','.join('?' * len(f.sensors))})")
         tp.extend(f.sensors)
+    if f.exclude:
+        tw_parts.append(f"sensor NOT IN ({','.join('?' * len(f.exclude))})")
+        tp.extend(f.exclude)
     if f.start is not None:
         tw_parts.append("ended_at >= ?")
         tp.append(f.start)
@@ -519,16 +530,21 @@ def live_snapshot(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since
 
 
 def live_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
-               max_charts: int = LIVE_MAX_CHARTS) -> dict:
+               max_charts: int = LIVE_MAX_CHARTS, order: Sequence[str] = (), hidden: Sequence[str] = ()) -> dict:
     """The queries of one refresh of the Live view, each reading the span once for all the charted
     sensors: the app's refresh, and the bench's stand-in for a viewer. `live_shape` makes the
     snapshot once the connection is closed, so the store waits for the queries only. With no
     sensor chosen, the health table covers every sensor and the first `max_charts` by name are
     charted: a page of 100 live charts helps no one, and each one drawn adds its span's flagged
-    readings to every refresh."""
+    readings to every refresh. The operator's `order` (names) comes first, then the others by
+    name; `hidden` sensors are left out."""
     found = health(conn, now)
+    if hidden:
+        found = found[~found["sensor"].isin(list(hidden))].reset_index(drop=True)
+    rank = {name: i for i, name in enumerate(order)}
+    active = sorted(found["sensor"], key=lambda name: (rank.get(name, len(rank)), name))
     raw = {"totals": totals(conn), "health": found, "lag": detector_lag(conn, now),
-           "charted_of": len(sensors) or len(found), "names": tuple(sensors) or tuple(found["sensor"])[:max_charts]}
+           "charted_of": len(sensors) or len(found), "names": tuple(sensors) or tuple(active)[:max_charts]}
     if raw["names"]:
         raw["charts"] = charts_fetch(conn, raw["names"], since, now, CHART_BUCKETS)
         raw["bucket_s"] = (now - since).total_seconds() / CHART_BUCKETS
@@ -574,6 +590,7 @@ class EventFilters:
     start: datetime | None = None
     end: datetime | None = None
     event_id: str | None = None
+    exclude: tuple[str, ...] = ()     # hidden sensors ([sensors.<name>] hidden)
 
 
 def events(conn: duckdb.DuckDBPyConnection, f: EventFilters = EventFilters(), limit: int = 5000) -> pd.DataFrame:
@@ -582,6 +599,9 @@ def events(conn: duckdb.DuckDBPyConnection, f: EventFilters = EventFilters(), li
     if not has_table(conn, "events"):
         return pd.DataFrame(columns=["event_id", "state", "sensor", "severity"])
     parts, params = ["TRUE"], []
+    if f.exclude:
+        parts.append(f"sensor NOT IN ({','.join('?' * len(f.exclude))})")
+        params.extend(f.exclude)
     for column, values in (("sensor", f.sensors), ("severity", f.severities), ("state", f.states)):
         if values:
             parts.append(f"{column} IN ({','.join('?' * len(values))})")

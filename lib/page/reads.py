@@ -100,10 +100,11 @@ def session_sensors(db: str, session: str) -> list[str]:
 # --- Live --------------------------------------------------------------------------------------
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=64, show_spinner=False)
-def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime) -> dict:
+def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime,
+                  order: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> dict:
     """Everything one refresh of the Live view draws; the connection is held for the queries
     only, the frames are split per sensor after (`queries.live_shape`)."""
-    return queries.live_shape(ask(db, "live_fetch", sensors, since, now))
+    return queries.live_shape(ask(db, "live_fetch", sensors, since, now, queries.LIVE_MAX_CHARTS, order, hidden))
 
 
 # --- health ------------------------------------------------------------------------------------

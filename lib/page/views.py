@@ -23,6 +23,7 @@ import pandas as pd
 from lib.config import Config
 from lib.page.clock import Clock
 from lib.page.queries import Filters
+from lib.page.sensors import SensorBook
 
 _CONTEXT_KEY = "_vigie_context"
 _DECLARED = {"TITLE": (str, "a string"), "ORDER": (int, "a whole number"), "FILTERS": (bool, "True or False"),
@@ -78,10 +79,11 @@ class Context:
     clock: Clock               # the operator's time zone: every time shown, typed or picked
     db: str                    # the DuckDB file, the key of every cached read
     sessions: pd.DataFrame     # every session, newest first
-    sensors: list[str]         # every sensor with readings
+    sensors: list[str]         # every sensor with readings, in the operator's order, hidden ones left out
     detectors: list[str]       # every algorithm with verdicts
     filters: Filters | None    # the shared filters, for views that declared FILTERS = True
     pages: dict = field(default_factory=dict)   # view name -> its st.Page, for st.page_link
+    book: SensorBook = field(default_factory=lambda: SensorBook({}))   # labels, units, ranges, order
 
 
 _AS_OF_SLOT = "_vigie_as_of_slot"
