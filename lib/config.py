@@ -190,7 +190,6 @@ class Config:
         return p if p.is_absolute() else PROJECT_ROOT / p
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_CLASSES = {
     "paths": Paths, "serial": Serial, "simulator": Simulator, "transport": Transport,
     "store": Store, "detection": Detection, "events": Events, "alerts": Alerts, "app": App,

@@ -194,12 +194,6 @@ class Judge:
                 out.append((sensor, session, seq, ts))
         return out
 
-    def progress(self, sensor: str) -> float:
-        """The "Initialisation" progress the original program printed (docs/origins.md): share of
-        the warm-up seen, 1.0 once ready."""
-        dets = self._setup(sensor)
-        return min((min(1.0, d.seen / d.warmup) if d.warmup else 1.0 for _, d, _ in dets), default=1.0)
-
 
 def judge_messages(judge: Judge, consumer, messages) -> list:
     """States messages for a polled batch of reading messages: one per sensor, in the readings' order.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -180,8 +180,3 @@ def _columns(hit: np.ndarray) -> tuple[str, list[float]]:
 
 def _row(name: str, hit: bool) -> tuple[str, str, float]:
     return (name, STATE_ANOMALY if hit else STATE_NORMAL, 1.0 if hit else 0.0)
-
-
-def judge_rules(state: RuleState, values: Sequence[float], ts_us: Sequence[int] | None = None) -> list[list]:
-    ts = ts_us if ts_us is not None else [None] * len(values)
-    return [state.judge(float(x), t) for x, t in zip(values, ts)]

@@ -14,7 +14,7 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
-from lib.states import STATE_ANOMALY as ANOMALY, STATE_INITIALIZING as INITIALIZING, STATE_NORMAL as NORMAL
+from lib.states import STATE_ANOMALY as ANOMALY, STATE_INITIALIZING as INITIALIZING
 
 
 def utc_now() -> datetime:
@@ -188,17 +188,11 @@ def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd
     return out
 
 
-def initializing_spans(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime,
-                       end: datetime) -> pd.DataFrame:
-    """Per session and detector, the stretch of `sensor` in [start, end] where the detector was
-    still filling its window: columns session_id, detector, start, end, readings."""
-    spans = initializing_spans_many(conn, (sensor,), start, end)
-    return spans.drop(columns="sensor")
-
-
 def initializing_spans_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime,
                             end: datetime) -> pd.DataFrame:
-    """`initializing_spans` of several sensors (all if empty) in one pass, with a sensor column."""
+    """Per sensor (all if `sensors` is empty), session and detector, the stretch in [start, end]
+    where the detector was still filling its window, in one pass: columns sensor, session_id,
+    detector, start, end, readings."""
     where, params = Filters(sensors=tuple(sensors)).where("states")
     return conn.execute(f"""
         SELECT sensor, session_id, detector, min(ts) AS start, max(ts) AS "end", count(*) AS readings
@@ -231,16 +225,10 @@ def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
         FROM states WHERE ts >= ? GROUP BY detector ORDER BY detector""", [since, since]).df()
 
 
-def init_progress(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
-    """For the newest session of `sensor` since `since`: per detector, how many readings it has
-    judged and whether it is still initializing (the "Initialisation i/N" the original program
-    printed: docs/origins.md)."""
-    return init_progress_many(conn, (sensor,), since).drop(columns="sensor")
-
-
 def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime) -> pd.DataFrame:
-    """`init_progress` of several sensors (all if empty), with a sensor column, for the detectors
-    still initializing in each sensor's newest session: how many readings each has judged. The
+    """For the newest session since `since` of each sensor (all if `sensors` is empty): per
+    detector, how many readings it has judged and whether it is still initializing (the
+    "Initialisation i/N" the original program printed: docs/origins.md). The
     small tables (watermarks: the newest judged reading per detector; sessions) find them, so
     only the span's initializing states are read (reading every state of the span cost a Live
     refresh 40 ms of holding the file at 20,000 readings/s)."""
@@ -267,12 +255,6 @@ def gaps(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
         SELECT g.session_id, g.started_at, g.ended_at, g.reason FROM gaps g
         WHERE g.started_at >= ? AND g.started_at <= ? AND {where} ORDER BY g.started_at""",
         [start, end, *params]).df()
-
-
-def rejects_count(conn: duckdb.DuckDBPyConnection, since: datetime | None = None) -> int:
-    if since is None:
-        return conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
-    return conn.execute("SELECT count(*) FROM rejects WHERE ts >= ?", [since]).fetchone()[0]
 
 
 # --- sessions ----------------------------------------------------------------------------------
