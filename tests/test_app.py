@@ -330,3 +330,33 @@ def test_rule_limits_come_from_the_configuration(monkeypatch):
     assert rule_limits(config, "humidite") == {"min": 0.0, "max": 90.0}
     assert rule_limits(config, "temperature") == {"max": 100.0}
     assert rule_limits(load_config(env={}), "humidite") == {}
+
+
+def test_the_warm_up_bar_counts_to_each_detectors_own_warm_up(monkeypatch):
+    """A new session of humidite, 30 readings in: dbscan (window 40 for this sensor) and
+    likelihood each count to their own warm-up (the detector's window or memory, plus its
+    calibration's readings), not to [detection] window."""
+    import json
+    from datetime import timezone
+
+    from lib.messages import SessionStart
+    from lib.store.batch import Batch
+    from lib.store.schema import init_db
+    from lib.store.writer import write_batch
+    monkeypatch.setenv("VIGIE_DETECTION_DETECTORS", "dbscan,likelihood")
+    monkeypatch.setenv("VIGIE_DETECTION_SENSORS", json.dumps({"humidite": {"params": {"dbscan": {"window": 40}}}}))
+    config = load_config()
+    start = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=40)
+    us = lambda t: int(t.replace(tzinfo=timezone.utc).timestamp() * 1e6)  # noqa: E731
+    batch = Batch()
+    batch.sessions.append(SessionStart(session="new", port="/dev/ttyACM0", baud=9600, host="serre", ts_us=us(start)))
+    for seq in range(1, 31):
+        t = us(start + timedelta(seconds=seq))
+        batch.readings[("new", seq)] = ("humidite", t, 50.0 + seq % 3)
+        for det in ("dbscan", "likelihood"):
+            batch.states[("new", seq, det)] = ("humidite", t, "initializing", None)
+    init_db(config.db_path)
+    write_batch(config.db_path, batch)
+    at = open_view("Live")
+    bars = [p.proto.text for p in at.get("progress")]
+    assert bars == ["dbscan: initialisation 30/240", "likelihood: initialisation 30/500"]

@@ -6,6 +6,7 @@ import duckdb
 import streamlit as st
 
 from lib.page import charts, health, queries, reads, views
+from lib.page.warmup import warmup
 
 TITLE = "Live"
 ORDER = 10
@@ -64,8 +65,8 @@ def live() -> None:
         st.subheader(book.title(sensor))
         progress = data["progress"]
         for row in progress[progress["initializing"]].itertuples():
-            st.progress(min(1.0, row.seen / config.detection.window),
-                        text=f"{row.detector}: initialisation {row.seen}/{config.detection.window}")
+            needed = warmup(config, sensor, row.detector) or config.detection.window
+            st.progress(min(1.0, row.seen / needed), text=f"{row.detector}: initialisation {row.seen}/{needed}")
         if data["line"].empty:
             st.caption(f"No reading in the last {span} (sensor silent).")
             continue
