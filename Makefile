@@ -10,8 +10,8 @@ $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	# --no-compile: byte-compiling every installed module was most of a fresh clone's wait (pip
-	# took 58 s with it, 16 s without, same machine, minutes apart); Python compiles what the
-	# programs import on first use instead.
+	# took 73-78 s with it, 24-29 s without, four alternating runs on one machine at load 6);
+	# Python compiles what the programs import on first use instead.
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
 	touch $(STAMP)
 
