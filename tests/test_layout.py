@@ -75,6 +75,37 @@ def test_no_module_imports_upward():
     assert not wrong, wrong
 
 
+def test_no_import_cycle():
+    """Among lib/'s modules, counting imports inside functions too (a cycle hidden in a function
+    still ties the two modules together)."""
+    imports = _imports()
+    graph = {m: {t for t in found if t in imports} - {m} for m, found in imports.items()}
+    cycles, index, low, stack, on = [], {}, {}, [], set()
+
+    def visit(v):   # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while not comp or comp[-1] != v:
+                comp.append(stack.pop())
+                on.discard(comp[-1])
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
+
+
 def test_transports_are_named_once_and_loaded_only_when_chosen():
     from lib import config
     from lib.transport import TRANSPORTS, transport_class

@@ -14,26 +14,12 @@ from lib.detect import detectors
 from lib.config import Config, ConfigError
 from lib.detect.events import EventBook, check_events_config, event_messages
 from lib.detect.feedback import FEEDBACK_S, raised_threshold
+from lib.detect.plan import sensor_plan
 from lib.detect.rules import RuleState, check_rules, rules_for
 from lib.messages import Reading, ReadingStates, StatesBatch
 from lib.states import STATE_ANOMALY, STATE_CODES
 
 log = logging.getLogger(__name__)
-
-
-def sensor_plan(config: Config, sensor: str) -> dict[str, dict[str, Any]]:
-    """{detector name: parameters} for `sensor`: defaults, then `[detection.sensors.<sensor>]`."""
-    det = config.detection
-    override = det.sensors.get(sensor, {})
-    names = override.get("detectors", det.detectors)
-    plan = {}
-    for name in names:
-        cls = detectors.REGISTRY.get(name)
-        params = {"window": det.window} if cls is not None and cls.seed_window else {}
-        params.update(det.params.get(name, {}))
-        params.update(override.get("params", {}).get(name, {}))
-        plan[name] = params
-    return plan
 
 
 def check_detection_config(config: Config) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lib.detect.plan import sensor_plan
 from lib.messages import EVENTS, json_message
 
 RULE_PREFIX = "rule:"
@@ -118,7 +119,6 @@ def policy_for(config, sensor: str) -> Policy:
     """The sensor's policy: `[events]`, then `[events.sensors.<sensor>]` on top. `min_agree` is
     capped at the number of detectors the sensor has, so that a sensor given fewer detectors
     than the common setting can still flag."""
-    from lib.detect.detection import sensor_plan
     ev = config.events
     base = {k: getattr(ev, k) for k in POLICY_KEYS}
     base.update(check_policy(f"[events.sensors.{sensor}]", ev.sensors.get(sensor, {})))

@@ -12,19 +12,8 @@ from typing import Any, Mapping
 
 from lib.detect.detectors.base import Decision, Detector
 from lib.detect.detectors.calibrated import Calibrated
-from lib.detect.detectors.cusum import CUSUMDetector
-from lib.detect.detectors.dbscan import DBSCANDetector
-from lib.detect.detectors.iforest import IsolationForestDetector
-from lib.detect.detectors.likelihood import LikelihoodDetector
-from lib.detect.detectors.lof import LOFDetector
-from lib.detect.detectors.zscore import RobustZScoreDetector
-
-REGISTRY: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector, RobustZScoreDetector,
-                              CUSUMDetector, LOFDetector, LikelihoodDetector)
-}
-
-from lib.detect.detectors.ensemble import EnsembleDetector  # noqa: E402  (it builds members through REGISTRY)
+from lib.detect.detectors.ensemble import EnsembleDetector
+from lib.detect.detectors.registry import REGISTRY
 
 REGISTRY[EnsembleDetector.name] = EnsembleDetector
 

@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from lib.detect.detectors.base import Detector
+from lib.detect.detectors.registry import REGISTRY
 from lib.detect.detectors.suppress import Suppression
 
 _ALARM_Z = 4.26
@@ -35,7 +36,6 @@ class EnsembleDetector(Detector):
 
     def __init__(self, members: tuple[str, ...] | list[str] = ("likelihood", "cusum"),
                  combine: str = "mean", memory: int = 1000, suppress: int = 10):
-        from lib.detect.detectors import REGISTRY
         members = tuple(members)
         bad = [m for m in members if m not in REGISTRY or m == self.name]
         if not members or bad:
