@@ -13,11 +13,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from lib.store import rollups
 from lib.store.files import connect
 
 log = logging.getLogger(__name__)
 
-# Tables with a reading time; sessions, gaps, truth and labels are small and kept.
+# Tables with a reading time; sessions, gaps, truth and labels are small and kept. The tables
+# derived from them (lib.store.rollups) follow them, without an export.
 TABLES = ("readings", "states", "rejects")
 FORMATS = ("parquet", "csv", "none")
 
@@ -51,6 +53,8 @@ def prune(db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str
                 renames.append((tmp, final))
             conn.execute(f"DELETE FROM {table} WHERE ts < ?", [older_than])
             removed[table] = n
+        if removed:
+            rollups.prune(conn, older_than)
         conn.execute("COMMIT")
     except BaseException:
         try:

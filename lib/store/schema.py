@@ -21,14 +21,7 @@ its rows in lib.store.batch.Batch. tests/test_store_schema.py upgrades a file wr
 versions (tests/fixtures/) through every migration and checks that every row is still there.
 For example::
 
-    Migration(3, "rollups: readings per sensor and minute; sessions.firmware", '''
-        CREATE TABLE rollups (
-            sensor  VARCHAR NOT NULL,
-            minute  TIMESTAMP NOT NULL,
-            n       BIGINT NOT NULL,
-            mean    DOUBLE,
-            PRIMARY KEY (sensor, minute)
-        );
+    Migration(4, "sessions.firmware: what the board said it runs", '''
         ALTER TABLE sessions ADD COLUMN firmware VARCHAR;
     '''),
 """
@@ -44,6 +37,7 @@ from typing import Callable
 
 import duckdb
 
+from lib.store import rollups
 from lib.store.files import DatabaseFileError, check_database_file, connect_checked, scan_tables, table_columns
 
 log = logging.getLogger(__name__)
@@ -161,6 +155,10 @@ CREATE TABLE IF NOT EXISTS events (
     resolve_note VARCHAR
 );
 """),
+    # Derived from readings and states, kept by the writer (lib.store.rollups); built here from
+    # what a file already holds.
+    Migration(3, "readings_1m and flags: per-minute rollups and flagged readings, for long spans",
+              rollups.rebuild),
 )
 
 VERSION_TABLE = "schema_version"

@@ -19,11 +19,12 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 
 from lib.messages import SessionEnd, SessionEvent, SessionGap, SessionStart
-from lib.store import events
+from lib.store import events, rollups
 from lib.store.batch import Batch
 from lib.store.files import connect
 
@@ -38,23 +39,32 @@ class TableWrite:
     those in `times` hold microseconds and are stored as TIMESTAMP. `conflict` says what a row whose
     key is already stored does (an ON CONFLICT action). With a `watermark` (the watermarks' kind:
     an SQL expression over the batch's columns), only rows above their (session, sensor, kind)
-    watermark are inserted, and the watermarks move up.
+    watermark are inserted, and the watermarks move up. `derived(conn, new_rows)` keeps the tables
+    derived from this one up to date (lib.store.rollups), given the SQL of the rows just inserted
+    (times as TIMESTAMP).
     """
     table: str
     columns: tuple[str, ...]
     times: tuple[str, ...] = ("ts",)
     conflict: str = ""
     watermark: str = ""
+    derived: Callable[[duckdb.DuckDBPyConnection, str], None] | None = None
 
-    def statements(self) -> list[str]:
+    def new_rows(self) -> str:
+        """The SQL of the batch's rows to insert, times as TIMESTAMP: above their watermark when
+        the table has one (so, until the watermarks move, the rows just inserted)."""
         select = ", ".join(f"make_timestamp({c}) AS {c}" if c in self.times else c for c in self.columns)
         source = "batch_df"
         if self.watermark:
             # New rows only: above the watermark of their (session, sensor, kind).
             source = (f"(SELECT b.* FROM batch_df b LEFT JOIN watermarks w ON w.session_id = b.session_id"
                       f" AND w.sensor = b.sensor AND w.kind = {self.watermark} WHERE w.seq IS NULL OR b.seq > w.seq)")
+        return f"SELECT {select} FROM {source}"
+
+    def statements(self) -> list[str]:
+        """The insert, then the watermarks' move (`derived` runs between the two)."""
         conflict = f" ON CONFLICT {self.conflict}" if self.conflict else ""
-        out = [f"INSERT INTO {self.table} BY NAME SELECT {select} FROM {source}{conflict}"]
+        out = [f"INSERT INTO {self.table} BY NAME {self.new_rows()}{conflict}"]
         if self.watermark:
             out.append(f"INSERT INTO watermarks SELECT session_id, sensor, {self.watermark}, max(seq) FROM batch_df"
                        " GROUP BY ALL ON CONFLICT DO UPDATE SET seq = greatest(watermarks.seq, excluded.seq)")
@@ -64,8 +74,10 @@ class TableWrite:
 # The tables the store fills from a batch, in the order they are written. Session events (start,
 # end, gap) and operators' actions on events are few, and each its own statement.
 WRITES = (
-    TableWrite("readings", ("session_id", "seq", "sensor", "ts", "value"), watermark="'reading'"),
-    TableWrite("states", ("session_id", "seq", "detector", "sensor", "ts", "state", "score"), watermark="detector"),
+    TableWrite("readings", ("session_id", "seq", "sensor", "ts", "value"), watermark="'reading'",
+               derived=rollups.add_readings),
+    TableWrite("states", ("session_id", "seq", "detector", "sensor", "ts", "state", "score"), watermark="detector",
+               derived=rollups.add_states),
     TableWrite("rejects", ("session_id", "seq", "ts", "reason", "raw"), conflict="DO NOTHING"),
     TableWrite("truth", ("run_id", "sensor", "kind", "started_at", "ended_at"), times=("started_at", "ended_at"),
                conflict="DO NOTHING"),
@@ -76,7 +88,7 @@ WRITES = (
                         " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at"),
     TableWrite("events", events.COLUMNS, times=events.TIMES, conflict=events.CONFLICT),
 )
-_STATEMENTS = [(w, w.statements()) for w in WRITES]
+_STATEMENTS = [(w, w.statements(), w.new_rows()) for w in WRITES]
 
 
 def _write_session_events(conn: duckdb.DuckDBPyConnection, events: list[SessionEvent]) -> None:
@@ -98,12 +110,15 @@ def _write_session_events(conn: duckdb.DuckDBPyConnection, events: list[SessionE
 def insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     """Write `batch` on `conn` (inside the caller's transaction)."""
     _write_session_events(conn, batch.sessions)
-    for write, statements in _STATEMENTS:
+    for write, statements, new_rows in _STATEMENTS:
         frame = batch.frame(write.table, write.columns)
         if frame is None:
             continue
         conn.register("batch_df", frame)
-        for sql in statements:
+        conn.execute(statements[0])
+        if write.derived:
+            write.derived(conn, new_rows)
+        for sql in statements[1:]:
             conn.execute(sql)
         conn.unregister("batch_df")
     events.apply_actions(conn, batch.event_actions)
