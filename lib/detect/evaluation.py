@@ -588,7 +588,7 @@ def evaluate_set(config, stream: Stream, singles: bool = True, tolerance: int = 
 def _threshold(config, name: str) -> float:
     """The decision threshold `name` runs with under `config` (the registry's build decides it)."""
     import dataclasses
-    from lib.detect.detection import sensor_plan
+    from lib.detect.plan import sensor_plan
     alone = dataclasses.replace(config, detection=dataclasses.replace(config.detection, detectors=(name,), sensors={}))
     return detectors.build(name, sensor_plan(alone, "*")[name])[1].threshold
 

@@ -7,7 +7,7 @@ comes from the detector built as the worker builds it for that sensor, not from 
 from __future__ import annotations
 
 from lib.detect import detectors
-from lib.detect.detection import sensor_plan
+from lib.detect.plan import sensor_plan
 
 
 def warmup(config, sensor: str, detector: str) -> int | None:
