@@ -114,3 +114,30 @@ def test_transports_are_named_once_and_loaded_only_when_chosen():
     assert all(issubclass(transport_class(kind), Transport) for kind in TRANSPORTS)
     loaded = _loaded_after("import lib.transport.base, lib.transport.embedded, lib.store.sink")
     assert "kafka" not in loaded and not any(m.startswith("lib.transport.kafkabus") for m in loaded)
+
+
+def test_the_readme_layout_table_names_every_module():
+    """A newcomer who reads the README's layout finds each module; a module added without a word
+    there fails here."""
+    table = {}
+    for line in (LIB.parent / "README.md").read_text().splitlines():
+        if line.startswith("| `lib/"):
+            path, what = line.split("|")[1:3]
+            table[path.strip().replace("`", "")] = what
+    missing = []
+    for package in sorted(p for p in LIB.iterdir() if (p / "__init__.py").exists()):
+        what = table.get(f"lib/{package.name}/")
+        if what is None:
+            missing.append(f"lib/{package.name}/ (no row)")
+            continue
+        for module in sorted(package.rglob("*.py")):
+            name = module.parent.name + "/" if module.name == "__init__.py" else module.stem
+            if module.parent != package and module.name != "__init__.py":
+                continue   # a sub-package's modules: its row names the sub-package
+            if module.parent == package and module.name == "__init__.py":
+                continue
+            if f"`{name}`" not in what:
+                missing.append(f"lib/{package.name}/: {name}")
+    top = table.get("lib/ (top)", "")
+    missing += [f"lib/: {m.stem}" for m in LIB.glob("*.py") if m.stem != "__init__" and f"`{m.stem}`" not in top]
+    assert not missing, missing
