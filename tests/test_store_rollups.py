@@ -83,3 +83,31 @@ def test_the_migration_builds_them_for_an_older_file_and_retention_prunes_them(t
     assert table(path, "SELECT * FROM flags ORDER BY ALL") == table(path, BY_HAND_FLAGS)
     assert table(path, f"SELECT count(*) FROM flags WHERE ts < '{middle}'") == [(0,)]
     assert table(path, "SELECT count(*) FROM flags")[0][0] > 0
+
+
+def test_a_long_span_chart_from_the_rollups_matches_the_readings(tmp_path):
+    """Over 3 days (600 buckets of 7.2 min) the chart reads readings_1m and flags: its line holds
+    the span's lowest and highest reading of every bucket, each a stored reading; each algorithm's
+    strongest flag of each bucket is drawn at its own reading, no other."""
+    from lib.page import queries
+    from tests.appdata import prepare
+    path = tmp_path / "vigie.duckdb"
+    now = datetime(2026, 11, 30, 12, 0)
+    prepare(path, now=now)
+    start, end = now - timedelta(days=3, minutes=5), now
+    with read_db(path) as conn:
+        lines, marks = queries.charts_fetch(conn, ("humidite",), start, end)
+        every = conn.execute("SELECT ts, value, session_id FROM readings WHERE sensor = 'humidite'").df()
+        flagged = conn.execute("""SELECT s.ts, r.value, s.detector, s.score, s.session_id, s.seq FROM states s
+            JOIN readings r USING (session_id, seq) WHERE s.sensor = 'humidite' AND s.state = 'anomaly'""").df()
+    assert 0 < len(lines) <= 2 * 600 * 3          # (3 sessions: a bucket may hold two)
+    stored = set(every[["ts", "value"]].itertuples(index=False, name=None))
+    assert set(lines[["ts", "value"]].itertuples(index=False, name=None)) <= stored
+    assert lines["value"].max() == every["value"].max() and lines["value"].min() == every["value"].min()
+    span_us = (end - start).total_seconds() * 1e6
+    bucket = lambda t: min(int((t - start).total_seconds() * 1e6 * 600 // span_us), 599)  # noqa: E731
+    flagged["bucket"] = flagged["ts"].map(bucket)
+    best = flagged.sort_values(["score", "ts"], ascending=[False, True]).groupby(["detector", "bucket"]).head(1)
+    assert sorted(marks[["ts", "value", "detector", "seq"]].itertuples(index=False, name=None)) == sorted(
+        best[["ts", "value", "detector", "seq"]].itertuples(index=False, name=None))
+    assert len(marks) < len(flagged)

@@ -11,7 +11,7 @@ from lib.page.warmup import warmup
 TITLE = "Live"
 ORDER = 10
 
-SPANS = {"5 min": 5, "15 min": 15, "1 h": 60, "6 h": 360, "24 h": 1440}
+SPANS = {"5 min": 5, "15 min": 15, "1 h": 60, "6 h": 360, "24 h": 1440, "7 d": 10080, "30 d": 43200}
 
 ctx = views.current()
 config = ctx.config

@@ -125,6 +125,10 @@ def charts_data(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: 
     return charts_shape(*charts_fetch(conn, sensors, start, end, buckets, sessions))
 
 
+#: a chart whose buckets are at least this long reads the store's per-minute rollups
+ROLLUP_BUCKET_S = 60.0
+
+
 def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
                  buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the charts of `sensors` (every sensor with readings in the span if empty) draw over
@@ -143,7 +147,13 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
     span's rows once per sensor (measured: the Live view of 100 sensors held the file for 2 s).
     The flagged states first (few), then one pass over the readings that both builds the buckets
     and picks up the flagged readings' values, matched on (sensor, ts, seq) (a state carries its
-    reading's ts; ts and seq of one sensor do not repeat across sessions in practice)."""
+    reading's ts; ts and seq of one sensor do not repeat across sessions in practice).
+
+    Over a long span (buckets of a minute or more) the readings and states of the span are too
+    many to read for a refresh (a 30-day chart over 100 million readings): `charts_fetch_rolled`
+    then answers from the store's per-minute rollups and flagged readings instead."""
+    if (end - start).total_seconds() / buckets >= ROLLUP_BUCKET_S:
+        return charts_fetch_rolled(conn, sensors, start, end, buckets, sessions)
     span_us = max(int((end - start).total_seconds() * 1e6), 1)
     f_sensors = Filters(sessions=tuple(sessions), sensors=tuple(sensors))
     sw, sp = f_sensors.where("s")
@@ -172,6 +182,49 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
     lines = df.loc[~is_mark, ["sensor", "kind", "ts", "value", "session_id"]]
     marks = df.loc[is_mark]
     return lines, marks
+
+
+def charts_fetch_rolled(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
+                        buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`charts_fetch` from the store's tables kept for long spans (lib.store.rollups), in the
+    same two frames:
+
+    - the line: per session and bucket, the lowest and the highest reading of its minutes;
+    - the marks: the flagged readings, each at its own reading (time and value), but at most one
+      per algorithm and bucket, the one it scored highest: a bucket is a pixel or two wide, and a
+      30-day span may hold tens of thousands of flags. `flagged_by` still names every algorithm
+      that flagged that reading.
+
+    Both tables are read through the span only: 30 days of 20 sensors are 864,000 rollup rows
+    whatever the readings' rate."""
+    span_us = max(int((end - start).total_seconds() * 1e6), 1)
+    f_sensors = Filters(sessions=tuple(sessions), sensors=tuple(sensors))
+    rw, rp = f_sensors.where("r")
+    fw, fp = f_sensors.where("f")
+    bucket = "least((epoch_us({t}) - epoch_us(?::TIMESTAMP)) * ? // ?, ? - 1)"
+    df = conn.execute(f"""
+        WITH agg AS (
+            SELECT r.sensor, r.session_id, arg_min(r.lo_ts, r.lo) AS lo_ts, min(r.lo) AS lo,
+                   arg_max(r.hi_ts, r.hi) AS hi_ts, max(r.hi) AS hi
+            FROM readings_1m r
+            WHERE r.minute >= time_bucket(INTERVAL 1 MINUTE, ?::TIMESTAMP) AND r.minute <= ? AND {rw}
+            GROUP BY r.sensor, r.session_id, {bucket.format(t="r.minute")}),
+        fl AS (
+            SELECT f.*, string_agg(f.detector, ', ' ORDER BY f.detector)
+                          OVER (PARTITION BY f.sensor, f.session_id, f.seq) AS flagged_by
+            FROM flags f WHERE f.ts >= ? AND f.ts <= ? AND f.value IS NOT NULL AND {fw}),
+        top AS (
+            SELECT * FROM fl QUALIFY row_number() OVER (
+                PARTITION BY sensor, detector, {bucket.format(t="ts")} ORDER BY score DESC NULLS LAST, ts) = 1)
+        SELECT sensor, 'line' AS kind, lo_ts AS ts, lo AS value, NULL AS detector, NULL::DOUBLE AS score,
+               session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg WHERE lo_ts >= ? AND lo_ts <= ?
+        UNION ALL SELECT sensor, 'line', hi_ts, hi, NULL, NULL, session_id, NULL, NULL FROM agg
+                  WHERE hi_ts >= ? AND hi_ts <= ?
+        UNION ALL SELECT sensor, 'mark', ts, value, detector, score, session_id, seq, flagged_by FROM top""",
+        [start, end, *rp, start, buckets, span_us, buckets, start, end, *fp, start, buckets, span_us, buckets,
+         start, end, start, end]).df()
+    is_mark = (df["kind"] == "mark").to_numpy()
+    return df.loc[~is_mark, ["sensor", "kind", "ts", "value", "session_id"]], df.loc[is_mark]
 
 
 def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
@@ -503,6 +556,7 @@ def live_flags(conn: duckdb.DuckDBPyConnection, session: str, sensor: str, detec
 
 LIVE_MAX_CHARTS = 12   # charts the Live view draws when no sensor is chosen
 CHART_BUCKETS = 600    # time buckets of a thinned line: about one per pixel of a chart
+INIT_LOOKBACK = timedelta(hours=6)   # how far back Live looks for detectors still warming up
 
 
 def live_snapshot(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
@@ -531,8 +585,11 @@ def live_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: d
         raw["charts"] = charts_fetch(conn, raw["names"], since, now, CHART_BUCKETS)
         raw["bucket_s"] = (now - since).total_seconds() / CHART_BUCKETS
         raw["gaps"] = gaps(conn, since, now)
-        raw["spans"] = initializing_spans_many(conn, raw["names"], since, now)
-        raw["progress"] = init_progress_many(conn, raw["names"], since)
+        # A warm-up lasts minutes: over a long span its stretch is too thin to see, and looking
+        # for it would read every state of the span.
+        recent = max(since, now - INIT_LOOKBACK)
+        raw["spans"] = initializing_spans_many(conn, raw["names"], recent, now)
+        raw["progress"] = init_progress_many(conn, raw["names"], recent)
     return raw
 
 
