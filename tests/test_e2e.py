@@ -88,13 +88,20 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
     assert len(sessions) == 1 and sessions[0][1] == 9600 and sessions[0][2]
 
 
+def _page_answers(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+    except OSError:
+        return False   # not listening yet: the page starts last
+
+
 def test_a_normal_start_and_stop_logs_no_warning(tmp_path):
     """`make run`'s system as configured, started, read from and stopped with Ctrl-C: no line of
     the terminal or of the log files is a warning, an error or critical (a warning is for the
     operator to act on)."""
     with System(tmp_path) as system:
         wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] > 0, 120, what="a state stored")
-        urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()
+        wait_for(lambda: _page_answers(system.app_port), 60, what="the page answering")
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]
     logs = {"terminal": system.log(), **{str(p.relative_to(system.data)): p.read_text(errors="replace")
