@@ -19,7 +19,9 @@ score calibrated above `protect` (0.999) joins it cut down to the level that `pr
 anomalies must not teach the memory that they are normal, or a sensor that spikes 1% of the time
 would call its spikes ordinary, yet each still counts as one reading at that level, so the
 memory's rates stay right (leaving such readings out altogether made the tail shrink and
-tripled the false alarms). The
+tripled the false alarms). At most `protect_share` (1%) of the readings are cut down: beyond
+that the sensor has changed for good, and a memory of identical scores (a quantised sensor holding
+still) could otherwise call every later reading an anomaly and never learn otherwise. The
 wrapper is ready once the detector is and `min_scores` raw scores are in memory; `history`
 covers the detector's own history plus 1,000 raw scores, so a restarted worker rebuilds both.
 """
@@ -152,8 +154,13 @@ class TailModel:
             # every stranger reading would tie at 1.0: it goes on as an exponential instead, so a
             # stranger reading stays stranger (an operator's rejection can then tell them apart)
             edge = self._tail_y(_P_EDGE)
-            tail = np.where(scores > edge, _P_EDGE * np.exp(-(scores - edge) / self._sigma), tail)
-        return np.where(scores > self._u, tail, body)
+            with np.errstate(over="ignore"):
+                tail = np.where(scores > edge, _P_EDGE * np.exp(-(scores - edge) / self._sigma), tail)
+        # never rarer than the memory itself shows: a quantised sensor's scores take a few values,
+        # and a value seen in 1% of the memory is not a one-in-a-thousand reading whatever a
+        # smooth tail says
+        with np.errstate(over="ignore"):
+            return np.where(scores > self._u, np.maximum(tail, body), body)
 
 
 class Calibrated(Detector):
@@ -172,13 +179,14 @@ class Calibrated(Detector):
     default_threshold = 0.999
 
     def __init__(self, detector: Detector, memory: int = 5000, tail: float = 0.9, min_scores: int = 200,
-                 refresh: int = 50, protect: float = 0.999):
+                 refresh: int = 50, protect: float = 0.999, protect_share: float = 0.01):
         if not 1 <= min_scores <= memory or refresh < 1:
             raise ValueError(f"min_scores must be in [1, memory] and refresh at least 1, got {min_scores}, {refresh}")
         self.detector = detector
         self.name = detector.name
         self.min_scores, self.refresh = min_scores, refresh
-        self.protect = protect
+        self.protect, self.protect_share = protect, protect_share
+        self._cut = (0, 0)     # (period of `memory` readings, readings cut down in it)
         self.tail_model = TailModel(memory, tail)
         self.seen = 0
 
@@ -239,10 +247,27 @@ class Calibrated(Detector):
         return ready, out
 
     def _protected(self, raw: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
-        """The raw scores to learn: anomalous ones cut down to the `protect` level."""
-        if not (calibrated > self.protect).any():
+        """The raw scores to learn: anomalous ones cut down to the `protect` level, at most
+        `protect_share` of each period of `memory` readings. Past that share the sensor has
+        changed rather than misbehaved (or the memory lost its tail: a long run of identical
+        scores leaves nothing above them), and its readings are learnt as they are. Counted
+        reading by reading, so a batch learns exactly what one reading at a time would."""
+        odd = np.flatnonzero(calibrated > self.protect)
+        if not len(odd):
             return raw
-        return np.minimum(raw, self.tail_model.level(1.0 - self.protect))
+        out = raw.copy()
+        level = self.tail_model.level(1.0 - self.protect)
+        cap = self.protect_share * self.tail_model.memory
+        period, count = self._cut
+        for j in odd:
+            p = (self.seen + j) // self.tail_model.memory
+            if p != period:
+                period, count = p, 0
+            if count < cap:
+                count += 1
+                out[j] = min(out[j], level)
+        self._cut = (period, count)
+        return out
 
     @classmethod
     def score_learn_groups(cls, groups: Sequence[tuple["Calibrated", Sequence[float]]]):
