@@ -90,13 +90,14 @@ class Store:
 @dataclass(frozen=True)
 class Detection:
     window: int = 20
-    detectors: tuple[str, ...] = ("dbscan", "iforest")
+    detectors: tuple[str, ...] = ("novelty", "dbscan", "iforest", "cusum")
     # Per-detector parameters, `[detection.params.<name>]`; checked by the detector registry.
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Per-sensor overrides, `[detection.sensors.<sensor>]` with `detectors` and/or `params`.
     sensors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Threshold rules, `[detection.rules.<sensor or "*">]`.
-    rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rules: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: {"*": {"no_data_factor": 10.0, "stuck_factor": 3.0}})
 
 
 @dataclass(frozen=True)

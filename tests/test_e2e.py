@@ -10,7 +10,9 @@ from collections import Counter
 import pytest
 
 from lib.config import load_config
+from lib.config import load_config
 from lib.detect import detectors
+from lib.detect.rules import rules_for
 from lib.ingest.protocol import parse_line
 from lib.page import health
 from tests.system import System, wait_for
@@ -19,6 +21,9 @@ pytestmark = pytest.mark.e2e
 
 N_LINES = 2000
 RATE = 100.0
+# the default set (vigie.toml) and the rules that give every reading a row
+_DEFAULT = load_config(env={})
+JUDGES = list(_DEFAULT.detection.detectors) + rules_for(_DEFAULT, "*").active
 
 
 def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
@@ -28,8 +33,8 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
     with System(tmp_path, env) as system:
         t0 = time.monotonic()
         # Readings and both algorithms' states for every line, as the app would read them.
-        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] >= 2 * N_LINES,
-                 timeout=240, what=f"{2 * N_LINES} states")
+        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] >= len(JUDGES) * N_LINES,
+                 timeout=240, what=f"{len(JUDGES) * N_LINES} states")
         elapsed = time.monotonic() - t0
         page = urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()
         assert b"<title>" in page.lower() or b"streamlit" in page.lower()
@@ -61,10 +66,11 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
     assert stored == written, "stored readings differ from the lines the board wrote"
 
     per_detector = dict(system.query("SELECT detector, count(*) FROM states GROUP BY 1"))
-    assert per_detector == {"dbscan": N_LINES, "iforest": N_LINES}
-    unjudged = system.query("""
+    assert per_detector == {name: N_LINES for name in JUDGES}
+    unjudged = system.query(f"""
         SELECT count(*) FROM readings r WHERE
-          (SELECT count(DISTINCT detector) FROM states s WHERE s.session_id = r.session_id AND s.seq = r.seq) <> 2""")
+          (SELECT count(DISTINCT detector) FROM states s WHERE s.session_id = r.session_id AND s.seq = r.seq)
+          <> {len(JUDGES)}""")
     assert unjudged == [(0,)]
 
     # Each sensor starts with exactly its detector's warm-up of initializing readings: the window

@@ -34,6 +34,9 @@ def kafka_env(broker: Broker, ledger, n: int, rate: float) -> dict[str, str]:
             # a batch may take longer than that to judge on a busy machine, hence the longer poll interval.
             "VIGIE_TRANSPORT_MAX_POLL_INTERVAL_MS": "30000", "VIGIE_TRANSPORT_SESSION_TIMEOUT_MS": "4000",
             "VIGIE_TRANSPORT_METADATA_MAX_AGE_MS": "1000",
+            # the transport is under test: the original program's two detectors and no rules keep
+            # the counts plain (every reading judged once by each)
+            "VIGIE_DETECTION_DETECTORS": "dbscan,iforest", "VIGIE_DETECTION_RULES": "{}",
             "VIGIE_SIMULATOR_SCENARIO": "data/scenarios/spikes.toml", "VIGIE_SIMULATOR_RATE": str(rate),
             "VIGIE_SIMULATOR_COUNT": str(n), "VIGIE_SIMULATOR_LEDGER": str(ledger)}
 

@@ -12,6 +12,7 @@ import pytest
 
 from lib.config import load_config
 from lib.detect.detection import Judge, run_detector
+from lib.detect.rules import rules_for
 from lib.ingest.producer import SerialProducer
 from lib.ingest.protocol import format_line
 from lib.ingest.serial_port import LineSplitter
@@ -81,7 +82,7 @@ def test_many_sensors_stored_once_judged_by_each_detector_and_replays_add_nothin
     if detectors:
         overrides["detection"]["detectors"] = detectors
     config = load_config(overrides=overrides)
-    names = list(config.detection.detectors)
+    names = list(config.detection.detectors) + rules_for(config, "*").active
     transport = EmbeddedTransport(config.bus_path)
     init_db(config.db_path)
     lines = lines_for(per_sensor)

@@ -21,7 +21,7 @@ SEED_WAY = {"dbscan": {"calibrate": False}, "iforest": {"calibrate": False}}
 
 
 def _judge(window=20, params=None):
-    overrides = {"detection": {"window": window, "detectors": ["dbscan", "iforest"], "params": params or {}}}
+    overrides = {"detection": {"window": window, "detectors": ["dbscan", "iforest"], "params": params or {}, "rules": {}}}
     return Judge(load_config(env={}, overrides=overrides))
 
 

@@ -168,13 +168,14 @@ class Judge:
 
     def silent(self, now_us: int, owned: set[str] | None = None) -> list[tuple[str, str, int, int]]:
         """(sensor, session, seq, ts_us) of the last reading of each sensor silent longer than its
-        `no_data_s` at `now_us`, each silence once. `owned`: the sensors this worker judges now
+        no-data limit (`no_data_s`, or `no_data_factor` of its usual interval) at `now_us`, each
+        silence once. `owned`: the sensors this worker judges now
         (with several workers, a sensor handed to another one is not silent)."""
         out = []
         for sensor, (session, seq, ts) in self._last.items():
             if owned is not None and sensor not in owned:
                 continue
-            limit = self._rule_state(sensor).rules.no_data_s
+            limit = self._rule_state(sensor).no_data_limit_s()
             if limit and sensor not in self._silence_told and now_us - ts > limit * 1e6:
                 self._silence_told.add(sensor)
                 out.append((sensor, session, seq, ts))

@@ -398,7 +398,7 @@ def judge_stream(config, stream: Stream, batch: int = 500) -> Judged:
             codes = np.frombuffer("".join(parts).encode("ascii"), dtype=np.uint8)
             columns[name][col] = (codes != ord("i"), codes == ord("a"))
     # the no-data rule: the worker tells a silence once the sensor's last reading is older than
-    # no_data_s at the clock it checks with
+    # its no-data limit at the clock it checks with
     silences = []
     at = 0
     seq = np.arange(1, len(stream.t) + 1)
@@ -554,7 +554,7 @@ def evaluate_set(config, stream: Stream, singles: bool = True, tolerance: int = 
     members = list(config.detection.detectors)
     judged = judge_stream(config, stream)
     rules = sorted({c for cols in judged.columns.values() for c in cols if c.startswith("rule:")})
-    if any(r for r in config.detection.rules.values() if r.get("no_data_s")):
+    if any(r for r in config.detection.rules.values() if r.get("no_data_s") or r.get("no_data_factor")):
         rules.append("rule:no_data")
     rows = []
 

@@ -24,6 +24,9 @@ from lib.states import STATE_ANOMALY, STATE_INITIALIZING, STATE_NORMAL, state_le
 class Detector(abc.ABC):
     name: ClassVar[str]
     default_threshold: ClassVar[float] = 0.5
+    #: built calibrated unless the configuration says otherwise (lib.detect.detectors.calibrated):
+    #: False for a detector whose own score already weighs a reading against the sensor's history
+    calibrate_default: ClassVar[bool] = True
 
     #: readings needed before scores mean something, and readings of history that rebuild the state
     warmup: int = 20

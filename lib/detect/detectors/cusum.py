@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from lib.detect.detectors.base import Detector
 
 _MAX_R = 1e6        # a residual beyond this many deviations is certain: keep sums finite
@@ -48,7 +50,8 @@ class CUSUMDetector(Detector):
 
     def _residual(self, x: float) -> float:
         sd = math.sqrt(self._var) if self._var > 0 else max(abs(self._mean) * 1e-3, 1e-6)
-        r = (float(x) - self._mean) / sd
+        with np.errstate(over="ignore"):
+            r = (float(x) - self._mean) / sd
         return max(-_MAX_R, min(_MAX_R, r))
 
     def _sums(self, x: float) -> tuple[float, float]:

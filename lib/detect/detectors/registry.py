@@ -9,9 +9,10 @@ from lib.detect.detectors.dbscan import DBSCANDetector
 from lib.detect.detectors.iforest import IsolationForestDetector
 from lib.detect.detectors.likelihood import LikelihoodDetector
 from lib.detect.detectors.lof import LOFDetector
+from lib.detect.detectors.novelty import NoveltyDetector
 from lib.detect.detectors.zscore import RobustZScoreDetector
 
 REGISTRY: dict[str, type[Detector]] = {
     cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector, RobustZScoreDetector,
-                              CUSUMDetector, LOFDetector, LikelihoodDetector)
+                              CUSUMDetector, LOFDetector, LikelihoodDetector, NoveltyDetector)
 }
