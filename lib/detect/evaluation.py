@@ -739,3 +739,64 @@ def format_labelled_replay(results: Mapping[str, Mapping[str, dict]]) -> str:
                  "each rejection fed back right after the reading it rejects; like a rejected one: flags after "
                  "the first rejection scoring no higher than a rejected reading, without feedback")
     return "\n".join(lines)
+
+
+# --- NAB: every profile, and a cross-validated figure -------------------------------------------
+
+def nab_scores(series: list[Series], detector: str, params: Mapping[str, Any] | None = None) -> list[np.ndarray]:
+    """Each series' anomaly scores from a fresh `detector` (what NAB's results files hold)."""
+    return [run_detector(detector, s.values, params) for s in series]
+
+
+def nab_profiles(series: list[Series], scores: list[np.ndarray]) -> dict[str, dict]:
+    """{profile: corpus_score} for NAB's three profiles, each with its own best threshold."""
+    from lib.detect.nab_score import PROFILES
+    out = {}
+    for name, weights in PROFILES.items():
+        scorers = [FileScorer(s.name, len(s.values), s.windows, dict(weights)) for s in series]
+        out[name] = corpus_score(list(zip(scorers, scores)))
+    return out
+
+
+def category_of(series: Series) -> str:
+    return series.name.split("/", 1)[0]
+
+
+def cross_validate(series: list[Series], candidates: Mapping[str, list[np.ndarray]],
+                   profile: str = "standard") -> dict:
+    """Leave one category out: for each category, the candidate (a parameter set's scores on
+    every series) and the threshold that score best on the OTHER categories are chosen, and the
+    left-out category is scored with them. Raw scores summed over the folds, normalised over all
+    series as NAB does. With one candidate this is the threshold alone, cross-validated."""
+    from lib.detect.nab_score import PROFILES, candidate_thresholds, normalised
+    weights = PROFILES[profile]
+    scorers = [FileScorer(s.name, len(s.values), s.windows, dict(weights)) for s in series]
+    cats = sorted({category_of(s) for s in series})
+    # raw score of every file at every threshold, per candidate (thresholds from all its scores)
+    table = {}
+    for key, scores in candidates.items():
+        ths = candidate_thresholds(scores)
+        per_file = np.array([[r["raw"] for r in fs.score_many(sc, ths)] for fs, sc in zip(scorers, scores)])
+        table[key] = (ths, per_file)
+    total, folds = 0.0, []
+    for cat in cats:
+        train = np.array([category_of(s) != cat for s in series])
+        best = max(((per_file[train].sum(axis=0).max(), key, ths[int(np.argmax(per_file[train].sum(axis=0)))])
+                    for key, (ths, per_file) in table.items()), key=lambda b: b[0])
+        _, key, th = best
+        ths, per_file = table[key]
+        raw = float(per_file[~train, int(np.searchsorted(ths, th))].sum())
+        total += raw
+        folds.append({"category": cat, "chosen": key, "threshold": float(th), "raw": raw})
+    null = sum(fs.null_score for fs in scorers)
+    perfect = sum(fs.perfect_score for fs in scorers)
+    return {"score": normalised(total, null, perfect), "folds": folds}
+
+
+def nab_grid(detector: str) -> list[dict]:
+    """The parameter sets a detector's tuning on NAB chose among (its class's `nab_grid`), as
+    the cross-validation's candidates; [{}] (its defaults alone) when it declares none."""
+    import itertools
+    grid = getattr(detectors.REGISTRY[detector], "nab_grid", None) or {}
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: NAB's standard application profile
+#: NAB's application profiles (numenta/NAB config/profiles.json): the standard one, one that
+#: doubles the cost of a false alarm, one that doubles the cost of a missed window
 STANDARD = {"tp": 1.0, "fp": 0.11, "fn": 1.0, "tn": 1.0}
+PROFILES = {"standard": STANDARD,
+            "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0, "tn": 1.0},
+            "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0, "tn": 1.0}}
 PROBATION_PERCENT = 0.15
 
 

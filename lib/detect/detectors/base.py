@@ -27,6 +27,9 @@ class Detector(abc.ABC):
     #: built calibrated unless the configuration says otherwise (lib.detect.detectors.calibrated):
     #: False for a detector whose own score already weighs a reading against the sensor's history
     calibrate_default: ClassVar[bool] = True
+    #: the parameter values tuning on NAB chose among ({name: [values]}), for a cross-validated
+    #: score that re-chooses them without the series it is scored on (lib.detect.evaluation)
+    nab_grid: ClassVar[dict | None] = None
 
     #: readings needed before scores mean something, and readings of history that rebuild the state
     warmup: int = 20

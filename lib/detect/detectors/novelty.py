@@ -88,6 +88,9 @@ class NoveltyDetector(Detector):
     name = "novelty"
     default_threshold = 0.5
     calibrate_default = False     # see lib.detect.detectors: its own score is already relative
+    #: the knobs its tuning on the NAB development series chose among (the defaults are one of
+    #: the 72 sets): the cross-validation re-chooses among them without the left-out category
+    nab_grid = {"step": [4, 5, 6], "memory": [1000, 2000], "calib_len": [150, 200, 300], "e0": [0.006, 0.02, 0.05, 0.08]}
 
     def __init__(self, step: int = 5, window: int = 8, memory: int = 2000, calib_len: int = 200,
                  floor: float = 0.03, e0: float = 0.05, r0: float = 1.25, suppress: int = 20,
