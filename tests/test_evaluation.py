@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from lib.detect.evaluation import (Series, evaluate, load_nab, session_series, simulated_series, truth_windows,
+from lib.detect.evaluation import (Series, evaluate, load_nab, session_series, truth_windows,
                             window_metrics)
 from workers import evaluate as evaluate_cli
 
@@ -69,14 +69,6 @@ def test_cli_prints_per_file_and_overall(nab_dir, tmp_path, capsys):
 def test_truth_windows_cover_short_injections():
     times = np.arange(0.0, 10.0, 0.1)
     assert truth_windows(times, [(2.0, 2.0), (5.0, 6.0)], min_rows=5) == [(20, 24), (50, 60)]
-
-
-def test_simulated_series_labels_every_value_kind():
-    from bench.bench_detectors import VALUE_KINDS, sim_scenario
-    series = simulated_series(sim_scenario(), 40, kinds=VALUE_KINDS)
-    assert {s.name for s in series} == {"sim/humidite.csv", "sim/pression.csv"}
-    assert sum(len(s.windows) for s in series) > 0
-    assert all(np.isfinite(s.values).all() for s in series)
 
 
 def test_session_against_truth(tmp_path):

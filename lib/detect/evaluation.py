@@ -6,7 +6,7 @@ Two sources of labelled series:
   `combined_windows.json` format. Results are written in NAB's format,
   `<out>/<category>/<detector>_<name>.csv` with `timestamp,value,anomaly_score,label`.
 - A recorded session in the DuckDB file against the simulator's injected truth (`truth` table),
-  or a series generated in-process from a scenario (`simulated_series`), one series per sensor.
+  or a stream generated in-process from a scenario (`generate_stream`), as the worker receives it.
 
 Window metrics: a window is detected when at least one of its scored rows is flagged; precision
 is the share of flagged rows that fall inside a window (or within a window's width after it, where
@@ -187,39 +187,6 @@ def truth_windows(times: np.ndarray, spans: list[tuple[float, float]], min_rows:
         else:
             merged.append((a, b))
     return merged
-
-
-def simulated_series(scenario, seconds: float, rate_per_sensor: float = 10.0, seed: int = 0,
-                     min_rows: int = 5, kinds: Iterable[str] | None = None, t0: float = 0.0) -> list[Series]:
-    """One labelled series per sensor, generated in-process with the simulator's SignalModel (the
-    same signals and injections a live run would write; dropped and malformed readings are absent
-    from the series, as they would be from the stored readings). `kinds` keeps only those
-    injections as windows (all by default). `t0` is the simulated time of the first reading."""
-    kinds = set(kinds) if kinds is not None else None
-    from lib.ingest.protocol import Parsed, parse_line
-    from lib.ingest.simulator import SignalModel
-    model = SignalModel(scenario, seed=seed)
-    dt = 1.0 / rate_per_sensor
-    rows: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenario.sensors}
-    spans: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenario.sensors}
-    for i in range(int(seconds * rate_per_sensor)):
-        t = t0 + i * dt
-        for spec in scenario.sensors:
-            line, started = model.line(spec, t)
-            for inj in started:
-                if kinds is None or inj.kind in kinds:
-                    spans[inj.sensor].append((inj.start, max(inj.end, inj.start)))
-            if line is None:
-                continue
-            parsed = parse_line(line)   # as the producer parses it: malformed lines are rejects
-            if isinstance(parsed, Parsed) and parsed.sensor == spec.name:
-                rows[spec.name].append((t, parsed.value))
-    out = []
-    for name, r in rows.items():
-        times = np.array([t for t, _ in r])
-        out.append(Series(f"sim/{name}.csv", [f"{t:.3f}" for t in times], np.array([v for _, v in r]),
-                          truth_windows(times, spans[name], min_rows)))
-    return out
 
 
 def _latest(conn, db_path) -> str:
