@@ -15,7 +15,7 @@ from tests.appdata import prepare
 
 VIEWS = {"Live": "views/live.py", "Events": "views/events.py", "Compare": "views/compare.py",
          "Sessions": "views/sessions.py",
-         "Anomalies": "views/anomalies.py", "Labels": "views/labels.py"}
+         "Anomalies": "views/anomalies.py", "Labels": "views/labels.py", "Overview": "views/overview.py"}
 OLD, MIDDLE, LIVE = "20261125T080000-a1", "20261127T140000-b2", "live-c3"
 
 
@@ -68,9 +68,9 @@ def test_each_view_renders_on_a_prepared_database(prepared_db):
 
 def test_views_are_the_files_under_views_in_their_declared_order(tmp_path):
     from lib.page.views import find_views
-    assert [(v.title, v.filters, v.needs_database) for v in find_views(PROJECT_ROOT / "views")][:7] == [
-        ("Live", False, True), ("Events", False, True), ("Compare", True, True), ("Sessions", False, True),
-        ("Anomalies", True, True), ("Labels", True, True), ("Health", False, False)]
+    assert [(v.title, v.filters, v.needs_database) for v in find_views(PROJECT_ROOT / "views")][:8] == [
+        ("Live", False, True), ("Overview", False, True), ("Events", False, True), ("Compare", True, True),
+        ("Sessions", False, True), ("Anomalies", True, True), ("Labels", True, True), ("Health", False, False)]
     (tmp_path / "b.py").write_text('TITLE = "B"\nFILTERS = True\n')
     (tmp_path / "a.py").write_text('"""A view."""\nTITLE = "A"\nORDER = 200\n')
     (tmp_path / "_helper.py").write_text("x = 1\n")
@@ -360,3 +360,18 @@ def test_the_warm_up_bar_counts_to_each_detectors_own_warm_up(monkeypatch):
     at = open_view("Live")
     bars = [p.proto.text for p in at.get("progress")]
     assert bars == ["dbscan: initialisation 30/240", "likelihood: initialisation 30/500"]
+
+
+def test_the_overview_counts_flagged_readings_per_sensor_like_a_hand_count(prepared_db):
+    """Over 7 days (every prepared session): the sensors with flagged readings and how many
+    readings were flagged, from the rollups and flags, equal a count over the states."""
+    config, info = prepared_db
+    at = open_view("Overview")
+    at.selectbox(key="overview_span").set_value("7 d").run()
+    assert not at.exception and (at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"))
+    caption = next(c.value for c in at.caption if "sensors had flagged readings" in c.value)
+    with read_db(config.db_path) as conn:
+        per_sensor = dict(conn.execute("SELECT sensor, count(DISTINCT (session_id, seq)) FROM states "
+                                       "WHERE state = 'anomaly' GROUP BY sensor").fetchall())
+    assert caption.startswith(f"{len(per_sensor)} of {len(per_sensor)} sensors had flagged readings in the last 7 d "
+                              f"({sum(per_sensor.values()):,} readings flagged); cells of 84 min")

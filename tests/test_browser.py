@@ -289,6 +289,31 @@ def test_a_hidden_sensor_is_gone_from_every_view(app):
                 page.keyboard.press("Escape")
 
 
+def test_the_overview_strip_shows_where_anomalies_were_and_opens_live_there(app):
+    """A strip per shown sensor (the hidden one has none), red where readings were flagged; a
+    click on a red cell opens Live on that sensor, at that time."""
+    with browser_page() as page:
+        page.goto(app.url + "/overview")
+        page.get_by_role("heading", name="Overview").wait_for()
+        wait_for_charts(page, 1)
+        cells = page.locator('[data-testid="stVegaLiteChart"] .mark-rect path')
+        labels = cells.evaluate_all("cs => cs.map(c => c.getAttribute('aria-label') || '')")
+        rows = {found[1] for found in (re.search(r"; sensor: (.*?);", label) for label in labels) if found}
+        assert rows == {"temperature", "Humidité", "=cmd|' /C calc'!A0"}, rows
+        flagged = [i for i, label in enumerate(labels) if "flagged by: dbscan" in label and "Humidité" in label]
+        assert flagged
+        page.screenshot(path=str(ARTIFACTS / "browser-overview.png"))
+        point_at(page, cells.nth(flagged[-1]))
+        page.mouse.down()
+        page.mouse.up()
+        page.get_by_text("From the Overview: Humidité from").wait_for(timeout=20_000)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(ARTIFACTS / "browser-overview-live.png"))
+        wait_for_charts(page, 1)
+        assert page.get_by_test_id("stMain").locator("h3").all_inner_texts() == ["Humidité (%)"]
+        page.screenshot(path=str(ARTIFACTS / "browser-overview-live.png"))
+
+
 def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
     from lib.page.clock import Clock
     clock = Clock.from_setting(app.zone)

@@ -22,12 +22,23 @@ book = ctx.book
 chosen = c2.multiselect("Sensors", ctx.sensors, key="live_sensors", placeholder="all sensors",
                         format_func=book.label)
 paused = c3.toggle("Pause", key="paused", help="Stop refreshing to look at a moment closely.")
+# A stretch opened from the Overview: shown as it was, until the operator goes back to now.
+focus = st.session_state.get("live_focus")
+if focus:
+    f1, f2 = st.columns([6, 1], vertical_alignment="center")
+    f1.info(f"From the Overview: {', '.join(book.label(s) for s in chosen) or 'every sensor'} from "
+            f"{ctx.clock.text(focus[0])} to {ctx.clock.text(focus[1])[11:]} ({ctx.clock.name}).")
+    if f2.button("Back to now", key="live_unfocus"):
+        del st.session_state["live_focus"]
+        st.rerun()
 
 
-@st.fragment(run_every=None if paused else config.app.refresh_s)
+@st.fragment(run_every=None if paused or focus else config.app.refresh_s)
 def live() -> None:
     now = queries.utc_now().replace(microsecond=0)  # whole seconds: viewers share one read per second
     since = now - timedelta(minutes=SPANS[span])
+    if focus:
+        since, now = focus
     try:
         snap = reads.live_snapshot(ctx.db, tuple(chosen), since, now, tuple(book.shown(config.sensors)),
                                    book.hidden)

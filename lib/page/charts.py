@@ -169,6 +169,36 @@ def break_layers(breaks: pd.DataFrame, clock: Clock) -> list[alt.Chart]:
     return [band, sessions]
 
 
+NO_ANOMALY_COLOUR = "#e3f1e3"
+
+
+def overview_strips(cells: pd.DataFrame, clock: Clock, order: list[str], bin_s: int) -> alt.Chart:
+    """A strip per sensor (`order`: their labels, top to bottom) over time: a cell per bin with
+    readings, light green without anomaly, red as more readings were flagged; blank where nothing
+    was stored. `cells`: sensor (its label), cell (an id the page maps back), start (UTC),
+    readings, flagged, detectors. A click selects a cell (`cell`)."""
+    # sorted by a number: a label with a quote in it broke Vega's sort by a list of values
+    rank = {label: i for i, label in enumerate(order)}
+    cells = cells.assign(end=cells["start"] + pd.Timedelta(seconds=bin_s), rank=cells["sensor"].map(rank))
+    shown, offset = on_clock(cells, clock, ("start", "end"))
+    chart, start_tips = time_tips(alt.Chart(shown), clock, offset, "start", "%Y-%m-%d %H:%M", "from")
+    chart, end_tips = time_tips(chart, clock, offset, "end", "%H:%M", "to")
+    pick = alt.selection_point(name="cell", fields=["cell"], on="click", clear="dblclick")
+    top = max(1, int(cells["flagged"].max() or 1))
+    colour = alt.condition("datum.flagged == 0", alt.value(NO_ANOMALY_COLOUR), alt.Color(
+        "flagged:Q", title="readings flagged", scale=alt.Scale(scheme="reds", domain=[0, top], domainMin=0)))
+    return chart.mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=time_x(clock, "start"), x2="end:T",
+        y=alt.Y("sensor:N", title=None, sort=alt.EncodingSortField(field="rank", op="min"),
+                axis=alt.Axis(labelLimit=220)),
+        color=colour,
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
+        tooltip=[alt.Tooltip("sensor:N"), *start_tips, *end_tips, alt.Tooltip("readings:Q", format=","),
+                 alt.Tooltip("flagged:Q", title="readings flagged", format=","),
+                 alt.Tooltip("detectors:N", title="flagged by")],
+    ).add_params(pick).properties(height=alt.Step(26))
+
+
 def agreement_heatmap(matrix: pd.DataFrame, measure: str) -> alt.Chart:
     """Detector x detector matrix of an agreement measure, with the value written in each cell."""
     long = matrix.reset_index(names="a").melt(id_vars="a", var_name="b", value_name="v")

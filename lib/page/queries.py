@@ -227,6 +227,28 @@ def charts_fetch_rolled(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str],
     return df.loc[~is_mark, ["sensor", "kind", "ts", "value", "session_id"]], df.loc[is_mark]
 
 
+def anomaly_strips(conn: duckdb.DuckDBPyConnection, start: datetime, bin_s: int, bins: int,
+                   exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """The Overview's cells: per sensor and time bin (`bins` of `bin_s` seconds, a whole number
+    of minutes, from `start`), the readings stored and the readings flagged by any algorithm, and
+    which algorithms. From the store's per-minute rollups and flags (lib.store.rollups), so that
+    30 days cost what an hour does. Bins without a reading or a flag have no row."""
+    end = start + timedelta(seconds=bin_s * bins)
+    where, params = Filters(exclude=tuple(exclude)).where("t")
+    width = bin_s * 1_000_000
+    return conn.execute(f"""
+        WITH r AS (SELECT t.sensor, (epoch_us(t.minute) - epoch_us(?::TIMESTAMP)) // ? AS bin, sum(t.n) AS readings
+                   FROM readings_1m t WHERE t.minute >= ? AND t.minute < ? AND {where} GROUP BY ALL),
+        f AS (SELECT t.sensor, (epoch_us(t.ts) - epoch_us(?::TIMESTAMP)) // ? AS bin,
+                     count(DISTINCT (t.session_id, t.seq)) AS flagged,
+                     string_agg(DISTINCT t.detector, ', ' ORDER BY t.detector) AS detectors
+              FROM flags t WHERE t.ts >= ? AND t.ts < ? AND {where} GROUP BY ALL)
+        SELECT sensor, bin, coalesce(r.readings, 0)::BIGINT AS readings, coalesce(f.flagged, 0)::BIGINT AS flagged,
+               coalesce(f.detectors, '') AS detectors
+        FROM r FULL JOIN f USING (sensor, bin) ORDER BY sensor, bin""",
+        [start, width, start, end, *params, start, width, start, end, *params]).df()
+
+
 def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """{sensor: (line, marks)} from `charts_fetch`'s frames: each flagged reading joins its line,
     both sorted by time; one pass over all sensors, then a split."""

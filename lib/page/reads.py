@@ -107,6 +107,13 @@ def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datet
     return queries.live_shape(ask(db, "live_fetch", sensors, since, now, queries.LIVE_MAX_CHARTS, order, hidden))
 
 
+# --- Overview ----------------------------------------------------------------------------------
+
+@_cached()
+def anomaly_strips(db: str, start: datetime, bin_s: int, bins: int, exclude: tuple[str, ...] = ()) -> pd.DataFrame:
+    return ask(db, "anomaly_strips", start, bin_s, bins, exclude)
+
+
 # --- health ------------------------------------------------------------------------------------
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
