@@ -123,7 +123,8 @@ if len(chosen) == 1:
     if not line.empty:
         st.altair_chart(charts.live_chart(line, marks, event_spans=span, clock=clock,
                                           unit=ctx.book.get(ev["sensor"]).unit,
-                                          expected=ctx.book.expected(ev["sensor"])), width="stretch")
+                                          expected=ctx.book.expected(ev["sensor"]), detectors=ctx.detectors),
+                        width="stretch")
 
 if not chosen.empty:
     sent = delivery_states(outbox_path(config), list(chosen["event_id"]))

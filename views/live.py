@@ -6,6 +6,7 @@ import duckdb
 import streamlit as st
 
 from lib.page import charts, health, queries, reads, views
+from lib.detect.detection import sensor_plan
 from lib.page.warmup import warmup
 
 TITLE = "Live"
@@ -85,7 +86,9 @@ def live() -> None:
         st.altair_chart(charts.live_chart(data["line"], data["marks"], data["init"],
                                           charts.rule_limits(config, sensor), event_spans=spans, clock=ctx.clock,
                                           breaks=data["breaks"], unit=book.get(sensor).unit,
-                                          expected=book.expected(sensor)),
+                                          expected=book.expected(sensor), detectors=ctx.detectors,
+                                          agree_among=tuple(d for d in sensor_plan(config, sensor)
+                                                            if d in ctx.detectors)),
                         width="stretch")
 
 

@@ -28,14 +28,59 @@ RULE_COLOUR = "#d62728"
 BREAK_COLOUR = "#7f7f7f"
 EXPECTED_COLOUR = "#2ca02c"
 EVENT_COLOURS = {"info": "#8c8c8c", "warning": "#ff7f0e", "critical": "#d62728"}   # by severity
+# One marker per algorithm: its own shape and colour (Okabe and Ito's colour-blind-safe palette,
+# without its blues, which the line uses), and its own size, largest first, drawn opaque and
+# outlined in white one on top of the other: a reading flagged by several shows each marker
+# nested in the previous one instead of a blend of their colours.
 SHAPES = ["circle", "diamond", "triangle-up", "square", "cross", "triangle-down", "wedge"]
+PALETTE = ["#E69F00", "#009E73", "#D55E00", "#CC79A7", "#F0E442", "#56B4E9", "#999999"]
+SIZES = [260, 150, 80, 40, 20]
+ALL_AGREE = "all agree"
+ALL_AGREE_COLOUR = "#000000"
 
 
-def _detector_scale(names: list[str]) -> tuple[alt.Scale, alt.Scale]:
-    palette = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-    names = sorted(names)
-    return (alt.Scale(domain=names, range=[palette[i % len(palette)] for i in range(len(names))]),
-            alt.Scale(domain=names, range=[SHAPES[i % len(SHAPES)] for i in range(len(names))]))
+def detector_style(names) -> dict[str, tuple[str, str, int]]:
+    """{algorithm: (colour, shape, size)}, by name order: the same algorithm looks the same on
+    every chart when every chart is given the same names."""
+    return {name: (PALETTE[i % len(PALETTE)], SHAPES[i % len(SHAPES)], SIZES[min(i, len(SIZES) - 1)])
+            for i, name in enumerate(sorted(set(names)))}
+
+
+def marker_layers(marks: pd.DataFrame, clock: Clock, detectors=(), agree_among=()) -> list[alt.Chart]:
+    """The flagged readings (`marks`: ts, value, detector, score, flagged_by), a marker per
+    algorithm (`detector_style` over `detectors`, or those in `marks`), and a black ring around the
+    readings every algorithm of `agree_among` flagged ("all agree", shown when there are two or more)."""
+    style = detector_style(list(detectors) + list(marks["detector"].unique()))
+    agree = sorted(set(agree_among))
+    names = list(style) + ([ALL_AGREE] if len(agree) > 1 else [])
+    colours = alt.Scale(domain=names, range=[style[n][0] for n in style] + [ALL_AGREE_COLOUR] * (len(names) > len(style)))
+    shapes = alt.Scale(domain=names, range=[style[n][1] for n in style] + ["circle"] * (len(names) > len(style)))
+    shown = marks.assign(size=marks["detector"].map(lambda d: style[d][2]),
+                         rank=marks["detector"].map(list(style).index))
+    shown, offset = on_clock(shown, clock)
+    chart, tip = time_tips(alt.Chart(shown), clock, offset)
+    tip += [alt.Tooltip("value:Q"), alt.Tooltip("detector:N", title="flagged by"), alt.Tooltip("score:Q", format=".3f")]
+    if "flagged_by" in shown:
+        tip.append(alt.Tooltip("flagged_by:N", title="all that flagged it"))
+    legend = alt.Legend(title="flagged by", symbolSize=110, symbolStrokeWidth=1.5)
+    layers = [chart.mark_point(filled=True, opacity=1.0, stroke="white", strokeWidth=1).encode(
+        x="ts:T", y="value:Q",
+        color=alt.Color("detector:N", scale=colours, legend=legend),
+        shape=alt.Shape("detector:N", scale=shapes, legend=legend),
+        size=alt.Size("size:Q", scale=None, legend=None),
+        order=alt.Order("rank:Q", sort="ascending"),
+        tooltip=tip)]
+    if len(agree) > 1 and "flagged_by" in shown:
+        everyone = shown[shown["flagged_by"].map(lambda f: set(agree) <= set(f.split(", ")))]
+        everyone = everyone.drop_duplicates(["session_id", "seq"]).assign(detector=ALL_AGREE)
+        if not everyone.empty:
+            ring, ring_tip = time_tips(alt.Chart(everyone), clock, offset)
+            layers.append(ring.mark_point(filled=False, size=SIZES[0] * 2.2, strokeWidth=2, opacity=1.0).encode(
+                x="ts:T", y="value:Q",
+                color=alt.Color("detector:N", scale=colours, legend=legend),
+                shape=alt.Shape("detector:N", scale=shapes, legend=legend),
+                tooltip=[*ring_tip, alt.Tooltip("value:Q"), alt.Tooltip("flagged_by:N", title="flagged by all of")]))
+    return layers
 
 
 def time_x(clock: Clock, field: str = "ts", title: str | None = None) -> alt.X:
@@ -77,7 +122,8 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
                limits: Mapping[str, float] | None = None, height: int = 260,
                event_spans: pd.DataFrame | None = None, clock: Clock = UTC_CLOCK,
                breaks: pd.DataFrame | None = None, unit: str = "",
-               expected: tuple[float | None, float | None] = (None, None)) -> alt.LayerChart:
+               expected: tuple[float | None, float | None] = (None, None),
+               detectors=(), agree_among=()) -> alt.LayerChart:
     """Value over time (`readings`: ts, value, and `run` when it is cut into runs: one line each,
     lib.page.runs), the `breaks` between runs marked (a grey band, a dashed rule where a new
     session starts), a marker on each reading an algorithm flagged
@@ -85,7 +131,9 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
     where detectors were initializing shaded grey, and threshold rules (`limits`: min/max) as
     dashed lines. `event_spans` (start, end, severity, event_id): anomaly events shaded in their
     severity's colour. Times on `clock`; values in `unit`, with the operator's `expected` range
-    (min, max; `[sensors.<name>]`) as a green band (or a line when only one end is given)."""
+    (min, max; `[sensors.<name>]`) as a green band (or a line when only one end is given). Markers:
+    `marker_layers` (`detectors`: every algorithm's name, so that each looks the same on every
+    chart; `agree_among`: the sensor's detectors, for "all agree")."""
     layers = expected_layers(*expected)
     if event_spans is not None and not event_spans.empty:
         events, offset = on_clock(event_spans, clock, ("start", "end"))
@@ -123,18 +171,7 @@ def live_chart(readings: pd.DataFrame, marks: pd.DataFrame, init_spans: pd.DataF
         layers.append(alt.Chart(rule).mark_rule(color=RULE_COLOUR, strokeDash=[6, 4], strokeWidth=1.5).encode(
             y="value:Q", tooltip=[alt.Tooltip("rule:N", title="threshold")]))
     if marks is not None and not marks.empty:
-        colours, shapes = _detector_scale(list(marks["detector"].unique()))
-        marks, offset = on_clock(marks, clock)
-        chart, tip = time_tips(alt.Chart(marks), clock, offset)
-        tip += [alt.Tooltip("value:Q"), alt.Tooltip("detector:N", title="flagged by"),
-                alt.Tooltip("score:Q", format=".3f")]
-        if "flagged_by" in marks:
-            tip.append(alt.Tooltip("flagged_by:N", title="all that flagged it"))
-        layers.append(chart.mark_point(filled=True, size=80, opacity=0.85).encode(
-            x="ts:T", y="value:Q",
-            color=alt.Color("detector:N", title="flagged by", scale=colours),
-            shape=alt.Shape("detector:N", title="flagged by", scale=shapes),
-            tooltip=tip))
+        layers.extend(marker_layers(marks, clock, detectors, agree_among))
     return alt.layer(*layers).properties(height=height)
 
 
