@@ -19,7 +19,7 @@ from tests.system import System, wait_for
 from tests.test_browser import browser_page, open_view, wait_for_charts
 
 # The views in the README, and what each picture waits for.
-VIEWS = ("Live", "Health", "Events", "Compare", "Sessions", "Anomalies", "Labels")
+VIEWS = ("Live", "Overview", "Health", "Events", "Compare", "Sessions", "Anomalies", "Labels")
 
 
 def settle(page, timeout_s: float = 20) -> None:
