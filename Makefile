@@ -40,5 +40,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
+# Refuses while a system runs on the folder: deleting the files under a running store lost its data.
 clean-data:
+	@if [ -x $(PY) ]; then $(PY) -m workers.launch --check-stopped; fi
 	rm -rf data/vigie.duckdb* data/bus.sqlite* data/run data/logs data/supervisor* data/*.log

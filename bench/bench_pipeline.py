@@ -287,6 +287,7 @@ def role_store(args) -> dict:
     cpu0 = _cpu_s()
     _join_first(consumer)
     Path(args.dir, "store.ready").touch()
+    import lib.page.queries  # noqa: F401  (the named reads the store answers)
     run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch)
     consumer.close()
     arrived = np.concatenate(arrivals) if arrivals else np.zeros(0, dtype=np.int64)

@@ -105,6 +105,7 @@ def bench_transport_only(transport, n: int) -> float:
 def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detect.detection import Judge, check_detection_config, run_detector
     from lib.store.sink import run_store
+    from lib.page import queries
     from lib.store.reader import read_db
     from lib.store.schema import init_db
     check_detection_config(config)
@@ -119,8 +120,7 @@ def bench_end_to_end(config, transport, n: int) -> float:
         # In the store's thread, between its writes; the store holds the file, so this goes
         # through its read socket (lib.store.readserver), as the page's queries do.
         with read_db(config.db_path) as conn:
-            progress["states"] = conn.execute(
-                "SELECT count(*) FROM states WHERE detector NOT LIKE 'rule:%'").fetchone()[0]
+            progress["states"] = sum(n for d, (n, _) in queries.judged_counts(conn).items() if not d.startswith("rule:"))
         if progress["states"] >= want:
             finished.set()
 

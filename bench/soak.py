@@ -52,10 +52,10 @@ def sample(system: System, pids: dict[str, int]) -> dict:
                          sum(q.num_threads() for q in procs), pid)
         except (psutil.Error, ValueError):
             row[name] = None
-    newest = system.query("SELECT max(ts), count(*) FROM readings")
+    newest = (system.ask("newest") or {}).get("readings")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    row["fresh"] = (now - newest[0][0]).total_seconds() if newest and newest[0][0] else None
-    row["readings"] = newest[0][1] if newest else 0
+    row["fresh"] = (now - newest).total_seconds() if newest else None
+    row["readings"] = system.count()
     return row
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     print(f"soak: {args.minutes:g} min at {args.rate:g} lines/s over {args.sensors} sensors; data in {tmp}",
           flush=True)
     with System(tmp, env) as system:
-        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] > 0, 300,
+        wait_for(lambda: system.count("states") > 0, 300,
                  what="the first states")
         viewer = None if args.no_browser else open_page(f"http://127.0.0.1:{system.app_port}/")
         t0 = time.monotonic()

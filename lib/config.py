@@ -42,6 +42,14 @@ class Serial:
     baud: int = 9600
     timeout: float = 0.5
     max_line: int = 512
+    # The sensors a deployment has: any other name is a reject (`unknown_sensor`). Empty: any
+    # name, but a new one is stored only once it has sent `new_sensor_lines` well-formed lines
+    # (then all of them), so a line torn by opening mid-line is not a sensor for ever.
+    sensors: tuple[str, ...] = ()
+    new_sensor_lines: int = 3
+    unconfirmed_after_s: float = 30.0   # a new name that stops short of that: its lines become rejects
+    max_sensors: int = 1000             # distinct names per producer; more are rejects (`too_many_sensors`)
+    max_held_lines: int = 200_000       # lines held in memory while the transport cannot write
 
 
 @dataclass(frozen=True)
@@ -272,7 +280,9 @@ def _check(section: str, key: str, value: Any) -> None:
     if choices and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("simulator", "rate"),
+        positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("serial", "new_sensor_lines"),
+                    ("serial", "unconfirmed_after_s"), ("serial", "max_sensors"), ("serial", "max_held_lines"),
+                    ("simulator", "rate"),
                     ("simulator", "speed"), ("simulator", "unplug_s"),
                     ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
                     ("app", "refresh_s"), ("transport", "partitions"), ("app", "port"),

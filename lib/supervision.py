@@ -40,3 +40,50 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
             log.info("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
     except (OSError, AttributeError) as exc:
         log.info("no prctl here (%s): supervisord will not stop by itself if launch is killed", exc)
+
+
+def die_with_supervisor() -> None:
+    """Under supervisord, have the kernel send this process SIGTERM when supervisord dies (Linux
+    prctl PR_SET_PDEATHSIG): SIGTERM is the usual graceful stop, so the batch in hand is flushed.
+    Without it a kill -9 of supervisord left every program running, and the next `make run` on the
+    same folder met a second producer on the same port and a store holding the file."""
+    if not os.environ.get("SUPERVISOR_ENABLED"):
+        return   # started by hand or by a test: its parent's end is not ours
+    die_with_parent(signal.SIGTERM)
+    # supervisord may have died between starting this process and the request above.
+    if "supervisord" not in _cmdline(os.getppid()):
+        log.warning("supervisord is gone already: stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running_programs(data_dir: Path) -> list[tuple[str, int]]:
+    """(program, pid) of every process of a Vigie system running on `data_dir` (supervisord and
+    its programs, orphans included), from /proc: each carries VIGIE_DATA_DIR in its environment
+    (set by workers.launch) and supervisord names its programs in SUPERVISOR_PROCESS_NAME."""
+    want = str(Path(data_dir).resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue   # gone, or another user's
+        data = env.get(b"VIGIE_DATA_DIR")
+        if data is None or str(Path(data.decode(errors="replace")).resolve()) != want:
+            continue
+        name = env.get(b"SUPERVISOR_PROCESS_NAME", b"").decode(errors="replace")
+        cmd = _cmdline(int(entry.name))
+        if not name:
+            if "supervisord" not in cmd:
+                continue   # a shell or tool that has the variable, not one of ours
+            name = "supervisord"
+        found.append((name, int(entry.name)))
+    return sorted(found)

@@ -34,7 +34,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
 
 
 def query(db: Path, sql: str, params=()):
-    """Read the DuckDB file the way the app does: read-only, retrying while the store writes."""
+    """SQL on the DuckDB file, read-only: once the store has stopped (a running store answers
+    named queries only: use `ask`)."""
     from lib.store.reader import read_db
     if not Path(db).exists():
         return None
@@ -45,6 +46,28 @@ def query(db: Path, sql: str, params=()):
         if "not a valid DuckDB" in str(exc) or "No such file" in str(exc):
             return None
         raise
+
+
+def ask(db: Path, name: str, *args):
+    """A named read query of lib.page.queries, the way the page reads: through the store when it
+    runs, else on the file. None while there is no database yet."""
+    from lib.page import queries
+    from lib.store.reader import read_db
+    if not Path(db).exists():
+        return None
+    try:
+        with read_db(db, wait_s=10) as conn:
+            return getattr(queries, name)(conn, *args)
+    except duckdb.Error as exc:
+        if "not a valid DuckDB" in str(exc) or "No such file" in str(exc):
+            return None
+        raise
+
+
+def stored(db: Path, what: str = "readings") -> int:
+    """Readings (or states, rejects, sessions) stored so far; 0 before there is a database."""
+    found = ask(db, "totals")
+    return found[what] if found else 0
 
 
 class System:
@@ -86,6 +109,12 @@ class System:
 
     def query(self, sql: str, params=()):
         return query(self.db, sql, params)
+
+    def ask(self, name: str, *args):
+        return ask(self.db, name, *args)
+
+    def count(self, what: str = "readings") -> int:
+        return stored(self.db, what)
 
     def stop(self, timeout: float = 90) -> int:
         """Ctrl-C, as an operator would; returns supervisord's exit code."""

@@ -33,7 +33,7 @@ def test_every_line_stored_once_judged_by_both_and_spikes_flagged(tmp_path):
     with System(tmp_path, env) as system:
         t0 = time.monotonic()
         # Readings and both algorithms' states for every line, as the app would read them.
-        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] >= len(JUDGES) * N_LINES,
+        wait_for(lambda: system.count("states") >= len(JUDGES) * N_LINES,
                  timeout=240, what=f"{len(JUDGES) * N_LINES} states")
         elapsed = time.monotonic() - t0
         page = urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=10).read()

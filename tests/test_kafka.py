@@ -41,8 +41,8 @@ def kafka_env(broker: Broker, ledger, n: int, rate: float) -> dict[str, str]:
             "VIGIE_SIMULATOR_COUNT": str(n), "VIGIE_SIMULATOR_LEDGER": str(ledger)}
 
 
-def count(system: System, sql: str) -> int:
-    return (system.query(sql) or [[0]])[0][0]
+def count(system: System, what: str) -> int:
+    return system.count(what)
 
 
 def assigned_pids(system: System) -> dict[int, str]:
@@ -78,15 +78,15 @@ def test_two_workers_share_sensors_and_survive_a_kill(tmp_path, broker):
                         timeout=60, what="two detector workers")
         # Both workers judging, each with one of the two sensors.
         wait_for(lambda: all(re.search(r"(humidite|temperature)\[", assigned_pids(system).get(p, "")) for p in pids)
-                 and count(system, "SELECT count(*) FROM states") >= 400,
+                 and count(system, "states") >= 400,
                  timeout=90, what="both workers holding a sensor and states stored")
         victim = pids[0]
         victim_sensors = set(re.findall(r"(humidite|temperature)\[", assigned_pids(system)[victim]))
         assert victim_sensors and victim_sensors < SENSORS
-        before = count(system, "SELECT count(*) FROM states")
+        before = count(system, "states")
         os.kill(victim, signal.SIGKILL)
         assert before < 2 * n, "the kill must land mid-stream"
-        wait_for(lambda: count(system, "SELECT count(*) FROM states") >= 2 * n, timeout=150,
+        wait_for(lambda: count(system, "states") >= 2 * n, timeout=150,
                  what=f"{2 * n} states after the kill")
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]
@@ -106,7 +106,7 @@ def test_broker_outage_loses_nothing(tmp_path, broker):
     n, rate = 3600, 50.0
     ledger = tmp_path / "ledger.txt"
     with System(tmp_path, kafka_env(broker, ledger, n, rate)) as system:
-        wait_for(lambda: count(system, "SELECT count(*) FROM states") > 0, timeout=90, what="states stored")
+        wait_for(lambda: count(system, "states") > 0, timeout=90, what="states stored")
         lines_before = len(ledger.read_bytes().splitlines())
         broker.stop()
         # 30 s without a broker; the board keeps writing and the producer keeps reading.
@@ -115,13 +115,10 @@ def test_broker_outage_loses_nothing(tmp_path, broker):
         assert 0 < lines_during and lines_before + lines_during < n, "the outage must land mid-stream"
         # A restarted Tansu with memory storage is empty: no topics, no committed offsets.
         broker.start()
-        wait_for(lambda: count(system, "SELECT count(*) FROM readings") >= n, timeout=150,
+        wait_for(lambda: count(system, "readings") >= n, timeout=150,
                  what=f"{n} readings after the outage")
         # Every reading judged by both detectors, those received during the outage included.
-        unjudged = """
-            SELECT count(*) FROM readings r WHERE
-              (SELECT count(DISTINCT detector) FROM states s WHERE s.session_id = r.session_id AND s.seq = r.seq) <> 2"""
-        wait_for(lambda: system.query(unjudged) == [(0,)], timeout=120, what="every reading judged")
+        wait_for(lambda: system.ask("unjudged", 2) == 0, timeout=120, what="every reading judged")
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]
     log = system.log()

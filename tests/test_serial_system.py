@@ -25,22 +25,22 @@ def test_unplugs_and_a_producer_crash_under_supervisord_lose_no_line(tmp_path):
            "VIGIE_SIMULATOR_COUNT": str(N_LINES), "VIGIE_SIMULATOR_LEDGER": str(ledger),
            "VIGIE_SIMULATOR_UNPLUG_S": "1.0"}
     with System(tmp_path, env) as system:
-        count = lambda: (system.query("SELECT count(*) FROM readings") or [[0]])[0][0]  # noqa: E731
+        count = lambda: system.count()  # noqa: E731
         wait_for(lambda: count() > 200, 90, what="readings flowing")
         os.kill(system.pid("simulator"), signal.SIGUSR1)
-        wait_for(lambda: (system.query("SELECT count(*) FROM gaps WHERE ended_at IS NOT NULL") or [[0]])[0][0] >= 1,
+        wait_for(lambda: sum(g[2] is not None for g in system.ask("gap_list") or []) >= 1,
                  30, what="the first gap closed")
         before = count()
         wait_for(lambda: count() > before + 100, 30, what="readings flowing again")
         os.kill(system.pid("producer"), signal.SIGKILL)
-        wait_for(lambda: len(system.query("SELECT * FROM sessions") or []) >= 2, 30, what="a new producer session")
+        wait_for(lambda: system.count("sessions") >= 2, 30, what="a new producer session")
         before = count()
         wait_for(lambda: count() > before + 100, 30, what="readings flowing again")
         os.kill(system.pid("simulator"), signal.SIGUSR1)
         wait_for(lambda: count() >= N_LINES, 90, what=f"{N_LINES} readings")
         time.sleep(1.0)  # anything extra (a duplicate) would land by now
         # Before the stop: stopping the simulator first is one more (true) gap for the producer.
-        gaps = system.query("SELECT session_id, ended_at IS NOT NULL FROM gaps ORDER BY started_at")
+        gaps = [(g[0], g[2] is not None) for g in system.ask("gap_list")]
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]
 

@@ -3,9 +3,11 @@ was; a failing write (full disk) is retried with the batch kept uncommitted; ret
 and exports through the single writer."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,10 +23,10 @@ from lib.config import PROJECT_ROOT, load_config
 from lib.store.retention import Retention, prune
 from lib.store.sink import write_until_done
 from lib.store.batch import Batch
-from lib.store.files import DatabaseFileError
+from lib.store.files import DatabaseFileError, error_cause
 from lib.store.reader import read_db
 from lib.store.schema import init_db, open_checked
-from lib.store.writer import write_batch
+from lib.store.writer import Writer, write_batch
 
 
 def _digest(path) -> str:
@@ -347,3 +349,76 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
             for q in range(1, 10)] + [("s2", 8, "normal", 0.08)]
     assert rows == want
     assert rules == (10, 10)
+
+
+@pytest.mark.parametrize("exc, cause", [
+    (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+    (OSError(errno.EACCES, "Permission denied"), "permission denied"),
+    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+    # DuckDB gives no error number: its message quotes the system's text, and only that counts
+    (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": Permission denied'), "permission denied"),
+    (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": No space left on device'), "disk full"),
+    (duckdb.IOException("Could not truncate file: Read-only file system"), "read-only file system"),
+    (duckdb.CatalogException("Table with name labels does not exist!"), None),
+])
+def test_write_errors_are_named_by_their_error_number_not_by_wording(exc, cause):
+    assert error_cause(exc) == cause
+
+
+def test_a_read_only_disk_is_reported_as_such_not_as_a_full_disk(tmp_path, caplog):
+    """A real DuckDB file refused by the file system (a tmpfs remounted read-only, the store then
+    reopening its file to write) is logged with its own cause; the message text used to make any "Could not write file" a full disk."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
+    try:
+        db = mnt / "v.duckdb"
+        init_db(db)
+        writer = Writer(db)
+        writer.write(_batch(1, 10, 1_700_000_000_000_000))
+        writer.close()   # a file open for writing would keep the remount from happening
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        stop = threading.Event()
+
+        def write(_path, batch):
+            stop.set()   # one failure is enough to read what was logged
+            writer.write(batch)
+
+        assert write_until_done(db, _batch(11, 10, 1_700_000_001_000_000), stop, write) is False
+        writer.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    logged = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert logged and logged[0].startswith("read-only file system:"), logged
+
+
+def test_a_database_deleted_under_the_store_is_noticed_and_a_new_file_takes_the_next_writes(tmp_path, caplog):
+    """`rm data/vigie.duckdb*` while the store runs: the next write says so loudly and goes to a
+    new file at the path (it used to go on into the deleted file, lost at the next restart); the
+    read socket, deleted with the files, is served again."""
+    from lib.page import queries
+    from lib.store.readserver import ReadServer, socket_dir
+    db = tmp_path / "v.duckdb"
+    init_db(db)
+    writer = Writer(db)
+    server = ReadServer(writer.connection, db).start()
+    try:
+        writer.write(_batch(1, 10, 1_700_000_000_000_000))
+        for p in tmp_path.glob("v.duckdb*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        writer.write(_batch(11, 5, 1_700_000_001_000_000))
+        assert writer.replaced == 1 and any("WAS DELETED" in r.getMessage() for r in caplog.records)
+        assert server.check() is True and socket_dir(db).is_dir()
+        with read_db(db) as conn:
+            assert queries.totals(conn)["readings"] == 5   # the new file: the later writes, whole
+        # replaced by someone else's file: the store stops rather than write into it
+        db.unlink()
+        db.write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+        with pytest.raises(DatabaseFileError):
+            writer.write(_batch(16, 5, 1_700_000_002_000_000))
+    finally:
+        server.close()
+        writer.close()

@@ -8,6 +8,7 @@ import sys
 
 from lib.config import PROJECT_ROOT, ConfigError, load_config
 from lib.runtime import setup_logging
+from lib.supervision import die_with_supervisor
 
 
 def is_loopback(address: str) -> bool:
@@ -21,6 +22,7 @@ def is_loopback(address: str) -> bool:
 
 def main(argv=None) -> int:
     log = setup_logging("app")
+    die_with_supervisor()
     try:
         config = load_config()
     except ConfigError as exc:

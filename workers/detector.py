@@ -9,6 +9,7 @@ from lib.config import ConfigError, load_config
 from lib.detect.detection import Judge, check_detection_config, run_detector
 from lib.detect.events import EventBook
 from lib.runtime import setup_logging, stop_event
+from lib.supervision import die_with_supervisor
 from lib.transport import open_transport
 
 
@@ -63,6 +64,7 @@ def rejections_from_store(config, log):
 
 def main(argv=None) -> int:
     log = setup_logging("detector")
+    die_with_supervisor()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--group", default="detectors", help="consumer group (one per independent detector set)")
     args = ap.parse_args(argv)

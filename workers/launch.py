@@ -7,6 +7,7 @@ and supervisord stops each program in turn.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -20,11 +21,15 @@ from lib.detect.detection import check_detection_config
 from lib.ingest.boards import boards, program_sections
 from lib.ingest.status import PREFIX, SUFFIX
 from lib.runtime import setup_logging
-from lib.supervision import die_with_parent, rpc
+from lib.supervision import die_with_parent, rpc, running_programs
 
 
 def main(argv=None) -> int:
     log = setup_logging("launch")
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--check-stopped", action="store_true",
+                    help="only check that no Vigie program runs on the data folder (exit 1 if one does)")
+    args = ap.parse_args(argv)
     try:
         config = load_config()
         check_detection_config(config)
@@ -34,6 +39,17 @@ def main(argv=None) -> int:
         log.error("configuration: %s", exc)
         return 2
     data = config.data_dir
+    running = running_programs(data)
+    if running:
+        # A second system on the same folder would fight the first for the serial port, the
+        # database file and the page's port (and programs orphaned by a killed supervisord
+        # would outlive the new one's Ctrl-C).
+        log.error("Vigie already runs on %s: %s. Stop it first (Ctrl-C in its terminal, or "
+                  "`kill %s`), then start again.", data, ", ".join(f"{n} (pid {p})" for n, p in running),
+                  " ".join(str(p) for _, p in running))
+        return 1
+    if args.check_stopped:
+        return 0
     (data / "logs").mkdir(parents=True, exist_ok=True)
     os.chmod(data, 0o700)
     # One producer (and simulator) program per board, from [serial] port: supervisord.conf

@@ -18,6 +18,7 @@ import time
 from lib.config import ConfigError, load_config
 from lib.ingest.boards import SIM, board_for
 from lib.runtime import setup_logging, stop_event
+from lib.supervision import die_with_supervisor
 from lib.ingest.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
                            scenario_ticks)
 from lib.transport import open_transport
@@ -34,6 +35,7 @@ def parse_unplug(text: str) -> tuple[int, Unplug]:
 
 def main(argv=None) -> int:
     log = setup_logging("simulator")
+    die_with_supervisor()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", help="the simulated board of [serial] port to play: sim or sim:NAME "
                                    "(default: sim, when [serial] port lists it)")

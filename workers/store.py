@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
 from lib.config import ConfigError, load_config
+# The named reads the store's socket answers: the page's queries and the detectors' open events.
+import lib.page.queries  # noqa: F401
+import lib.store.named  # noqa: F401
 from lib.runtime import setup_logging, stop_event
+from lib.supervision import die_with_supervisor
 from lib.store.retention import Retention
 from lib.store.sink import run_store
 from lib.store.files import DatabaseFileError
@@ -23,6 +28,7 @@ EXIT_BAD_DATABASE = 3
 
 def main(argv=None) -> int:
     log = setup_logging("store")
+    die_with_supervisor()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.parse_args(argv)
     try:
@@ -30,6 +36,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    # Everything the store creates (the database, its WAL, exports) is for this user only.
+    os.umask(0o077)
     stop = stop_event()
     try:
         open_checked(config.db_path)

@@ -26,6 +26,7 @@ import numpy as np
 
 from lib.detect import detectors
 from lib.detect.nab_score import FileScorer, corpus_score, probationary_length, window_rows
+from lib.store import named
 
 
 @dataclass
@@ -190,10 +191,10 @@ def truth_windows(times: np.ndarray, spans: list[tuple[float, float]], min_rows:
 
 
 def _latest(conn, db_path) -> str:
-    row = conn.execute("SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1").fetchone()
-    if row is None:
+    session = named.latest_session_id(conn)
+    if session is None:
         raise ValueError(f"{db_path}: no session recorded")
-    return row[0]
+    return session
 
 
 def latest_session(db_path: str | Path) -> str:
@@ -206,14 +207,13 @@ def latest_session(db_path: str | Path) -> str:
 def session_series(db_path: str | Path, session: str | None = None, min_rows: int = 5) -> list[Series]:
     """One labelled series per sensor of a recorded session (the latest when `session` is None),
     labelled with the simulator's truth rows that fall within the session."""
+    from lib.page import queries
     from lib.store.reader import read_db
-    with read_db(Path(db_path)) as conn:
+    with read_db(Path(db_path)) as conn:   # through the store while it runs: named queries
         if session is None:
             session = _latest(conn, db_path)
-        readings = conn.execute(
-            "SELECT sensor, epoch_us(ts), value FROM readings WHERE session_id = ? ORDER BY sensor, seq",
-            [session]).fetchall()
-        truth = conn.execute("SELECT sensor, epoch_us(started_at), epoch_us(ended_at) FROM truth").fetchall()
+        readings = named.session_readings_us(conn, session)
+        truth = named.truth_us(conn)
     if not readings:
         raise ValueError(f"{db_path}: no readings in session {session}")
     by_sensor: dict[str, list[tuple[int, float]]] = {}

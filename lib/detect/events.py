@@ -415,18 +415,10 @@ def event_messages(events: Sequence[Event]) -> list:
 def open_events(conn, sensors=None) -> list:
     """Events the detectors have not closed, read from the store's `events` table on `conn`
     (lib.store.reader.read_db): what a restarted detector worker carries on."""
-    sql = ("SELECT event_id, sensor, session_id, start_seq, epoch_us(start_ts), start_value, end_seq,"
-           " epoch_us(end_ts), peak_seq, epoch_us(peak_ts), peak_value, peak_score, members, n_flagged,"
-           " max_agree, severity, silent, rev, baseline FROM events WHERE closed_at IS NULL")
-    params: list = []
-    if sensors is not None and not sensors:
-        return []
-    if sensors is not None:
-        sql += f" AND sensor IN ({', '.join('?' * len(sensors))})"
-        params = list(sensors)
+    from lib.store.named import open_event_rows   # a named read: a running store answers it
     out = []
     for (_, sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score, members, n, agree,
-         severity, silent, rev, baseline) in conn.execute(sql, params).fetchall():
+         severity, silent, rev, baseline) in open_event_rows(conn, sensors):
         out.append(Event(sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score,
                          tuple(m for m in members.split(",") if m), n, agree, severity, None, baseline, silent, rev))
     return out

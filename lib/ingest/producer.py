@@ -7,10 +7,12 @@ and a reconnect loop with backoff; nothing stops the producer but a stop signal.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -19,8 +21,9 @@ from typing import Callable
 import serial
 
 from lib.ingest import protocol
+from lib.ingest.gate import SensorGate
 from lib.ingest.serial_port import LineSplitter, PortError, open_port
-from lib.ingest.status import CONNECTED, FAILED, PORT_BUSY, RECONNECTING, WAITING, StatusWriter
+from lib.ingest.status import BUFFERING, CONNECTED, FAILED, PORT_BUSY, RECONNECTING, WAITING, StatusWriter
 from lib.messages import Reject, SessionEnd, SessionEvent, SessionGap, SessionStart, reading_message
 from lib.transport.base import Producer
 
@@ -37,6 +40,23 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 2.0
 # A port away for less than this is routine, not for the operator: the simulator starting, the
 # simulator stopping first at Ctrl-C, a board resetting. Longer, and the log says so as a warning.
 WARN_AFTER_S = 10.0
+# A flush the transport refused (its log's disk full, an I/O error) is retried this often, while
+# the port goes on being read and lines wait in memory (at most `max_held` of them).
+FLUSH_RETRY_START_S, FLUSH_RETRY_MAX_S = 0.2, 5.0
+# What a refused flush raises: the embedded log and Kafka's spool are SQLite files.
+TRANSPORT_WRITE_ERRORS = (sqlite3.Error, OSError)
+
+
+def write_error_cause(exc: BaseException) -> str:
+    """What a refused flush means, by SQLite's result code or the system's error number."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return {sqlite3.SQLITE_FULL: "disk full", sqlite3.SQLITE_IOERR: "I/O error",
+                sqlite3.SQLITE_READONLY: "read-only", sqlite3.SQLITE_CANTOPEN: "cannot open"}.get(code & 0xFF,
+                                                                                                 "write failed")
+    return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full", errno.EIO: "I/O error",
+            errno.EROFS: "read-only", errno.EACCES: "permission denied"}.get(getattr(exc, "errno", None),
+                                                                             "write failed")
 
 
 def new_session_id() -> str:
@@ -57,7 +77,7 @@ class SerialProducer:
     def __init__(self, out: Producer, port: str, baud: int, timeout: float = 0.5,
                  max_line: int = protocol.MAX_LINE, session_id: str | None = None,
                  find_port: Callable[[], str] | None = None, ack: bool = False,
-                 status: StatusWriter | None = None):
+                 status: StatusWriter | None = None, max_held: int = 200_000, gate: SensorGate | None = None):
         self.out, self.port, self.baud, self.timeout, self.max_line = out, port, baud, timeout, max_line
         self.find_port = find_port
         self.ack = ack
@@ -66,12 +86,29 @@ class SerialProducer:
         if status is not None:
             status.set(port=port, session=self.session)
         self.seq = 0
-        self.counts = {"readings": 0, "rejects": 0, "gaps": 0}
+        self.counts = {"readings": 0, "rejects": 0, "gaps": 0, "dropped": 0}
         self._last_flush = time.monotonic()
+        # Lines handed to the transport since its last good flush; while it refuses to write,
+        # they are all in memory, so they are bounded.
+        self.max_held, self._held = max_held, 0
+        self.gate = gate or SensorGate()
+        self._chunk_start = 0                 # bytes of the port's stream before the lines being handled
+        self._ack_cap: int | None = None      # while lines are held: acknowledge no further than this
+        self._failing: dict | None = None   # while flushes fail: since, cause, next retry, backoff
 
     # -- what goes out ------------------------------------------------------------------
+    def _send(self, message) -> None:
+        if self._held >= self.max_held:
+            self.counts["dropped"] += 1
+            if self.counts["dropped"] == 1:
+                log.error("%d lines held in memory while the transport cannot write: further lines are DROPPED "
+                          "until it can (raise [serial] max_held_lines for longer outages)", self._held)
+            return
+        self.out.send([message])
+        self._held += 1
+
     def _event(self, event: SessionEvent) -> None:
-        self.out.send([event.message()])
+        self._send(event.message())
 
     def handle_line(self, line: bytes, ts_us: int, too_long: bool = False, partial: bool = False) -> None:
         """Stamp and hand on one line (without its `\\n`)."""
@@ -85,22 +122,84 @@ class SerialProducer:
         else:
             parsed = protocol.parse_line(line, self.max_line)
         if isinstance(parsed, protocol.Parsed):
-            self.counts["readings"] += 1
-            self.out.send([reading_message(parsed.sensor, repr(parsed.value), self.session, self.seq, ts_us)])
+            was_holding = self.gate.holding
+            reason, items = self.gate.admit(parsed.sensor, (parsed.sensor, parsed.value, self.seq, ts_us, line))
+            if not was_holding and self.gate.holding:
+                # Held lines are not on the transport yet: the board must not be told they are.
+                self._ack_cap = self._chunk_start
+            for item in items:
+                self._reading(item) if reason is None else self._reject(item[2], item[3], reason, item[4])
+            self._expire_held()
         else:
-            self.counts["rejects"] += 1
-            log.debug("rejected line %d (%s): %s", self.seq, parsed.reason, parsed.raw)
-            self.out.send([Reject(self.session, self.seq, ts_us, parsed.reason, parsed.raw).message()])
+            self._reject(self.seq, ts_us, parsed.reason, raw=parsed.raw)
 
-    def maybe_flush(self, force: bool = False, interval: float = FLUSH_INTERVAL_S) -> bool:
+    def _reading(self, item: tuple) -> None:
+        sensor, value, seq, ts_us, _ = item
+        self.counts["readings"] += 1
+        self._send(reading_message(sensor, repr(value), self.session, seq, ts_us))
+
+    def _reject(self, seq: int, ts_us: int, reason: str, line: bytes = b"", raw: str | None = None) -> None:
+        self.counts["rejects"] += 1
+        raw = protocol.escape_raw(line.rstrip(b"\r\n")) if raw is None else raw
+        log.debug("rejected line %d (%s): %s", seq, reason, raw)
+        self._send(Reject(self.session, seq, ts_us, reason, raw).message())
+
+    def _expire_held(self, everything: bool = False) -> None:
+        """New names that did not send enough lines in time (all, at a stop): their lines become
+        rejects, so a torn name leaves a trace but no sensor."""
+        if not self.gate.holding:
+            return
+        for name, items in self.gate.expired(everything):
+            log.info("sensor name %r sent %d line(s) and no more: stored as %s rejects", name, len(items),
+                     protocol.UNCONFIRMED_SENSOR)
+            for item in items:
+                self._reject(item[2], item[3], protocol.UNCONFIRMED_SENSOR, item[4])
+        if not self.gate.holding:
+            self._ack_cap = None
+
+    def maybe_flush(self, force: bool = False, interval: float = FLUSH_INTERVAL_S, retry_now: bool = False) -> bool:
+        """Flush when forced or `interval` has passed; True when the lines are on the transport.
+        A refused flush (a full disk under the transport's file) never stops the producer: the
+        lines stay in memory, the port goes on being read, and the flush is retried with backoff
+        (`retry_now` skips the wait: the last try at a stop)."""
         now = time.monotonic()
-        if force or now - self._last_flush >= interval:
+        if not (force or now - self._last_flush >= interval):
+            return False
+        failing = self._failing
+        if failing is not None and now < failing["retry_at"] and not retry_now:
+            return False
+        try:
             self.out.flush()
-            self._last_flush = now
-            return True
-        return False
+        except TRANSPORT_WRITE_ERRORS as exc:
+            self._flush_failed(exc, now)
+            return False
+        self._last_flush = now
+        if failing is not None:
+            self._failing = None
+            log.warning("the transport writes again after %.1fs: %d lines held in memory are stored%s",
+                        now - failing["since"], self._held,
+                        f"; {self.counts['dropped']} were dropped when the memory bound was reached"
+                        if self.counts["dropped"] else "")
+            self._held = 0
+            self._set_status(CONNECTED, "")
+        self._held = 0
+        return True
 
-    # -- the loop -----------------------------------------------------------------------
+    def _flush_failed(self, exc: BaseException, now: float) -> None:
+        failing = self._failing
+        if failing is None:
+            cause = write_error_cause(exc)
+            self._failing = failing = {"since": now, "cause": cause, "backoff": FLUSH_RETRY_START_S}
+            log.error("%s: cannot write to the transport (%s); reading the port on, holding lines in memory (at "
+                      "most %d) and retrying every %.1f-%.0fs", cause, exc, self.max_held, FLUSH_RETRY_START_S,
+                      FLUSH_RETRY_MAX_S)
+            self._held_status()
+        else:
+            log.debug("transport still refuses (%s); %d lines held", exc, self._held)
+            self._held_status()
+            failing["backoff"] = min(failing["backoff"] * 2, FLUSH_RETRY_MAX_S)
+        failing["retry_at"] = now + failing["backoff"]
+
     def run(self, stop: threading.Event) -> None:
         """Read until `stop`. Raises PortError only for a lasting problem (permission denied, bad
         settings) on the first open; an absent or vanished port is waited for."""
@@ -116,6 +215,8 @@ class SerialProducer:
             while not stop.is_set():
                 try:
                     if self.find_port is not None:
+                        # `--port auto`: which board, asked again before each open (a replugged
+                        # board may come back under another name; none yet is waited for).
                         self.port = self.find_port()
                     port = open_port(self.port, self.baud, self.timeout)
                 except PortError as exc:
@@ -162,15 +263,26 @@ class SerialProducer:
             if gap_start is not None:
                 self._gap(gap_start, now_us(), "port unavailable at stop")
         finally:
+            self._expire_held(everything=True)
             self._event(SessionEnd(session=self.session, ts_us=now_us()))
-            self.maybe_flush(force=True)
+            if not self.maybe_flush(force=True, retry_now=True) and self._failing is not None:
+                log.error("stopping while the transport cannot write: %d lines held in memory are LOST", self._held)
             log.info("session %s ended: %s", self.session, self.counts)
             if self.status is not None and self.status.state != FAILED:
                 self.status.close()
 
     def _set_status(self, state: str, detail: str) -> None:
         if self.status is not None:
+            if self._failing is not None and state == CONNECTED:
+                self._held_status()   # reading the port, but holding what it reads
+                return
             self.status.set(state, detail=detail, port=self.port)
+
+    def _held_status(self) -> None:
+        if self.status is not None and self._failing is not None:
+            self.status.set(BUFFERING, detail=f"{self._failing['cause']}: {self._held} lines held in memory"
+                            + (f", {self.counts['dropped']} dropped" if self.counts["dropped"] else ""),
+                            buffered_lines=self._held, port=self.port)
 
     def _acknowledge(self, port: serial.Serial, done: int) -> int:
         """Tell the board that `done` bytes are stored; 0 when the board did not take it."""
@@ -203,6 +315,7 @@ class SerialProducer:
                     waiting = port.in_waiting
                     if waiting:
                         data += port.read(waiting)
+                    self._chunk_start = read_total - splitter.pending()
                     read_total += len(data)
                     ts = now_us()
                     for line, too_long in splitter.feed(data):
@@ -211,6 +324,8 @@ class SerialProducer:
                 if self.status is not None:
                     self.status.lines(self.seq, last_at)
                 done = read_total - splitter.pending()
+                if self._ack_cap is not None:
+                    done = min(done, self._ack_cap)
                 if not self.ack:
                     # Nothing more waiting: make what was read durable before blocking on the port,
                     # since what a kill -9 loses is what was read and not yet flushed.

@@ -27,8 +27,12 @@ NOT_FINITE = "not_finite"
 BAD_UTF8 = "bad_utf8"
 TOO_LONG = "too_long"
 PARTIAL_LINE = "partial_line"
+# Given by the producer, not by the line alone (see lib.ingest.producer.SensorGate):
+UNKNOWN_SENSOR = "unknown_sensor"          # not in [serial] sensors
+UNCONFIRMED_SENSOR = "unconfirmed_sensor"  # a new name that never sent [serial] new_sensor_lines lines
+TOO_MANY_SENSORS = "too_many_sensors"      # past [serial] max_sensors distinct names
 REASONS = (NO_SEPARATOR, EMPTY_TOPIC, BAD_TOPIC, RESERVED_TOPIC, EMPTY_VALUE, NOT_A_NUMBER,
-           NOT_FINITE, BAD_UTF8, TOO_LONG, PARTIAL_LINE)
+           NOT_FINITE, BAD_UTF8, TOO_LONG, PARTIAL_LINE, UNKNOWN_SENSOR, UNCONFIRMED_SENSOR, TOO_MANY_SENSORS)
 
 _NUMBER_RE = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
 

@@ -30,6 +30,7 @@ status that cannot be written (full disk) is logged once and retried at the next
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -135,12 +136,33 @@ class StatusWriter:
             tmp.write_text(json.dumps(self._status), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._rewrite_in_place():
+                self._dirty = self._failing = False
+                return
             # The status is for display only: never let it stop the reading of a board.
             if not self._failing:
                 log.error("cannot write the producer status %s: %s", self.path, exc)
             self._failing = True
             return
         self._dirty = self._failing = False
+
+    def _rewrite_in_place(self) -> bool:
+        """Overwrite the existing file's bytes (padded with spaces to its length): no new block is
+        needed, so a full disk still takes it, and the page can show "buffering (disk full)"."""
+        data = json.dumps(self._status).encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return False
+        try:
+            old = os.fstat(fd).st_size
+            os.pwrite(fd, data.ljust(old), 0)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def close(self, state: str = STOPPED) -> None:
         self.set(state, detail="")

@@ -15,6 +15,9 @@ import duckdb
 import pandas as pd
 
 from lib.states import STATE_ANOMALY as ANOMALY, STATE_INITIALIZING as INITIALIZING
+# `named`: the store answers other processes' reads by name (lib.store.readserver), and these
+# functions are what its socket runs.
+from lib.store.readserver import NAMED, named, wire_type  # noqa: F401  (NAMED: the registry)
 
 
 def utc_now() -> datetime:
@@ -22,6 +25,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+@wire_type
 @dataclass(frozen=True)
 class Filters:
     """What the operator chose: empty tuples mean "all"; None bounds mean "open". `exclude`: the
@@ -53,12 +57,14 @@ class Filters:
         return " AND ".join(parts), params
 
 
+@named
 def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
 
 
 # --- what exists -------------------------------------------------------------------------------
 
+@named
 def sensors(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """One row per sensor: readings, last reading time and value."""
     return conn.execute("""
@@ -66,19 +72,23 @@ def sensors(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         FROM readings GROUP BY sensor ORDER BY sensor""").df()
 
 
+@named
 def sensor_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT sensor FROM readings ORDER BY sensor").fetchall()]
 
 
+@named
 def detectors(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT detector FROM states ORDER BY detector").fetchall()]
 
 
+@named
 def time_bounds(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> tuple[datetime | None, datetime | None]:
     where, params = Filters(sessions=f.sessions, sensors=f.sensors, exclude=f.exclude).where("r")
     return conn.execute(f"SELECT min(ts), max(ts) FROM readings r WHERE {where}", params).fetchone()
 
 
+@named
 def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     row = conn.execute("""
         SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM states),
@@ -88,6 +98,7 @@ def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 # --- live charts -------------------------------------------------------------------------------
 
+@named
 def recent_readings(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime) -> pd.DataFrame:
     """Readings of `sensor` since `since` (UTC), oldest first (every one of them)."""
     return conn.execute("""
@@ -95,6 +106,7 @@ def recent_readings(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetim
         WHERE sensor = ? AND ts >= ? ORDER BY ts, session_id, seq""", [sensor, since]).df()
 
 
+@named
 def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
                   states: tuple[str, ...] = (ANOMALY, INITIALIZING)) -> pd.DataFrame:
     """States of `sensor` since `since`, with the reading's value, for chart markers."""
@@ -106,6 +118,7 @@ def recent_states(conn: duckdb.DuckDBPyConnection, sensor: str, since: datetime,
         ORDER BY s.ts""", [sensor, since, *states]).df()
 
 
+@named
 def chart_data(conn: duckdb.DuckDBPyConnection, sensor: str, start: datetime, end: datetime,
                buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What one sensor's chart draws over [start, end] (see `charts_data`)."""
@@ -119,6 +132,7 @@ _EMPTY_MARKS = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
     ("seq", "Int64"), ("flagged_by", object))})
 
 
+@named
 def charts_data(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
                 buckets: int = 600, sessions: Sequence[str] = ()) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """{sensor: (line, marks)} for the charts of `sensors` (see `charts_fetch`)."""
@@ -129,6 +143,7 @@ def charts_data(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: 
 ROLLUP_BUCKET_S = 60.0
 
 
+@named
 def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
                  buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the charts of `sensors` (every sensor with readings in the span if empty) draw over
@@ -184,6 +199,7 @@ def charts_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start:
     return lines, marks
 
 
+@named
 def charts_fetch_rolled(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime, end: datetime,
                         buckets: int = 600, sessions: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`charts_fetch` from the store's tables kept for long spans (lib.store.rollups), in the
@@ -227,6 +243,7 @@ def charts_fetch_rolled(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str],
     return df.loc[~is_mark, ["sensor", "kind", "ts", "value", "session_id"]], df.loc[is_mark]
 
 
+@named
 def anomaly_strips(conn: duckdb.DuckDBPyConnection, start: datetime, bin_s: int, bins: int,
                    exclude: Sequence[str] = ()) -> pd.DataFrame:
     """The Overview's cells: per sensor and time bin (`bins` of `bin_s` seconds, a whole number
@@ -263,6 +280,7 @@ def charts_shape(lines: pd.DataFrame, marks: pd.DataFrame) -> dict[str, tuple[pd
     return out
 
 
+@named
 def initializing_spans_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], start: datetime,
                             end: datetime) -> pd.DataFrame:
     """Per sensor (all if `sensors` is empty), session and detector, the stretch in [start, end]
@@ -277,6 +295,7 @@ def initializing_spans_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[s
 
 # --- health ------------------------------------------------------------------------------------
 
+@named
 def health(conn: duckdb.DuckDBPyConnection, now: datetime, rate_window_s: float = 60.0,
            horizon: timedelta = timedelta(days=1)) -> pd.DataFrame:
     """Per sensor heard from within `horizon` of `now`: last reading time, its age in seconds,
@@ -289,6 +308,7 @@ def health(conn: duckdb.DuckDBPyConnection, now: datetime, rate_window_s: float 
         [now, now - timedelta(seconds=rate_window_s), rate_window_s, now - horizon]).df()
 
 
+@named
 def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
                  horizon: timedelta = timedelta(days=1)) -> pd.DataFrame:
     """Per detector heard from within `horizon`: its latest verdict time and how far it is behind
@@ -300,6 +320,7 @@ def detector_lag(conn: duckdb.DuckDBPyConnection, now: datetime | None = None,
         FROM states WHERE ts >= ? GROUP BY detector ORDER BY detector""", [since, since]).df()
 
 
+@named
 def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime) -> pd.DataFrame:
     """For the newest session since `since` of each sensor (all if `sensors` is empty): per
     detector, how many readings it has judged and whether it is still initializing (the
@@ -321,6 +342,7 @@ def init_progress_many(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], 
         ORDER BY init.sensor, init.detector""", [*wp, since]).df()
 
 
+@named
 def gaps(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
          sessions: Sequence[str] = ()) -> pd.DataFrame:
     """The recorded gaps (port lost, board unplugged) that started in [start, end]: session_id,
@@ -334,6 +356,7 @@ def gaps(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
 
 # --- sessions ----------------------------------------------------------------------------------
 
+@named
 def sessions(conn: duckdb.DuckDBPyConnection, start: datetime | None = None,
              end: datetime | None = None) -> pd.DataFrame:
     """Sessions that overlap [start, end] (both optional), newest first, with port, duration,
@@ -368,6 +391,7 @@ def sessions(conn: duckdb.DuckDBPyConnection, start: datetime | None = None,
 
 # --- anomalies and exports ---------------------------------------------------------------------
 
+@named
 def anomalies(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int | None = None) -> pd.DataFrame:
     """The flagged readings for the filters: one row per (reading, detector) that flagged it."""
     where, params = f.where("s", detectors=True)
@@ -379,6 +403,7 @@ def anomalies(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int | None = N
         [*params, *([limit] if limit else [])]).df()
 
 
+@named
 def readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Every reading for the filters (session, sensor, time range), oldest first."""
     where, params = f.where("r")
@@ -387,6 +412,7 @@ def readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         ORDER BY r.ts, r.session_id, r.seq""", params).df()
 
 
+@named
 def count_readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> int:
     where, params = f.where("r")
     return conn.execute(f"SELECT count(*) FROM readings r WHERE {where}", params).fetchone()[0]
@@ -394,6 +420,7 @@ def count_readings(conn: duckdb.DuckDBPyConnection, f: Filters) -> int:
 
 # --- labels ------------------------------------------------------------------------------------
 
+@named
 def labels(conn: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Operator labels for the filters (an older database without the table gives none)."""
     if not has_table(conn, "labels"):
@@ -414,6 +441,7 @@ def _judged_sql(f: Filters) -> tuple[str, list]:
             f"FROM states s WHERE s.state <> 'initializing' AND {where}", params)
 
 
+@named
 def per_detector(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Per detector: readings judged, anomalies flagged and their share."""
     sql, params = _judged_sql(f)
@@ -423,6 +451,7 @@ def per_detector(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         FROM ({sql}) GROUP BY detector ORDER BY detector""", params).df()
 
 
+@named
 def pair_counts(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """For each ordered pair of detectors, over readings both judged: n11 (both flagged), n10,
     n01, n00. Agreement measures (lib.detect.compare) come from these four counts."""
@@ -438,6 +467,7 @@ def pair_counts(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         GROUP BY a.detector, b.detector ORDER BY a.detector, b.detector""", params).df()
 
 
+@named
 def disagreements(conn: duckdb.DuckDBPyConnection, f: Filters, limit: int = 5000) -> pd.DataFrame:
     """Readings where the chosen detectors disagree (some flagged, some did not): one row per
     (reading, detector) with its verdict, for a timeline."""
@@ -507,6 +537,7 @@ def truth_sql(f: Filters) -> tuple[str, list]:
     return sql, [*params, TRUTH_SLACK_S, TRUTH_TOLERANCE]
 
 
+@named
 def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, int]:
     """How much truth the filters' range holds: simulator injections and operator labels."""
     lw, lp = Filters(sessions=f.sessions, sensors=f.sensors, start=f.start, end=f.end,
@@ -531,6 +562,7 @@ def truth_available(conn: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, in
     return {"injections": injections, "labels": labelled}
 
 
+@named
 def scores_vs_truth(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Per detector, against `truth_sql`: `anomalies` (the injections and labelled readings of the
     filters' range), `caught` (those with at least one of their readings flagged by it), and over
@@ -555,11 +587,13 @@ def scores_vs_truth(conn: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame
         ORDER BY d.detector""", [*params, *tparams]).df()
 
 
+@named
 def session_sensors(conn: duckdb.DuckDBPyConnection, session: str) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT sensor FROM readings WHERE session_id = ? ORDER BY sensor",
                                        [session]).fetchall()]
 
 
+@named
 def session_series(conn: duckdb.DuckDBPyConnection, session: str, sensor: str) -> pd.DataFrame:
     """All readings of one sensor in one session, in order (what a replay feeds a detector)."""
     return conn.execute("""
@@ -567,6 +601,7 @@ def session_series(conn: duckdb.DuckDBPyConnection, session: str, sensor: str) -
         ORDER BY seq""", [session, sensor]).df()
 
 
+@named
 def live_flags(conn: duckdb.DuckDBPyConnection, session: str, sensor: str, detector: str) -> pd.DataFrame:
     """What `detector` said live on one sensor of one session: seq, state, score."""
     return conn.execute("""
@@ -581,12 +616,14 @@ CHART_BUCKETS = 600    # time buckets of a thinned line: about one per pixel of 
 INIT_LOOKBACK = timedelta(hours=6)   # how far back Live looks for detectors still warming up
 
 
+@named
 def live_snapshot(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
                   max_charts: int = LIVE_MAX_CHARTS) -> dict:
     """Everything one refresh of the Live view draws (see `live_fetch`)."""
     return live_shape(live_fetch(conn, sensors, since, now, max_charts))
 
 
+@named
 def live_fetch(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime, now: datetime,
                max_charts: int = LIVE_MAX_CHARTS, order: Sequence[str] = (), hidden: Sequence[str] = ()) -> dict:
     """The queries of one refresh of the Live view, each reading the span once for all the charted
@@ -642,6 +679,7 @@ def live_shape(raw: dict) -> dict:
 EVENT_STATES = ("open", "acknowledged", "resolved")
 
 
+@wire_type
 @dataclass(frozen=True)
 class EventFilters:
     """The Events view's choices: empty tuples mean "all"; dates bound the event's start (UTC)."""
@@ -654,6 +692,7 @@ class EventFilters:
     exclude: tuple[str, ...] = ()     # hidden sensors ([sensors.<name>] hidden)
 
 
+@named
 def events(conn: duckdb.DuckDBPyConnection, f: EventFilters = EventFilters(), limit: int = 5000) -> pd.DataFrame:
     """Events for the Events view and its CSV: open (not resolved) first, then newest first."""
     from lib.store.events import STATE_SQL
@@ -685,6 +724,7 @@ def events(conn: duckdb.DuckDBPyConnection, f: EventFilters = EventFilters(), li
         ORDER BY state = 'resolved', start_ts DESC LIMIT ?""", params + [limit]).df()
 
 
+@named
 def open_event_count(conn: duckdb.DuckDBPyConnection) -> int:
     """Events not resolved yet (by themselves or by an operator): the page title shows it."""
     if not has_table(conn, "events"):
@@ -692,6 +732,7 @@ def open_event_count(conn: duckdb.DuckDBPyConnection) -> int:
     return conn.execute("SELECT count(*) FROM events WHERE closed_at IS NULL AND resolved_at IS NULL").fetchone()[0]
 
 
+@named
 def open_event_spans(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], since: datetime,
                      now: datetime) -> pd.DataFrame:
     """Unresolved events of `sensors` overlapping [since, now], as spans (sensor, start, end,
@@ -704,6 +745,7 @@ def open_event_spans(conn: duckdb.DuckDBPyConnection, sensors: Sequence[str], si
         ORDER BY start_ts""", [since, now, *sensors]).df()
 
 
+@named
 def event_readings(conn: duckdb.DuckDBPyConnection, event_id: str) -> pd.DataFrame:
     """The readings an event's detectors or rules flagged (session_id, seq, sensor, ts, detector:
     the first that flagged it): what labelling the event labels."""
@@ -712,3 +754,59 @@ def event_readings(conn: duckdb.DuckDBPyConnection, event_id: str) -> pd.DataFra
         FROM events e JOIN states s ON s.sensor = e.sensor AND s.ts BETWEEN e.start_ts AND e.end_ts
         WHERE e.event_id = ? AND s.state = 'anomaly'
         GROUP BY s.session_id, s.seq, s.sensor ORDER BY ts""", [event_id]).df()
+
+
+# --- checks: what tests, benches and scripts ask a running store ----------------------------
+# The store's socket runs named queries only, so a check on a running system is one of these.
+
+@named
+def value_counts(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, float, int]]:
+    """(sensor, value, times stored) over every reading: what a board's ledger is checked against."""
+    return conn.execute("SELECT sensor, value, count(*) FROM readings GROUP BY ALL").fetchall()
+
+
+@named
+def judged_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """{detector: (state rows, distinct readings judged)}: equal when each reading is judged once."""
+    return {d: (n, k) for d, n, k in conn.execute(
+        "SELECT detector, count(*), count(DISTINCT (session_id, seq)) FROM states GROUP BY 1").fetchall()}
+
+
+@named
+def repeated_readings(conn: duckdb.DuckDBPyConnection) -> int:
+    """Readings stored more than once (same session and sequence number)."""
+    return conn.execute("SELECT count(*) - count(DISTINCT (session_id, seq)) FROM readings").fetchone()[0]
+
+
+@named
+def unjudged(conn: duckdb.DuckDBPyConnection, n_detectors: int) -> int:
+    """Readings that do not have states from exactly `n_detectors` detectors."""
+    return conn.execute("""
+        SELECT count(*) FROM readings r LEFT JOIN (
+            SELECT session_id, seq, count(DISTINCT detector) AS n FROM states GROUP BY ALL) s USING (session_id, seq)
+        WHERE coalesce(s.n, 0) <> ?""", [n_detectors]).fetchone()[0]
+
+
+@named
+def newest(conn: duckdb.DuckDBPyConnection) -> dict[str, datetime | None]:
+    """The newest reading's and the newest state's time."""
+    row = conn.execute("SELECT (SELECT max(ts) FROM readings), (SELECT max(ts) FROM states)").fetchone()
+    return {"readings": row[0], "states": row[1]}
+
+
+@named
+def latest_session_states(conn: duckdb.DuckDBPyConnection) -> int:
+    """States stored for the session that started last."""
+    return conn.execute("""SELECT count(*) FROM states WHERE session_id =
+        (SELECT session_id FROM sessions ORDER BY started_at DESC LIMIT 1)""").fetchone()[0]
+
+
+@named
+def gap_list(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, datetime, datetime | None, str | None]]:
+    """Every gap: session, start, end (None while open), reason; oldest first."""
+    return conn.execute("SELECT session_id, started_at, ended_at, reason FROM gaps ORDER BY started_at").fetchall()
+
+
+@named
+def reject_reasons(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return dict(conn.execute("SELECT reason, count(*) FROM rejects GROUP BY 1").fetchall())

@@ -8,21 +8,33 @@ writes to the file.
 """
 from __future__ import annotations
 
+import errno
+import os
 import time
 from pathlib import Path
 
 import duckdb
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
-DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded", "could not write file",
-                     "Could not write file", "File too large")
+# Why a read or write failed, by the operating system's error number. An OSError carries it;
+# DuckDB's IOException does not, but quotes the system's own text for it (strerror), which is what
+# is matched here: never DuckDB's wording around it ("Could not write file" came with a
+# permission error and was once taken for a full disk).
+DISK_FULL, PERMISSION, READ_ONLY, GONE, IO_ERROR = (
+    "disk full", "permission denied", "read-only file system", "file or folder gone", "I/O error")
+ERRNO_CAUSES = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EFBIG: DISK_FULL,
+                errno.EACCES: PERMISSION, errno.EPERM: PERMISSION, errno.EROFS: READ_ONLY,
+                errno.ENOENT: GONE, errno.ESTALE: GONE, errno.EIO: IO_ERROR}
 CORRUPT_MARKERS = ("Corrupt database", "not a valid DuckDB", "Could not read enough bytes", "checksum")
 # DuckDB files carry "DUCK" at byte 8. Anything else at the database path is someone else's file:
 # the store refuses to start rather than open (and possibly rewrite) it.
 DUCKDB_MAGIC, DUCKDB_MAGIC_OFFSET = b"DUCK", 8
 # No extension loading: a file that is not ours must fail to open, not make DuckDB try to download
-# a reader for it (this machine, and many sites, have no internet).
-_NO_EXTENSIONS = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+# a reader for it (this machine, and many sites, have no internet). No external access: the
+# database's own files are all a connection of ours touches, so no query (not even a read the store
+# answers for another process) can read, write or attach another file.
+CONNECT_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False,
+                  "enable_external_access": False}
 
 
 class DatabaseFileError(RuntimeError):
@@ -35,8 +47,25 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(m in str(exc) for m in LOCK_MARKERS)
 
 
+def error_cause(exc: BaseException) -> str | None:
+    """DISK_FULL, PERMISSION, READ_ONLY, GONE or IO_ERROR for an operating-system failure under
+    `exc`, by its error number; None when it is not one (a lock, a bad query, a damaged file)."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in ERRNO_CAUSES:
+        return ERRNO_CAUSES[code]
+    if isinstance(exc, duckdb.IOException):
+        text = str(exc)
+        for code, cause in ERRNO_CAUSES.items():
+            if os.strerror(code) in text:
+                return cause
+        return IO_ERROR
+    if isinstance(exc, OSError):
+        return IO_ERROR
+    return None
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) in (28, 122) or any(m in str(exc) for m in DISK_FULL_MARKERS)
+    return error_cause(exc) == DISK_FULL
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -49,12 +78,26 @@ def connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnec
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=_NO_EXTENSIONS)
+            if read_only or path.exists():
+                return duckdb.connect(str(path), read_only=read_only, config=CONNECT_CONFIG)
+            return _create(path)
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+def _create(path: Path) -> duckdb.DuckDBPyConnection:
+    """A new database file, readable by this user only (DuckDB would make it 0644 by the usual
+    umask: a `[paths] database` outside the 0700 data folder was readable by everyone)."""
+    old = os.umask(0o077)
+    try:
+        conn = duckdb.connect(str(path), read_only=False, config=CONNECT_CONFIG)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return conn
 
 
 def _describe(head: bytes) -> str:
@@ -90,7 +133,7 @@ def connect_checked(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDB
     try:
         return connect(path, read_only, wait_s)
     except duckdb.Error as exc:
-        if is_lock_error(exc) or is_disk_full(exc):
+        if is_lock_error(exc) or error_cause(exc) in (DISK_FULL, PERMISSION, READ_ONLY, GONE):
             raise
         raise DatabaseFileError(f"{path} cannot be opened as a DuckDB database ({exc}); move it away "
                                 "or restore a backup. Vigie will not overwrite it.") from None

@@ -1,8 +1,8 @@
 """The read side: a short-lived connection for queries, wherever the file is held.
 
 DuckDB lets no other process open the file while the store holds it for writing, so reads go
-through the store when it runs (it answers on a socket: lib.store.readserver) and open the file
-read-only otherwise (tests, tools, a stopped system).
+through the store when it runs (it answers named queries on a socket: lib.store.readserver) and
+open the file read-only otherwise (tests, tools, a stopped system).
 """
 from __future__ import annotations
 
@@ -14,24 +14,23 @@ from typing import Iterator
 import duckdb
 
 from lib.store.files import connect, is_lock_error
-from lib.store.readserver import RemoteConnection, socket_path
+from lib.store.readserver import RemoteConnection
 
 
 @contextmanager
 def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived read connection: through the store when it runs (it holds the file; see
-    lib.store.readserver), else the file opened read-only, retried while another process holds it."""
+    lib.store.readserver: named queries only), else the file opened read-only, retried while
+    another process holds it. Read with the functions of lib.page.queries, which work on both."""
     path = Path(path)
-    sock = socket_path(path)
     deadline = time.monotonic() + wait_s
     delay = 0.005
     while True:
         conn = None
-        if sock.exists():
-            try:
-                conn = RemoteConnection(sock)
-            except OSError:
-                pass   # a socket left by a store that was killed: read the file
+        try:
+            conn = RemoteConnection(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass   # no store runs (or one was killed and left its socket): read the file
         if conn is None:
             try:
                 conn = connect(path, True, 0.0)

@@ -13,6 +13,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
 from lib.store import rollups
 from lib.store.files import connect
 
@@ -37,19 +41,14 @@ def prune(db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str
     try:
         conn.execute("BEGIN")
         for table in TABLES:
-            n = conn.execute(f"SELECT count(*) FROM {table} WHERE ts < ?", [older_than]).fetchone()[0]
+            n = conn.execute(f"SELECT count(*) FROM {table} WHERE ts < ?", [older_than]).fetchall()[0][0]
             if not n:
                 continue
             if fmt != "none":
                 export_dir.mkdir(parents=True, exist_ok=True)
                 final = export_dir / f"{table}-before-{stamp}.{fmt}"
                 tmp = final.with_name(final.name + ".tmp")
-                # COPY's target cannot be a parameter; the name is built from our own folder and
-                # timestamps only (no value from the wire), and quoted for SQL.
-                target = str(tmp).replace("'", "''")
-                options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-                conn.execute(f"COPY (SELECT * FROM {table} WHERE ts < ? ORDER BY ts) TO '{target}' ({options})",
-                             [older_than])
+                _export(conn.sql(f"SELECT * FROM {table} WHERE ts < ? ORDER BY ts", params=[older_than]), tmp, fmt)
                 renames.append((tmp, final))
             conn.execute(f"DELETE FROM {table} WHERE ts < ?", [older_than])
             removed[table] = n
@@ -69,6 +68,20 @@ def prune(db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str
     for tmp, final in renames:
         tmp.rename(final)
     return removed
+
+
+def _export(rows: duckdb.DuckDBPyRelation, target: Path, fmt: str) -> None:
+    """Write a query's rows to `target` from Python (pyarrow), batch by batch: the store's
+    connection has DuckDB's file access off (lib.store.files.CONNECT_CONFIG), so no COPY."""
+    reader = rows.to_arrow_reader(100_000)
+    if fmt == "parquet":
+        with pq.ParquetWriter(target, reader.schema) as out:
+            for batch in reader:
+                out.write_batch(batch)
+    else:
+        with pa_csv.CSVWriter(target, reader.schema) as out:
+            for batch in reader:
+                out.write_batch(batch)
 
 
 class Retention:

@@ -10,7 +10,7 @@ from lib.messages import (EVENTS, LABELS, REJECTS, SESSION, SEQ, SESSIONS, STATE
                           Message, Reject, StatesBatch, Truth, parse_session_event, parse_states)
 from lib.states import CODE_OF_STATE
 from lib.store.batch import Batch
-from lib.store.files import DatabaseFileError, is_corruption, is_disk_full
+from lib.store.files import DatabaseFileError, error_cause, is_corruption
 from lib.store.readserver import ReadServer
 from lib.store.writer import Writer
 
@@ -72,25 +72,28 @@ QUIET_ROWS = 1000
 
 
 def run_store(db_path, consumer, stop, flush_interval: float = 0.1, max_batch: int = 50_000,
-              on_flush=None, maintenance=None, quiet_flush_interval: float = 0.0) -> int:
+              on_flush=None, maintenance=None, quiet_flush_interval: float = 0.0, queries=None) -> int:
     """The single writer's loop: gather messages for `flush_interval` (or `max_batch` rows), write
     them to DuckDB in one transaction, and only then commit the consumer's position (at-least-once;
     primary keys and watermarks make a replay harmless). A batch of fewer than QUIET_ROWS rows
     waits up to `quiet_flush_interval` after its first message (0: no longer than
     `flush_interval`). `maintenance()` runs between batches (retention), in this process because
-    it is the only writer. Returns the number of messages stored."""
+    it is the only writer. Other processes read through the store's socket, by the names in
+    `queries` ({name: function(cursor, ...)}; by default every `readserver.named` function this
+    process imported). Returns the number of messages stored."""
     writer = Writer(db_path)
     # The store holds the file for its whole run; the page's queries come to it (lib.store.readserver).
-    server = ReadServer(writer.connection, db_path).start()
+    server = ReadServer(writer.connection, db_path, queries).start()
     try:
         return _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance,
-                           quiet_flush_interval)
+                           quiet_flush_interval, server)
     finally:
         server.close()
         writer.close()
 
 
-def _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance, quiet_flush_interval) -> int:
+def _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance, quiet_flush_interval,
+                server=None) -> int:
     stored = 0
     while True:
         stopping = stop.is_set()
@@ -128,6 +131,8 @@ def _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, mai
             return stored
         if maintenance is not None and not stopping:
             maintenance()
+        if server is not None and not stopping:
+            server.check()
 
 
 WRITE_BACKOFF_START_S, WRITE_BACKOFF_MAX_S = 0.5, 10.0
@@ -150,7 +155,7 @@ def write_until_done(db_path, batch, stop, write) -> bool:
             attempts += 1
             if failed_since is None:
                 failed_since = time.monotonic()
-                what = "disk full" if is_disk_full(exc) else "write failed"
+                what = error_cause(exc) or "write failed"
                 log.error("%s: cannot write %d rows to %s (%s); keeping them on the transport and retrying "
                           "with backoff up to %.0fs", what, len(batch), db_path, exc, WRITE_BACKOFF_MAX_S)
             else:

@@ -16,6 +16,7 @@ messages in order, so a row at or below its watermark was stored before and is d
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from lib.messages import SessionEnd, SessionEvent, SessionGap, SessionStart
 from lib.store import events, rollups
 from lib.store.batch import Batch
 from lib.store.files import connect
+from lib.store.schema import open_checked
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +130,49 @@ class Writer:
     """The store's hold on the file: one read-write connection for the whole run (readers go
     through lib.store.readserver), so a write is a transaction rather than open, write, close and
     checkpoint; DuckDB checkpoints its WAL by itself as it grows. After a failed write the
-    connection is dropped and the next write opens the file again."""
+    connection is dropped and the next write opens the file again.
+
+    Each write first checks that the file at the path is still the one it holds (device and
+    inode): a file deleted or replaced under a running store used to take every later write with
+    it, silently (a deleted file stays writable through an open handle), and the run was lost at
+    the store's next restart. The store now says so and goes on in a new file at the path."""
 
     def __init__(self, path: Path, wait_s: float = 3600.0):
         self.path, self.wait_s = Path(path), wait_s
         self._conn: duckdb.DuckDBPyConnection | None = None
+        self._identity: tuple[int, int] | None = None
         self._lock = threading.Lock()
+        self.replaced = 0   # times the file was found deleted or replaced
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._conn is None:
-                self._conn = connect(self.path, False, self.wait_s)
+                conn = connect(self.path, False, self.wait_s)
+                st = os.stat(self.path)
+                self._conn, self._identity = conn, (st.st_dev, st.st_ino)
             return self._conn
 
+    def _check_file(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            st = os.stat(self.path)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            now = None
+        if now == self._identity:
+            return
+        self.replaced += 1
+        log.error("THE DATABASE FILE %s WAS %s WHILE THE STORE HELD IT: what was stored before is no longer at "
+                  "that path. Writing on in %s at the same path, so nothing that arrives from now on is lost.",
+                  self.path, "DELETED" if now is None else "REPLACED BY ANOTHER FILE",
+                  "a new file" if now is None else "the file now there (after checking it)")
+        self.reset()
+        # The new file gets the same checks and tables as at start-up: a foreign one stops the store.
+        open_checked(self.path)
+
     def write(self, batch: Batch) -> None:
+        self._check_file()
         conn = self.connection()
         try:
             conn.execute("BEGIN")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lib.config import load_config
 from lib.ingest.protocol import Parsed, parse_line
-from tests.system import System, query, wait_for
+from tests.system import System, ask, stored, wait_for
 
 # Where the figures go besides stdout (`pytest -s tests/faults | grep FAULT` prints them too).
 REPORT = Path(os.environ.get("FAULT_REPORT", "/tmp/vigie-fault-report.jsonl"))
@@ -35,11 +35,6 @@ def written(ledger: Path) -> Counter:
 
 def ledger_lines(ledger: Path) -> int:
     return ledger.read_bytes().count(b"\n") if ledger.exists() else 0
-
-
-def count(db: Path, sql: str) -> int:
-    rows = query(db, sql)
-    return rows[0][0] if rows and rows[0][0] is not None else 0
 
 
 def status(system: System) -> dict[str, tuple[str, int]]:
@@ -68,7 +63,7 @@ def wait_all_judged(system: System, db: Path, n: int, timeout: float = 300, stal
     dets = expected_detectors()
     last, last_change, deadline = None, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = (count(db, "SELECT count(*) FROM readings"), count(db, "SELECT count(*) FROM states"))
+        now = (stored(db, "readings"), stored(db, "states"))
         if now[0] >= n and now[1] >= n * len(dets):
             break
         if now != last:
@@ -84,15 +79,14 @@ def lost_and_duplicated(db: Path, ledger: Path) -> tuple[int, int, dict]:
     """Readings the board wrote but the store lacks, and readings stored more than once; plus
     per-detector judgement counts (missing, extra)."""
     truth = written(ledger)
-    stored = Counter({(s, round(v, 2)): n for s, v, n in
-                      query(db, "SELECT sensor, value, count(*) FROM readings GROUP BY ALL") or []})
-    lost = sum((truth - stored).values())
-    dup = sum((stored - truth).values())
-    n = count(db, "SELECT count(*) FROM readings")
+    found = Counter({(s, round(v, 2)): n for s, v, n in ask(db, "value_counts") or []})
+    lost = sum((truth - found).values())
+    dup = sum((found - truth).values())
+    n = stored(db, "readings")
+    counts = ask(db, "judged_counts") or {}
     judged = {}
     for det in expected_detectors():
-        rows = query(db, "SELECT count(*), count(DISTINCT (session_id, seq)) FROM states WHERE detector = ?", [det])
-        total, distinct = rows[0]
+        total, distinct = counts.get(det, (0, 0))
         judged[det] = {"missing": n - distinct, "extra": total - distinct}
     return lost, dup, judged
 
@@ -102,8 +96,7 @@ def assert_exactly_once(db: Path, ledger: Path) -> tuple[int, int]:
     assert (lost, dup) == (0, 0), f"{lost} readings lost, {dup} duplicated"
     bad = {d: j for d, j in judged.items() if j != {"missing": 0, "extra": 0}}
     assert not bad, f"readings not judged exactly once: {bad}"
-    keys = query(db, "SELECT count(*) - count(DISTINCT (session_id, seq)) FROM readings")
-    assert keys == [(0,)]
+    assert ask(db, "repeated_readings") == 0
     return lost, dup
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from lib.ingest.protocol import REASONS
 from tests.faults.board import DrivenBoard
-from tests.faults.common import count, expected_detectors, lost_and_duplicated, report, wait_all_judged
+from tests.faults.common import expected_detectors, lost_and_duplicated, report, wait_all_judged
 from tests.system import System, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
@@ -71,8 +71,8 @@ def test_unplug_replug_and_garbage(tmp_path):
         n = len(board.ledger)
         wait_all_judged(system, system.db, n)
         lost, dup, judged = lost_and_duplicated(system.db, ledger)
-        rejects = dict(system.query("SELECT reason, count(*) FROM rejects GROUP BY 1"))
-        gaps = count(system.db, "SELECT count(*) FROM gaps")
+        rejects = system.ask("reject_reasons")
+        gaps = len(system.ask("gap_list"))
         assert system.stop() == 0
     report("board unplugged and replugged", UNPLUGS, lost, dup, recoveries,
            note=f"{n} good lines; {gaps} gaps recorded; recovery = replug to port reopened")

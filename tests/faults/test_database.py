@@ -3,19 +3,22 @@ and (see test_foreign_file.py) a file that is not ours."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from lib.config import PROJECT_ROOT
+from lib.ingest.protocol import Parsed, parse_line
 from lib.store.schema import open_checked
-from tests.faults.common import (assert_exactly_once, count, ledger_lines, lost_and_duplicated, report, sim_env,
+from tests.faults.common import (assert_exactly_once, ledger_lines, lost_and_duplicated, report, sim_env,
                                  wait_all_judged)
-from tests.system import System, wait_for
+from tests.system import System, stored, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -24,14 +27,15 @@ RATE = 100.0
 READER = """
 import sys, time
 from pathlib import Path
+from lib.page import queries
 from lib.store.reader import read_db
 path, seconds = Path(sys.argv[1]), float(sys.argv[2])
 print("reading", flush=True)
 end, n = time.monotonic() + seconds, 0
 while time.monotonic() < end:
     with read_db(path) as conn:   # through the store: it holds the file
-        conn.execute("SELECT sensor, count(*), avg(value), max(ts) FROM readings GROUP BY sensor").fetchall()
-        conn.execute("SELECT detector, state, count(*) FROM states GROUP BY ALL").df()
+        queries.sensors(conn)
+        queries.per_detector(conn, queries.Filters())
     n += 1
 print(f"done {n}", flush=True)
 """
@@ -44,16 +48,16 @@ def test_outside_readers_do_not_stop_the_writer(tmp_path):
     ledger = tmp_path / "ledger.txt"
     rounds, read_s, grew, reads = 3, 6.0, [], []
     with System(tmp_path, sim_env(ledger, RATE, int(RATE * 600))) as system:
-        wait_for(lambda: count(system.db, "SELECT count(*) FROM states") > 100, 180, interval=0.5,
+        wait_for(lambda: stored(system.db, "states") > 100, 180, interval=0.5,
                  what="data flowing")
         for _ in range(rounds):
             reader = subprocess.Popen([sys.executable, "-c", READER, str(system.db), str(read_s)],
                                       stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
             try:
                 assert reader.stdout.readline().strip() == "reading"
-                before = count(system.db, "SELECT count(*) FROM readings")
+                before = stored(system.db)
                 time.sleep(read_s / 2)
-                grew.append(count(system.db, "SELECT count(*) FROM readings") - before)
+                grew.append(stored(system.db) - before)
                 done = reader.stdout.readline().strip()
                 assert done.startswith("done ") and int(done.split()[1]) > 0, done
                 reads.append(int(done.split()[1]))
@@ -108,18 +112,18 @@ def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
     db = small_disk / "vigie.duckdb"
     env = {**sim_env(ledger, RATE, int(RATE * 600)), "VIGIE_PATHS_DATABASE": str(db)}
     with System(tmp_path, env) as system:
-        wait_for(lambda: count(db, "SELECT count(*) FROM states") > 100, 180, interval=0.5, what="data flowing")
+        wait_for(lambda: stored(db, "states") > 100, 180, interval=0.5, what="data flowing")
         ballast = _fill(small_disk)
         t_full = time.monotonic()
         wait_for(lambda: "disk full" in system.log(), 120, interval=0.5, what="the store reporting the full disk")
         reported_s = time.monotonic() - t_full
-        kept = count(db, "SELECT count(*) FROM readings")
+        kept = stored(db)
         time.sleep(8)  # full for a while, the board still writing
-        assert count(db, "SELECT count(*) FROM readings") >= kept  # what it had is still there
+        assert stored(db) >= kept  # what it had is still there
         ballast.unlink()  # space returns
         t0 = time.monotonic()
         target = ledger_lines(ledger)
-        wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= target, 180, interval=0.5,
+        wait_for(lambda: stored(db) >= target, 180, interval=0.5,
                  what="the store catching up after space returned")
         recovery = time.monotonic() - t0
         system.ctl("stop", "simulator")
@@ -134,3 +138,45 @@ def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
     assert any("writing again" in line for line in store_log)
     assert_exactly_once(db, ledger)
     open_checked(db)  # reads every block of every table: no damage
+
+
+def _ledger_from(ledger: Path, start: int) -> Counter:
+    out = Counter()
+    for raw in ledger.read_bytes().splitlines()[start:]:
+        p = parse_line(raw)
+        if isinstance(p, Parsed):
+            out[(p.sensor, round(p.value, 2))] += 1
+    return out
+
+
+def test_database_deleted_while_running_goes_on_in_a_new_file(tmp_path):
+    """`rm data/vigie.duckdb*` during a run: the store says so at its next write and goes on in a
+    new file at the path, which the page reads (the socket is served again): every line the
+    board writes from then on is stored once. Before, the store went on writing into the deleted
+    file without a word, and the page said "No data yet"."""
+    ledger = tmp_path / "ledger.txt"
+    with System(tmp_path, sim_env(ledger, RATE, int(RATE * 600))) as system:
+        wait_for(lambda: stored(system.db, "states") > 100, 180, interval=0.5, what="data flowing")
+        from_line = ledger_lines(ledger)
+        for p in system.data.glob("vigie.duckdb*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        t0 = time.monotonic()
+        wait_for(lambda: "WAS DELETED" in system.log(), 60, interval=0.2, what="the store reporting the deletion")
+        reported_s = time.monotonic() - t0
+        wait_for(lambda: stored(system.db) > 0, 60, interval=0.2, what="readings in the new file")
+        recovery_s = time.monotonic() - t0
+        time.sleep(3)
+        system.ctl("stop", "simulator")
+        after = _ledger_from(ledger, from_line)
+
+        def missing():
+            found = Counter({(s, round(v, 2)): n for s, v, n in system.ask("value_counts")})
+            return sum((after - found).values())
+        wait_for(lambda: missing() == 0 or None, 120, interval=1, what="every line since the deletion stored")
+        lost, dup = missing(), system.ask("repeated_readings")
+        assert system.stop() == 0
+    report("database files deleted while running (`rm data/vigie.duckdb*`)", 1, lost, dup, [recovery_s],
+           note=f"reported {reported_s:.1f}s after the rm; lost/duplicated count the {sum(after.values())} lines "
+                "written after the rm (what the file held before is gone with it); recovery = rm to readings "
+                "in the new file, read through the socket")
+    assert (lost, dup) == (0, 0)

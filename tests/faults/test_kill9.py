@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.faults.common import (assert_exactly_once, count, ledger_lines, lost_and_duplicated, report,
+from tests.faults.common import (assert_exactly_once, ledger_lines, lost_and_duplicated, report,
                                  running_pid, sim_env, wait_all_judged)
-from tests.system import System, wait_for
+from tests.system import System, stored, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -37,9 +37,8 @@ def _recovered(system: System, program: str, since: datetime) -> bool:
             return urllib.request.urlopen(f"http://127.0.0.1:{system.app_port}/", timeout=2).status == 200
         except OSError:
             return False
-    table = "states" if program == "detector" else "readings"
-    rows = system.query(f"SELECT max(ts) FROM {table}")  # table names from this file
-    return bool(rows and rows[0][0] and rows[0][0] > since)
+    newest = system.ask("newest")[("states" if program == "detector" else "readings")]
+    return bool(newest and newest > since)
 
 
 # The producer has its own run: since it acknowledges lines to the board (b3bb48e: the simulated
@@ -51,7 +50,7 @@ def test_kill9_repeatedly_loses_and_duplicates_nothing(tmp_path, programs):
     rng = random.Random(7)
     recoveries: dict[str, list[float]] = {p: [] for p in programs}
     with System(tmp_path, sim_env(ledger, RATE, int(RATE * 900))) as system:
-        wait_for(lambda: count(system.db, "SELECT count(*) FROM states") > 0, 180, interval=1, what="first states")
+        wait_for(lambda: stored(system.db, "states") > 0, 180, interval=1, what="first states")
         for _ in range(ROUNDS):
             killed = {}
             for program in rng.sample(programs, len(programs)):
