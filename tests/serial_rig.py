@@ -67,10 +67,10 @@ class Rig:
         self.threads.append((t, stop))
         return producer
 
-    def producer_process(self, port: Path, *args: str) -> subprocess.Popen:
+    def producer_process(self, port: Path, *args: str, output=subprocess.PIPE) -> subprocess.Popen:
         env = dict(os.environ, VIGIE_PATHS_DATA_DIR=str(self.data), PYTHONUNBUFFERED="1")
         proc = subprocess.Popen([sys.executable, "-m", "workers.producer", "--port", str(port), *args], cwd=PROJECT_ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                env=env, stdout=output, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 

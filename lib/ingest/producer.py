@@ -22,7 +22,7 @@ import serial
 
 from lib.ingest import protocol
 from lib.ingest.gate import SensorGate
-from lib.ingest.serial_port import LineSplitter, PortError, open_port
+from lib.ingest.serial_port import LineSplitter, PortError, describe_holders, open_port, port_holders
 from lib.ingest.status import BUFFERING, CONNECTED, FAILED, PORT_BUSY, RECONNECTING, WAITING, StatusWriter
 from lib.messages import Reject, SessionEnd, SessionEvent, SessionGap, SessionStart, reading_message
 from lib.transport.base import Producer
@@ -37,6 +37,8 @@ FLUSH_INTERVAL_S = 0.05
 # smaller share of the time (3 ms in 200 ms), at no risk of loss.
 ACK_FLUSH_INTERVAL_S = 0.2
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 2.0
+# How often an open port is checked for another reader (TIOCEXCL does not stop root's opens).
+HOLDER_CHECK_S = 10.0
 # A port away for less than this is routine, not for the operator: the simulator starting, the
 # simulator stopping first at Ctrl-C, a board resetting. Longer, and the log says so as a warning.
 WARN_AFTER_S = 10.0
@@ -124,12 +126,14 @@ class SerialProducer:
         if isinstance(parsed, protocol.Parsed):
             was_holding = self.gate.holding
             reason, items = self.gate.admit(parsed.sensor, (parsed.sensor, parsed.value, self.seq, ts_us, line))
-            if not was_holding and self.gate.holding:
-                # Held lines are not on the transport yet: the board must not be told they are.
-                self._ack_cap = self._chunk_start
             for item in items:
                 self._reading(item) if reason is None else self._reject(item[2], item[3], reason, item[4])
             self._expire_held()
+            if not self.gate.holding:
+                self._ack_cap = None
+            elif not was_holding:
+                # Held lines are not on the transport yet: the board must not be told they are.
+                self._ack_cap = self._chunk_start
         else:
             self._reject(self.seq, ts_us, parsed.reason, raw=parsed.raw)
 
@@ -154,8 +158,6 @@ class SerialProducer:
                      protocol.UNCONFIRMED_SENSOR)
             for item in items:
                 self._reject(item[2], item[3], protocol.UNCONFIRMED_SENSOR, item[4])
-        if not self.gate.holding:
-            self._ack_cap = None
 
     def maybe_flush(self, force: bool = False, interval: float = FLUSH_INTERVAL_S, retry_now: bool = False) -> bool:
         """Flush when forced or `interval` has passed; True when the lines are on the transport.
@@ -303,6 +305,7 @@ class SerialProducer:
         splitter = LineSplitter(self.max_line)
         read_total = acked = 0
         last_at = 0.0
+        next_holder_check, intruders = time.monotonic() + HOLDER_CHECK_S, []
         if self.ack:
             # An acknowledgement the board is slow to take is skipped, never waited for.
             port.write_timeout = 0.05
@@ -323,6 +326,16 @@ class SerialProducer:
                     last_at = ts / 1e6
                 if self.status is not None:
                     self.status.lines(self.seq, last_at)
+                if time.monotonic() >= next_holder_check:
+                    next_holder_check = time.monotonic() + HOLDER_CHECK_S
+                    others = port_holders(self.port)
+                    if others and others != intruders:
+                        log.warning("%s is also open in %s: a second reader takes lines from Vigie; close it",
+                                    self.port, describe_holders(others))
+                        self._set_status(PORT_BUSY, f"also open in {describe_holders(others)}")
+                    elif intruders and not others:
+                        self._set_status(CONNECTED, "")
+                    intruders = others
                 done = read_total - splitter.pending()
                 if self._ack_cap is not None:
                     done = min(done, self._ack_cap)

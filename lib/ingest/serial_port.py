@@ -6,8 +6,10 @@ pseudo-terminal and nothing here knows the difference.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import termios
 from pathlib import Path
 
 import serial
@@ -87,13 +89,51 @@ def stable_path(device: str, by_id: Path = BY_ID) -> str:
     return next((str(link) for link in links if os.path.realpath(link) == real), device)
 
 
+def port_holders(path: str) -> list[tuple[int, str]]:
+    """(pid, command) of the other processes that have `path` open, from /proc/*/fd (those of
+    other users are not visible unless we are root)."""
+    try:
+        target = os.path.realpath(path)
+    except OSError:
+        return []
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append((int(proc.name), cmd[:120] or proc.name))
+        except OSError:
+            continue   # gone, or not ours to look at
+    return found
+
+
+def describe_holders(holders: list[tuple[int, str]]) -> str:
+    return ", ".join(f"pid {pid} ({cmd})" for pid, cmd in holders)
+
+
 def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
-    """Open `path`, turning pyserial's errors into one clear `PortError`."""
+    """Open `path` for Vigie alone, turning pyserial's errors into one clear `PortError`.
+
+    A second program reading the same port (an IDE's serial monitor, another Vigie) takes bytes
+    from the stream: lines go missing, and torn ones parse as sensors that do not exist. So a port
+    another process has open is refused as busy, naming it; the open takes pyserial's exclusive
+    lock (flock) and sets TIOCEXCL, so that later opens by others fail (root is not stopped by
+    TIOCEXCL: `SerialProducer` also looks for newcomers while it reads)."""
     if baud not in serial.Serial.BAUDRATES and not (50 <= baud <= 4_000_000):
         raise PortError(f"baud rate {baud} is not a rate a serial port accepts", lasting=True)
+    holders = port_holders(path) if os.path.exists(path) else []
+    if holders:
+        raise PortError(f"{path} is in use by {describe_holders(holders)}: a second reader takes lines from "
+                        "Vigie. Close it (an IDE's serial monitor?); Vigie opens the port once it is free.",
+                        busy=True)
     try:
-        return serial.Serial(port=path, baudrate=baud, timeout=timeout)
+        port = serial.Serial(port=path, baudrate=baud, timeout=timeout, exclusive=True)
     except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise PortError(f"{path} is locked by another program ({describe_holders(port_holders(path)) or 'unknown'})"
+                            "; Vigie opens the port once it is free", busy=True) from None
         err = exc.errno if isinstance(exc.errno, int) else getattr(exc.__cause__, "errno", None)
         if err == errno.ENOENT or (not os.path.exists(path) and err is None):
             raise PortError(f"no such port: {path}") from None
@@ -105,6 +145,11 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
         raise PortError(f"cannot open {path} at {baud} baud: {exc}") from None
     except ValueError as exc:
         raise PortError(f"bad serial settings for {path}: {exc}", lasting=True) from None
+    try:
+        fcntl.ioctl(port.fileno(), termios.TIOCEXCL)
+    except OSError as exc:   # not a terminal device after all: the flock above still holds
+        log.debug("TIOCEXCL on %s: %s", path, exc)
+    return port
 
 
 class LineSplitter:
