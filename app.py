@@ -32,13 +32,28 @@ book = SensorBook(config.sensors)
 # --- the optional password gate ----------------------------------------------------------------
 if auth.gate_enabled(config.app.password) and not st.session_state.get("authenticated"):
     st.title("Vigie")
-    given = st.text_input("Password", type="password", key="password")
-    if st.button("Enter", key="login"):
-        if auth.check_password(config.app.password, given):
+    with st.form("login_form", border=False):   # a form: Enter in the field logs in
+        given = st.text_input("Password", type="password", key="password")
+        submitted = st.form_submit_button("Enter", key="login")
+    if submitted:
+        ip = st.context.ip_address   # guesses slow down per client (lib.page.auth)
+        client = ip if isinstance(ip, str) else "unknown"
+        wait = auth.GUESSES.wait_s(client)
+        if wait > 0:
+            st.error(f"Too many wrong passwords: try again in {wait:.0f} s.")
+        elif auth.check_password(config.app.password, given):
+            auth.GUESSES.succeeded(client)
             st.session_state["authenticated"] = True
+            st.session_state["auth_token"] = auth.new_token()
             st.rerun()
-        st.error("Wrong password.")
+        else:
+            auth.GUESSES.failed(client)
+            st.error("Wrong password.")
     st.stop()
+if auth.gate_enabled(config.app.password):
+    # Sets the cookie that downloads need (page_server.py); invisible, loaded once per browser.
+    st.html(f'<img src="{auth.LOGIN_PATH}{st.session_state["auth_token"]}" alt="" width="1" height="1" '
+            'style="position:absolute;opacity:0">')
 
 # Streamlit's date field takes a typed date on Escape or when a click elsewhere closes its calendar,
 # not on Enter; an operator who types a date and presses Enter expects it applied. This makes Enter

@@ -259,10 +259,10 @@ def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepar
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Vigie"] and not at.metric   # nothing but the gate
-    at.text_input(key="password").input("s3cret").run()
+    at.text_input(key="password").input("s3cret")     # a form: the value goes with the submit
     at.button(key="login").click().run()
     assert at.error and "Wrong password" in at.error[0].value and not at.metric
-    at.text_input(key="password").input("s3cret-Ω").run()
+    at.text_input(key="password").input("s3cret-Ω")
     at.button(key="login").click().run()
     assert not at.exception and at.title[0].value == "Live" and at.metric
 

@@ -40,15 +40,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(data_dir: Path, extra_env: dict | None = None):
-    """`streamlit run app.py` on 127.0.0.1 with VIGIE_PATHS_DATA_DIR=data_dir; stopped on exit."""
+def served(data_dir: Path, extra_env: dict | None = None, entry: str = "app.py"):
+    """`streamlit run app.py` (or `entry`) on 127.0.0.1 with VIGIE_PATHS_DATA_DIR=data_dir; stopped
+    on exit."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(VIGIE_PATHS_DATA_DIR=str(data_dir), **(extra_env or {}))
     streamlit = Path(sys.executable).parent / "streamlit"
     log = open(data_dir / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [str(streamlit), "run", str(PROJECT_ROOT / "app.py"), "--server.address", "127.0.0.1",
+        [str(streamlit), "run", str(PROJECT_ROOT / entry), "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

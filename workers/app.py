@@ -32,7 +32,8 @@ def main(argv=None) -> int:
         log.warning("serving the page on %s without a password: anyone who can reach this machine sees "
                     "the data. Set [app] password to turn the gate on.", config.app.address)
     streamlit = os.path.join(os.path.dirname(sys.executable), "streamlit")
-    args = [streamlit, "run", str(PROJECT_ROOT / "app.py"),
+    # page_server.py serves app.py behind the download gate (lib.page.auth.MediaGate).
+    args = [streamlit, "run", str(PROJECT_ROOT / "page_server.py"),
             "--server.address", config.app.address, "--server.port", str(config.app.port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none"]
