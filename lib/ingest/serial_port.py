@@ -123,11 +123,6 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
     TIOCEXCL: `SerialProducer` also looks for newcomers while it reads)."""
     if baud not in serial.Serial.BAUDRATES and not (50 <= baud <= 4_000_000):
         raise PortError(f"baud rate {baud} is not a rate a serial port accepts", lasting=True)
-    holders = port_holders(path) if os.path.exists(path) else []
-    if holders:
-        raise PortError(f"{path} is in use by {describe_holders(holders)}: a second reader takes lines from "
-                        "Vigie. Close it (an IDE's serial monitor?); Vigie opens the port once it is free.",
-                        busy=True)
     try:
         port = serial.Serial(port=path, baudrate=baud, timeout=timeout, exclusive=True)
     except serial.SerialException as exc:
@@ -145,6 +140,12 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
         raise PortError(f"cannot open {path} at {baud} baud: {exc}") from None
     except ValueError as exc:
         raise PortError(f"bad serial settings for {path}: {exc}", lasting=True) from None
+    holders = port_holders(path)
+    if holders:
+        port.close()
+        raise PortError(f"{path} is in use by {describe_holders(holders)}: a second reader takes lines from "
+                        "Vigie. Close it (an IDE's serial monitor?); Vigie opens the port once it is free.",
+                        busy=True)
     try:
         fcntl.ioctl(port.fileno(), termios.TIOCEXCL)
     except OSError as exc:   # not a terminal device after all: the flock above still holds
