@@ -237,13 +237,15 @@ def test_a_long_database_path_keeps_the_socket_beside_it(tmp_path):
     deep.mkdir(parents=True)
     db = deep / "vigie.duckdb"
     prepare(db, per_sensor=200, hostile=False)
+    with read_db(db) as local:
+        want = queries.totals(local)["readings"]
     writer = Writer(db)
     server = ReadServer(writer.connection, db, NAMED).start()
     try:
         assert len(str(socket_path(db))) > 108 and socket_path(db).is_socket()
         assert (socket_dir(db).stat().st_mode & 0o777) == 0o700
         with read_db(db) as conn:
-            assert isinstance(conn, RemoteConnection) and queries.totals(conn)["readings"] == 200 * 3 * 3
+            assert isinstance(conn, RemoteConnection) and queries.totals(conn)["readings"] == want > 0
     finally:
         server.close()
         writer.close()
