@@ -158,7 +158,7 @@ def test_two_simulated_boards_from_vigie_toml_alone(tmp_path):
                     f'[simulator]\nrate = 100.0\ncount = {n}\nledger = "{ledger}"\n'
                     f'scenario = "data/scenarios/spikes.toml"\n')
     with System(tmp_path, {"VIGIE_CONFIG": str(conf)}) as system:
-        count = lambda: (system.query("SELECT count(*) FROM states WHERE detector = 'dbscan'") or [[0]])[0][0]  # noqa: E731
+        count = lambda: (system.ask("judged_counts") or {}).get("dbscan", (0, 0))[0]  # noqa: E731
         wait_for(lambda: count() >= 2 * n, 120, what="both boards' readings judged")
         programs = dict(line.split()[:2] for line in system.ctl("status").splitlines() if line.strip())
         statuses = {s.name: s for s in st.read_statuses(system.data / "run")}

@@ -108,7 +108,7 @@ def test_a_normal_start_and_stop_logs_no_warning(tmp_path):
     the terminal or of the log files is a warning, an error or critical (a warning is for the
     operator to act on)."""
     with System(tmp_path) as system:
-        wait_for(lambda: (system.query("SELECT count(*) FROM states") or [[0]])[0][0] > 0, 120, what="a state stored")
+        wait_for(lambda: system.count("states") > 0, 120, what="a state stored")
         wait_for(lambda: _page_answers(system.app_port), 60, what="the page answering")
         rc = system.stop()
     assert rc == 0, system.log()[-3000:]

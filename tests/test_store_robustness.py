@@ -359,6 +359,8 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
     (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": Permission denied'), "permission denied"),
     (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": No space left on device'), "disk full"),
     (duckdb.IOException("Could not truncate file: Read-only file system"), "read-only file system"),
+    (duckdb.TransactionException('Failed to commit: Could not write file "v.duckdb.wal": No space left on device'),
+     "disk full"),
     (duckdb.CatalogException("Table with name labels does not exist!"), None),
 ])
 def test_write_errors_are_named_by_their_error_number_not_by_wording(exc, cause):

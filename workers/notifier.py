@@ -9,12 +9,14 @@ from lib.alerts.notifier import Notifier, outbox_path
 from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import ConfigError, load_config
 from lib.runtime import setup_logging, stop_event
+from lib.supervision import die_with_supervisor
 from lib.transport import open_transport
 from lib.messages import EVENTS
 
 
 def main(argv=None) -> int:
     log = setup_logging("notifier")
+    die_with_supervisor()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--group", default="notifier", help="consumer group (its own position on the events)")
     args = ap.parse_args(argv)

@@ -53,12 +53,12 @@ def error_cause(exc: BaseException) -> str | None:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code in ERRNO_CAUSES:
         return ERRNO_CAUSES[code]
-    if isinstance(exc, duckdb.IOException):
+    if isinstance(exc, duckdb.Error):   # an IOException, or a failed commit's TransactionException
         text = str(exc)
         for code, cause in ERRNO_CAUSES.items():
             if os.strerror(code) in text:
                 return cause
-        return IO_ERROR
+        return IO_ERROR if isinstance(exc, duckdb.IOException) else None
     if isinstance(exc, OSError):
         return IO_ERROR
     return None

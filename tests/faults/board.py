@@ -20,13 +20,17 @@ class DrivenBoard:
         self.ledger: list[bytes] = []     # every good line written, in order
 
     def plug(self) -> None:
-        self.master, self.slave = pty.openpty()
-        tty.setraw(self.slave, termios.TCSANOW)
+        self.master, slave = pty.openpty()
+        tty.setraw(slave, termios.TCSANOW)
         # Packet mode: the reader's input flush on open (pyserial does one) is how we know it is there.
         fcntl.ioctl(self.master, termios.TIOCPKT, struct.pack("i", 1))
+        self.slave = os.ttyname(slave)
+        # No descriptor of the device kept, as a real board's cable has none: the producer refuses
+        # a port another process holds open.
+        os.close(slave)
         tmp = self.link.with_name(self.link.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        os.symlink(os.ttyname(self.slave), tmp)
+        os.symlink(self.slave, tmp)
         os.replace(tmp, self.link)
 
     def wait_for_reader(self, timeout: float = 60) -> None:
@@ -51,17 +55,20 @@ class DrivenBoard:
     def drain(self, timeout: float = 30) -> None:
         """Wait until the reader has taken every byte written."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            waiting = struct.unpack("i", fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0"))[0]
-            if waiting == 0:
-                return
-            time.sleep(0.02)
+        fd = os.open(self.slave, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)   # a look, not a read
+        try:
+            while time.monotonic() < deadline:
+                waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+                if waiting == 0:
+                    return
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
         raise AssertionError("the reader did not take what the board wrote")
 
     def unplug(self) -> None:
         """The cable is pulled: the device disappears and the reader's next read fails."""
         self.link.unlink(missing_ok=True)
-        for fd in (self.master, self.slave):
-            if fd is not None:
-                os.close(fd)
+        if self.master is not None:
+            os.close(self.master)
         self.master = self.slave = None

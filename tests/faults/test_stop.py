@@ -12,7 +12,7 @@ import pytest
 
 from lib.ingest.protocol import Parsed, parse_line
 from tests.faults.common import ledger_lines, lost_and_duplicated, report, sim_env, status, wait_all_judged
-from tests.system import System, stored, wait_for
+from tests.system import System, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -33,7 +33,7 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
     n_first = 20000  # 200 s at RATE: each run is still writing when its stop comes, even on a loaded machine
     with System(tmp_path, sim_env(ledger, RATE, n_first)) as system:
         sup_log = system.data / "supervisord.log"
-        wait_for(lambda: stored(system.db, "states") > 0, 180, interval=0.5,
+        wait_for(lambda: system.count("states") > 0, 180, interval=0.5,
                  what="data flowing")
         # Mid-stream: the board is still writing when everything is told to stop.
         assert ledger_lines(ledger) < n_first
@@ -65,7 +65,7 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
         # Every program up and working again, the detector judging the new session's readings (a
         # program signalled while still importing dies by the signal: harmless, it has taken
         # nothing yet, but not the clean stop checked here).
-        wait_for(lambda: stored(system.db) > n - unread + 300
+        wait_for(lambda: system.count() > n - unread + 300
                  and system.ask("latest_session_states") > 0
                  and all(status(system).get(p, ("",))[0] == "RUNNING" for p in PROGRAMS), 300, interval=0.5,
                  what="the second run flowing and judged")
