@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 
 from lib.config import PROJECT_ROOT, ConfigError, load_config
@@ -37,6 +38,10 @@ def main(argv=None) -> int:
             "--server.address", config.app.address, "--server.port", str(config.app.port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none"]
+    # uvicorn (which serves an st.App) stops gracefully on SIGTERM, then raises the signal again
+    # with the handler it found at start: ignored here (an ignored signal survives exec), so a
+    # stop ends with exit status 0 instead of "terminated by SIGTERM".
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.execv(streamlit, args)
 
 

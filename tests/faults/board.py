@@ -2,6 +2,7 @@
 (the device disappears) and plugged back, and told to write good lines or garbage."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import pty
@@ -37,7 +38,13 @@ class DrivenBoard:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if select.select([self.master], [], [], 0.1)[0]:
-                packet = os.read(self.master, 1024)
+                try:
+                    packet = os.read(self.master, 1024)
+                except OSError as exc:   # EIO: no one has the port open yet (we keep no descriptor)
+                    if exc.errno != errno.EIO:
+                        raise
+                    time.sleep(0.05)
+                    continue
                 if packet and packet[0] & termios.TIOCPKT_FLUSHREAD:
                     return
         raise AssertionError("no reader opened the board's port")

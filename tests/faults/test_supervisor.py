@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -36,7 +37,6 @@ def test_programs_die_with_supervisord_and_a_second_launch_refuses(tmp_path):
         clean = subprocess.run(["make", "-s", "clean-data"], cwd=PROJECT_ROOT, env=system.env,
                                capture_output=True, text=True, timeout=120)
         assert clean.returncode != 0 and "already runs on" in clean.stderr, clean.stderr
-        before_kill = system.count()
         t0 = time.monotonic()
         supervisord = int((system.data / "supervisord.pid").read_text())
         assert ("supervisord", supervisord) in running_programs(system.data)
@@ -48,10 +48,11 @@ def test_programs_die_with_supervisord_and_a_second_launch_refuses(tmp_path):
     written_at_kill = ledger_lines(ledger)
     # The same folder again: it starts (nothing of the old system is left) and carries on.
     assert system.proc.wait(30) is not None   # launch ends with its supervisord
+    relaunched = datetime.now(timezone.utc).replace(tzinfo=None)
     with System(tmp_path, sim_env(ledger, RATE, int(RATE * 20))) as again:
         t1 = time.monotonic()
-        wait_for(lambda: again.count() > max(before_kill, 1) + 50, 180, interval=0.5,
-                 what="the relaunched system storing")
+        wait_for(lambda: ((again.ask("newest") or {}).get("readings") or relaunched) > relaunched, 180,
+                 interval=0.5, what="the relaunched system storing a new reading")
         back_s = time.monotonic() - t1
         wait_for(lambda: ledger_lines(ledger) >= written_at_kill + RATE * 20, 120, what="the second run written")
         again.ctl("stop", "simulator")
