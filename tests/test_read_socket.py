@@ -22,7 +22,8 @@ import pytest
 
 from lib.page import queries
 from lib.page.queries import NAMED, Filters
-from lib.store.events import open_events
+import lib.store.named  # noqa: F401  (registers the detectors' named reads, as the store worker does)
+from lib.detect.events import open_events
 from lib.store.readserver import ReadServer, RemoteConnection, SocketFolderError, socket_dir, socket_path
 from lib.store.reader import read_db
 from lib.store.writer import Writer

@@ -207,7 +207,6 @@ def latest_session(db_path: str | Path) -> str:
 def session_series(db_path: str | Path, session: str | None = None, min_rows: int = 5) -> list[Series]:
     """One labelled series per sensor of a recorded session (the latest when `session` is None),
     labelled with the simulator's truth rows that fall within the session."""
-    from lib.page import queries
     from lib.store.reader import read_db
     with read_db(Path(db_path)) as conn:   # through the store while it runs: named queries
         if session is None:

@@ -93,7 +93,9 @@ class SerialProducer:
         # Lines handed to the transport since its last good flush; while it refuses to write,
         # they are all in memory, so they are bounded.
         self.max_held, self._held = max_held, 0
-        self.gate = gate or SensorGate()
+        # Which names become sensors (lib.ingest.gate); the worker passes [serial]'s. By default
+        # every valid name at once, as a library caller expects.
+        self.gate = gate or SensorGate(confirm_lines=1)
         self._chunk_start = 0                 # bytes of the port's stream before the lines being handled
         self._ack_cap: int | None = None      # while lines are held: acknowledge no further than this
         self._failing: dict | None = None   # while flushes fail: since, cause, next retry, backoff
