@@ -179,7 +179,7 @@ class Calibrated(Detector):
     default_threshold = 0.999
 
     def __init__(self, detector: Detector, memory: int = 5000, tail: float = 0.9, min_scores: int = 200,
-                 refresh: int = 50, protect: float = 0.999, protect_share: float = 0.01):
+                 refresh: int = 200, protect: float = 0.999, protect_share: float = 0.01):
         if not 1 <= min_scores <= memory or refresh < 1:
             raise ValueError(f"min_scores must be in [1, memory] and refresh at least 1, got {min_scores}, {refresh}")
         self.detector = detector
