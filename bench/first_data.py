@@ -20,8 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import duckdb
+
 from lib.config import PROJECT_ROOT
-from tests.system import free_port, query
+from tests.system import free_port, stored
 
 
 def _page_answers(port: int) -> bool:
@@ -31,12 +33,11 @@ def _page_answers(port: int) -> bool:
         return False
 
 
-def _count(db: Path, table: str) -> int:
+def _count(db: Path, what: str) -> int:
     try:
-        rows = query(db, f"SELECT count(*) FROM {table}")
-    except Exception:  # noqa: BLE001 - the store may be starting, or the table not made yet: not yet
+        return stored(db, what)
+    except (OSError, duckdb.Error):   # the store starting: its socket or the file not ready yet
         return 0
-    return rows[0][0] if rows else 0
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,8 @@ fresh browser session), waits for the charts, reads their axes and tooltips, typ
 pickers, downloads the anomalies CSV and saves screenshots under test-artifacts/ (kept out of git).
 
 `python -m tests.test_browser DIR` serves the same prepared data and saves a screenshot of every
-view into DIR (how docs/screenshots/ is made).
+view into DIR (test-artifacts/screenshots by default; the README's pictures come from a real run:
+`python -m tools.screenshots`).
 """
 from __future__ import annotations
 
@@ -371,4 +372,4 @@ def screenshots(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots"))
+    screenshots(Path(sys.argv[1]) if len(sys.argv) > 1 else ARTIFACTS / "screenshots")

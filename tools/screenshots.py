@@ -37,8 +37,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vigie-screenshots-") as tmp, System(Path(tmp)) as system:
-        wait_for(lambda: (system.query("SELECT count(*) FROM readings") or [[0]])[0][0] > 0, 120,
-                 what="the first reading stored")
+        wait_for(lambda: system.count("readings") > 0, 120, what="the first reading stored")
         print(f"make run's system is up; letting it run {args.seconds:.0f} s", flush=True)
         time.sleep(args.seconds)
         url = f"http://127.0.0.1:{system.app_port}"
