@@ -8,8 +8,9 @@ the per-minute rollups and flagged readings are added by the store's own stateme
 (`lib.page.queries.chart_data`: the line thinned to 600 buckets and the flagged readings) over
 four spans, on an open read-only connection as one Live refresh uses it; opening that connection
 (once per refresh, whatever the number of charts) is timed on its own. Spans of a minute or more
-per bucket read the rollups ("rollups" in the table), shorter ones the readings ("readings"). The
-skeleton's way (every reading and state of the span) is timed for comparison. Wall-clock p50/p95
+per bucket read the rollups ("rollups" in the table), shorter ones the readings ("readings"); for
+the former the same chart from the readings and states ("readings p50", as before the rollups, 3
+runs) is timed too. The skeleton's way (every reading and state of the span) is timed for comparison. Wall-clock p50/p95
 over `--repeat` runs, and the process's CPU time per query (both threads), in milliseconds: on a
 shared, busy machine the wall time includes waiting for a core, the CPU time does not.
 
@@ -74,6 +75,16 @@ def grow(path: Path, start: int, stop: int, end_us: int, total: int, step_us: in
         conn.close()
 
 
+def _count(path: Path) -> int:
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    except duckdb.Error:
+        return -1
+    finally:
+        conn.close()
+
+
 def timed(fn, repeat: int) -> tuple[float, float, float]:
     """Wall-clock p50 and p95, and median CPU time, in ms."""
     times, cpu = [], []
@@ -95,6 +106,9 @@ def main(argv=None) -> int:
                     help="skip the skeleton's way above this many stored readings (it fetches everything)")
     ap.add_argument("--days", type=float, default=0.0,
                     help="spread the largest size evenly over this many days ending now (0: 100 readings/s)")
+    ap.add_argument("--file", type=Path, default=None,
+                    help="generate into this file and keep it; a file already holding the largest size is "
+                         "measured again as it is (its readings end when it was made)")
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     total = sizes[-1]
@@ -105,19 +119,31 @@ def main(argv=None) -> int:
           f"({total * step_us / 86400e6:,.1f} days at the largest size), 2 detectors' states per reading; "
           f"one sensor's chart; {args.repeat} runs each")
     print(f"{'stored readings':>15} {'file MB':>8} {'span':>6} {'source':>8} {'rows drawn':>10} {'marks':>6} "
-          f"{'p50 ms':>7} {'p95 ms':>7} {'CPU ms':>7} {'naive p50':>10} {'naive p95':>10}")
+          f"{'p50 ms':>7} {'p95 ms':>7} {'CPU ms':>7} {'naive p50':>10} {'naive p95':>10} "
+          f"{'readings p50':>12} {'CPU ms':>7}")
     worst_p95 = 0.0
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp:
-        path = Path(tmp) / "vigie.duckdb"
-        conn = duckdb.connect(str(path))
-        apply_migrations(conn)
-        conn.close()
-        have = 0
+        path = args.file or Path(tmp) / "vigie.duckdb"
+        kept = path.exists() and _count(path) == total
+        if kept:
+            sizes = [total]
+            conn = duckdb.connect(str(path), read_only=True)
+            end = conn.execute("SELECT max(ts) FROM readings").fetchone()[0]
+            conn.close()
+            print(f"measuring {path} as it is (readings up to {end:%Y-%m-%d %H:%M} UTC)")
+        else:
+            if path.exists():
+                path.unlink()
+            conn = duckdb.connect(str(path))
+            apply_migrations(conn)
+            conn.close()
+        have = total if kept else 0
         for size in sizes:
             # readings are numbered so that the newest always ends now, whatever the final size
-            t0 = time.perf_counter()
-            grow(path, total - size, total - have, end_us, total, step_us)
-            print(f"{size - have:,} readings generated in {time.perf_counter() - t0:.0f} s", flush=True)
+            if size > have:
+                t0 = time.perf_counter()
+                grow(path, total - size, total - have, end_us, total, step_us)
+                print(f"{size - have:,} readings generated in {time.perf_counter() - t0:.0f} s", flush=True)
             have = size
             mb = path.stat().st_size / 1e6
 
@@ -133,15 +159,18 @@ def main(argv=None) -> int:
                 with read_db(path) as c:
                     line, marks = queries.chart_data(c, sensor, since, end)
                     p50, p95, cpu = timed(lambda: queries.chart_data(c, sensor, since, end), args.repeat)
-                    n50 = n95 = float("nan")
+                    n50 = n95 = r50 = rcpu = float("nan")
                     if size <= args.naive_max:
                         n50, n95, _ = timed(lambda: (queries.recent_readings(c, sensor, since),
                                                      queries.recent_states(c, sensor, since)),
                                             max(3, args.repeat // 4))
+                    source = "rollups" if minutes * 60 / 600 >= queries.ROLLUP_BUCKET_S else "readings"
+                    if source == "rollups":   # the same chart from the readings, as before the rollups
+                        r50, _, rcpu = timed(lambda: queries.charts_fetch_readings(c, (sensor,), since, end), 3)
                 worst_p95 = max(worst_p95, p95)
-                source = "rollups" if minutes * 60 / 600 >= queries.ROLLUP_BUCKET_S else "readings"
                 print(f"{size:>15,} {mb:>8.0f} {label:>6} {source:>8} {len(line):>10,} {len(marks):>6} "
-                      f"{p50:>7.1f} {p95:>7.1f} {cpu:>7.1f} {n50:>10.1f} {n95:>10.1f}", flush=True)
+                      f"{p50:>7.1f} {p95:>7.1f} {cpu:>7.1f} {n50:>10.1f} {n95:>10.1f} {r50:>12.1f} {rcpu:>7.1f}",
+                      flush=True)
     load = os.getloadavg()[0]
     print(f"worst chart query p95: {worst_p95:.1f} ms (targets: under 100 ms with 10 million readings stored, "
           f"a 30-day chart under 200 ms with 100 million); load average {load:.1f} on {os.cpu_count()} cores")

@@ -65,7 +65,12 @@ def test_the_page_queries_answer_the_same_through_the_socket(tmp_path):
     f = Filters(sessions=tuple(info["sessions"])[-1:], start=now - timedelta(days=2))
     calls = [("sessions",), ("sensor_names",), ("detectors",), ("time_bounds", f), ("totals",),
              ("anomalies", f, 50), ("per_detector", f), ("pair_counts", f), ("truth_available", f),
-             ("scores_vs_truth", f), ("live_fetch", (), now - timedelta(minutes=5), now)]
+             ("scores_vs_truth", f), ("live_fetch", (), now - timedelta(minutes=5), now),
+             # the page's long spans, from the rollups and flags; the Overview; breaks; health
+             ("live_fetch", ("humidite", "pression"), now - timedelta(days=30), now, 12, ("pression",), ()),
+             ("charts_fetch", ("humidite",), now - timedelta(days=3), now),
+             ("anomaly_strips", now - timedelta(days=7), 84 * 60, 120, ("temperature",)),
+             ("gaps", now - timedelta(days=7), now), ("health", now), ("detector_lag", now)]
     with read_db(db) as local:
         want = [getattr(queries, name)(local, *args) for name, *args in calls]
     writer = Writer(db)

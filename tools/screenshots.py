@@ -47,6 +47,8 @@ def main(argv=None) -> int:
                 open_view(page, view)
                 if view in ("Live", "Compare"):
                     wait_for_charts(page, 2)
+                elif view == "Overview":
+                    wait_for_charts(page, 1)
                 page.wait_for_timeout(3000)   # the rest of the view (tables, the health panel)
                 settle(page)
                 path = args.out / f"{view.lower()}.png"
