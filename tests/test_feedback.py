@@ -72,6 +72,21 @@ def test_the_worker_reads_rejections_from_the_store_file(tmp_path):
         assert rejected_floors(conn) == {(SENSOR, "zscore"): 0.9999}
     feedback = rejections_from_store(config, __import__("logging").getLogger("test"))
     assert feedback() == {(SENSOR, "zscore"): 0.9999}
+    # While the store runs it holds the file and answers named reads only: the same, through it.
+    import lib.store.named  # noqa: F401  (registers the named reads, as the store worker does)
+    from lib.page.queries import NAMED
+    from lib.store.readserver import ReadServer, RemoteConnection, socket_path
+    from lib.store.writer import Writer
+    writer = Writer(config.db_path)
+    server = ReadServer(writer.connection, config.db_path, NAMED).start()
+    try:
+        with read_db(config.db_path) as conn:
+            assert isinstance(conn, RemoteConnection) and socket_path(config.db_path).exists()
+            assert rejected_floors(conn) == {(SENSOR, "zscore"): 0.9999}
+        assert feedback() == {(SENSOR, "zscore"): 0.9999}
+    finally:
+        server.close()
+        writer.close()
 
 
 def test_a_recorded_session_with_a_rejection_replays_from_the_command_line(tmp_path, capsys, monkeypatch):

@@ -19,18 +19,11 @@ from __future__ import annotations
 #: seconds between two reads of the operator's rejections by a running detector worker
 FEEDBACK_S = 10.0
 
-_REJECTED_SQL = """
-    SELECT s.sensor, s.detector, max(s.score)
-    FROM labels l JOIN states s ON s.session_id = l.session_id AND s.seq = l.seq
-    WHERE l.verdict = 'rejected' AND s.state = 'anomaly' AND s.score IS NOT NULL
-      AND s.detector NOT LIKE 'rule:%' AND (l.detector IS NULL OR l.detector = s.detector)
-    GROUP BY ALL"""
-
-
 def rejected_floors(conn) -> dict[tuple[str, str], float]:
     """{(sensor, detector): the highest score of a flag the operator rejected}, read on `conn`
     (lib.store.reader.read_db)."""
-    return {(sensor, detector): float(score) for sensor, detector, score in conn.execute(_REJECTED_SQL).fetchall()}
+    from lib.store.named import rejected_flags   # a named read: a running store answers it
+    return {(sensor, detector): float(score) for sensor, detector, score in rejected_flags(conn)}
 
 
 #: a rejected reading's rarity is divided by this: readings up to this much rarer are "like it"

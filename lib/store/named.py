@@ -1,5 +1,6 @@
 """Reads that programs other than the page ask a running store by name (lib.store.readserver):
-a restarted detector's open events, and a recorded session for evaluation. The page's are in
+a restarted detector's open events, the operator's rejected flags (fed back into judging), and a
+recorded session for evaluation. The page's are in
 lib.page.queries. Each runs its SQL on a local connection, or is sent by name to the store."""
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def session_readings_us(conn: duckdb.DuckDBPyConnection, session: str) -> list[t
 def truth_us(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int]]:
     """(sensor, start µs, end µs) of every simulator injection."""
     return conn.execute("SELECT sensor, epoch_us(started_at), epoch_us(ended_at) FROM truth").fetchall()
+
+
+@named
+def rejected_flags(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, float]]:
+    """(sensor, detector, highest score) of the flags the operator rejected, threshold rules
+    left out (lib.detect.feedback)."""
+    return [(sensor, detector, float(score)) for sensor, detector, score in conn.execute("""
+        SELECT s.sensor, s.detector, max(s.score)
+        FROM labels l JOIN states s ON s.session_id = l.session_id AND s.seq = l.seq
+        WHERE l.verdict = 'rejected' AND s.state = 'anomaly' AND s.score IS NOT NULL
+          AND s.detector NOT LIKE 'rule:%' AND (l.detector IS NULL OR l.detector = s.detector)
+        GROUP BY ALL""").fetchall()]
