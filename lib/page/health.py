@@ -84,7 +84,9 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
     boards = read_statuses(config.run_dir)
     backlog, backlog_error = None, None
     try:
-        if transport is None:
+        if transport is None and config.transport.kind == "embedded" and not config.bus_path.exists():
+            backlog = {}   # no transport log yet: nothing waits (and the page creates no file)
+        elif transport is None:
             from lib.transport import open_transport
             transport = open_transport(config)
             try:
