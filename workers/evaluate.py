@@ -1,10 +1,10 @@
 """Evaluate detectors on labelled data: `python -m workers.evaluate ...`.
 
 NAB-format folders (the default: the series in data/nab):
-    python -m workers.evaluate --detector likelihood --out results/
+    python -m workers.evaluate --detector novelty --out results/
     python -m workers.evaluate --data data/nab --windows data/nab/windows.json --detector zscore dbscan
 A recorded session against the simulator's injected truth (the `truth` table):
-    python -m workers.evaluate --session latest --detector likelihood iforest
+    python -m workers.evaluate --session latest --detector novelty iforest
 The configured detector set as an operator lives with it (lib.detect.evaluation, "a detector set"):
     python -m workers.evaluate --set
     VIGIE_DETECTION_RULES='{"*": {"no_data_s": 2}}' python -m workers.evaluate --set --detector likelihood
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", nargs="+", default=None,
-                    help=f"registered detector name(s): {', '.join(REGISTRY)} (default: likelihood; "
+                    help=f"registered detector name(s): {', '.join(REGISTRY)} (default: novelty, the strongest on NAB; "
                          "with --set, the set's members instead of [detection] detectors)")
     ap.add_argument("--params", default="{}",
                     help='JSON parameters for the detector(s), e.g. \'{"window": 50}\'')
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         return set_main(args)
     if args.labels:
         return labels_main(args)
-    args.detector = args.detector or ["likelihood"]
+    args.detector = args.detector or ["novelty"]
     try:
         params = json.loads(args.params)
         if not isinstance(params, dict):

@@ -151,8 +151,9 @@ def evaluate(series: list[Series], detector: str, params: Mapping[str, Any] | No
     p = (totals["flagged"] - totals["false_rows"]) / totals["flagged"] if totals["flagged"] else 0.0
     r = totals["detected"] / totals["windows"] if totals["windows"] else 1.0
     overall = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, **totals}
+    profiles = {name: r["score"] for name, r in nab_profiles(series, all_scores).items()} if threshold is None else {}
     return {"detector": detector, "threshold": th, "nab_score": nab["score"], "nab_raw": nab["raw"],
-            "overall": overall, "files": per_file}
+            "profiles": profiles, "overall": overall, "files": per_file}
 
 
 def format_report(result: dict) -> str:
@@ -165,6 +166,9 @@ def format_report(result: dict) -> str:
     lines.append(f"{'overall':58s} {o['windows']:7d} {o['detected']:5d} {o['precision']:6.3f} "
                  f"{o['recall']:6.3f} {o['f1']:6.3f} {result['nab_raw']:8.3f}")
     lines.append(f"NAB-style score (standard profile, 0 = null detector, 100 = perfect): {result['nab_score']:.1f}")
+    if result.get("profiles"):
+        lines.append("each profile with its own best threshold: " + ", ".join(
+            f"{name} {score:.1f}" for name, score in result["profiles"].items()))
     return "\n".join(lines)
 
 
