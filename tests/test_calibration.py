@@ -54,7 +54,7 @@ def test_an_anomaly_is_not_learnt_as_normal():
 
 def test_the_original_programs_way_is_one_setting_away():
     det, decision = detectors.build("dbscan", {"calibrate": False})
-    assert not isinstance(det, Calibrated) and decision.threshold == 0.5
+    assert not isinstance(det, Calibrated) and decision.threshold == type(det).default_threshold
     with pytest.raises(ValueError, match="calibrate"):
         detectors.build("dbscan", {"calibrate": "yes"})
 
@@ -64,7 +64,7 @@ def test_novelty_keeps_its_own_scale_and_alarms_rarely_on_normal_data(kind):
     """novelty is not calibrated per sensor (its alarms grow rarer as it learns a sensor, which
     NAB rewards): at its own threshold it flags fewer normal readings than calibrated 0.999 does."""
     det, decision = detectors.build("novelty")
-    assert not isinstance(det, Calibrated) and decision.threshold == 0.5
+    assert not isinstance(det, Calibrated) and decision.threshold == type(det).default_threshold
     results = det.score_learn_many(list(_normal_data(kind)))
     scores = np.array([s for ready, s in results if ready])[2000:]
     assert float(np.mean(scores > decision.threshold)) <= 0.001
