@@ -59,11 +59,17 @@ def test_the_original_programs_way_is_one_setting_away():
         detectors.build("dbscan", {"calibrate": "yes"})
 
 
+OWN_SCALE = sorted(n for n, cls in detectors.REGISTRY.items() if not cls.calibrate_default)
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "cyclic"])
-def test_novelty_keeps_its_own_scale_and_alarms_rarely_on_normal_data(kind):
-    """novelty is not calibrated per sensor (its alarms grow rarer as it learns a sensor, which
-    NAB rewards): at its own threshold it flags fewer normal readings than calibrated 0.999 does."""
-    det, decision = detectors.build("novelty")
+@pytest.mark.parametrize("name", OWN_SCALE)
+def test_a_detector_on_its_own_scale_alarms_rarely_on_normal_data(name, kind):
+    """novelty and likelihood are not calibrated per sensor (their alarms grow rarer as they learn
+    a sensor, which NAB rewards): at their own threshold they flag at most as many normal readings
+    as calibrated 0.999 does."""
+    assert OWN_SCALE == ["likelihood", "novelty"]
+    det, decision = detectors.build(name)
     assert not isinstance(det, Calibrated) and decision.threshold == type(det).default_threshold
     results = det.score_learn_many(list(_normal_data(kind)))
     scores = np.array([s for ready, s in results if ready])[2000:]

@@ -4,10 +4,12 @@ build detectors through `build`, so a name means the same thing everywhere.
 Detectors are built calibrated (`Calibrated`): the score is how rare the raw score is for this
 sensor, so the default threshold 0.999 means about one alarm per thousand normal readings,
 whatever the detector. `calibrate = false` gives the raw score and the detector's own threshold
-(for dbscan, the original program's decision: the reading is DBSCAN noise). `novelty` is the
-exception (`calibrate_default`): its score already says "more novel than anything this sensor
-did lately", its alarms grow rarer as it learns a sensor, and a per-sensor calibration, which
-holds every sensor to a constant alarm rate, cost it 25 NAB points (74.4 -> 49.0)."""
+(for dbscan, the original program's decision: the reading is DBSCAN noise). `novelty` and
+`likelihood` are the exceptions (`calibrate_default`): their scores already weigh a reading
+against the sensor's own history ("more novel than anything lately", "a one-in-N surprise"), their
+alarms grow rarer as they learn a sensor, and a per-sensor calibration, which holds every sensor
+to a constant alarm rate, cost them most of their NAB score (novelty 74.4 -> 49.0 before its
+sequence channel, likelihood 42.2 -> 0.7)."""
 from __future__ import annotations
 
 import inspect
