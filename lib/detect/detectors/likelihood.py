@@ -62,6 +62,7 @@ class LikelihoodDetector(Detector):
         self._recent: deque[float] = deque(maxlen=horizon)
         self._errors: deque[float] = deque(maxlen=memory)
         self._surprises: deque[float] = deque(maxlen=memory)
+        self._last_surprises: deque[float] = deque(maxlen=max(short - 1, 1))
         self._scale = (0.0, 1.0)        # median and MAD of the errors, refreshed now and then
         self._stats = (0.0, 1.0)        # mean and deviation of the surprises, likewise
         self._since = 0
@@ -71,9 +72,15 @@ class LikelihoodDetector(Detector):
         return max(self.warmup, self.memory + self.horizon)
 
     def _error(self, x: float) -> float | None:
-        if not self._recent:
+        recent = self._recent
+        if not recent:
             return None
-        e = abs(x - float(np.median(self._recent)))
+        if len(recent) == 3:            # the default horizon: a median of three without numpy
+            a, b, c = recent
+            forecast = max(min(a, b), min(max(a, b), c))
+        else:
+            forecast = float(np.median(recent))
+        e = abs(x - forecast)
         return e if e < _MAX_ERROR else _MAX_ERROR
 
     def _surprise(self, e: float | None) -> float:
@@ -86,7 +93,7 @@ class LikelihoodDetector(Detector):
         mean, sd = self._stats
         z_now = (s - mean) / sd
         if self.short > 1:
-            recent = list(self._surprises)[-(self.short - 1):]
+            recent = self._last_surprises
             avg = (s + sum(recent)) / (1 + len(recent))
             # a mean of n surprises varies sqrt(n) times less than one surprise
             z_now = max(z_now, (avg - mean) / sd * math.sqrt(1 + len(recent)))
@@ -103,12 +110,13 @@ class LikelihoodDetector(Detector):
         if e is not None:
             self._errors.append(e)
         self._surprises.append(s)
+        self._last_surprises.append(s)
         self._recent.append(x)
         self.seen += 1
         self._since += 1
-        # the error scale and surprise statistics move slowly: refreshing them every few readings
+        # the error scale and surprise statistics move slowly: refreshing them every 25 readings
         # costs a fraction of recomputing medians over `memory` readings each time
-        if self._since >= 10 or self.seen <= self.warmup:
+        if self._since >= 25 or self.seen <= self.warmup:
             self._refresh()
 
     def _refresh(self) -> None:
