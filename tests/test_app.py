@@ -334,8 +334,8 @@ def test_rule_limits_come_from_the_configuration(monkeypatch):
 
 def test_the_warm_up_bar_counts_to_each_detectors_own_warm_up(monkeypatch):
     """A new session of humidite, 30 readings in: dbscan (window 40 for this sensor) and
-    likelihood each count to their own warm-up (the detector's window or memory, plus its
-    calibration's readings), not to [detection] window."""
+    likelihood each count to their own warm-up (the detector's window or memory, plus the
+    calibration's readings for a calibrated one), not to [detection] window."""
     import json
     from datetime import timezone
 
@@ -359,7 +359,7 @@ def test_the_warm_up_bar_counts_to_each_detectors_own_warm_up(monkeypatch):
     write_batch(config.db_path, batch)
     at = open_view("Live")
     bars = [p.proto.text for p in at.get("progress")]
-    assert bars == ["dbscan: initialisation 30/240", "likelihood: initialisation 30/500"]
+    assert bars == ["dbscan: initialisation 30/240", "likelihood: initialisation 30/300"]
 
 
 def test_the_overview_counts_flagged_readings_per_sensor_like_a_hand_count(prepared_db):
