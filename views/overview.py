@@ -25,10 +25,18 @@ c2.caption("Each row is a sensor, each cell a stretch of time: light green, read
 bin_s = max(60, math.ceil(SPANS[span] * 60 / BINS / 60) * 60)
 
 
-def open_in_live(sensor: str, start, pages) -> None:
+# A click asks for Live from inside the refreshing fragment; the page switch itself happens on the
+# full rerun that follows, outside it (switched from inside the fragment, Live sometimes came up
+# blank: the fragment's next timed run redrew an empty main area).
+if st.session_state.pop("overview_open_live", False):
+    st.switch_page(ctx.pages["live"])
+
+
+def open_in_live(sensor: str, start) -> None:
     st.session_state["live_sensors"] = [sensor]
     st.session_state["live_focus"] = (start - timedelta(seconds=bin_s), start + timedelta(seconds=2 * bin_s))
-    st.switch_page(pages["live"])
+    st.session_state["overview_open_live"] = True
+    st.rerun()
 
 
 @st.fragment(run_every=max(10.0, ctx.config.app.refresh_s))
@@ -59,7 +67,7 @@ def strips() -> None:
     picked = (event or {}).get("selection", {}).get("cell") or []
     if picked:
         row = cells[cells["cell"] == picked[0]["cell"]].iloc[0]
-        open_in_live(row["name"], row["start"].to_pydatetime(), ctx.pages)
+        open_in_live(row["name"], row["start"].to_pydatetime())
 
 
 strips()
