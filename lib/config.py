@@ -98,7 +98,7 @@ class Store:
 @dataclass(frozen=True)
 class Detection:
     window: int = 20
-    detectors: tuple[str, ...] = ("novelty", "likelihood", "dbscan", "iforest", "cusum")
+    detectors: tuple[str, ...] = ("novelty", "likelihood", "dbscan", "iforest")
     # Per-detector parameters, `[detection.params.<name>]`; checked by the detector registry.
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Per-sensor overrides, `[detection.sensors.<sensor>]` with `detectors` and/or `params`.

@@ -36,17 +36,36 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
     return out
 
 
-def _uniform(seed: int, reading: np.ndarray, tree: np.ndarray, level: int) -> np.ndarray:
-    """U[0, 1) as float32 from splitmix64 of (seed, reading number, tree, level): the same draw
-    for a reading however readings (and sensors) are batched together."""
+def _path_keys(seed: int, reading: np.ndarray, tree: np.ndarray) -> np.ndarray:
+    """A 64-bit key per (reading, tree): splitmix64 of (seed, reading number, tree), so a
+    reading's draws do not depend on how readings (and sensors) are batched together."""
     with np.errstate(over="ignore"):
         z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
              + reading.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-             + tree.astype(np.uint64)[None, :] * np.uint64(0xABC98388FB8FAC03)
-             + np.uint64(level) * np.uint64(0x8CB92BA72F3D8DD7))
+             + tree.astype(np.uint64)[None, :] * np.uint64(0xABC98388FB8FAC03))
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        return z ^ (z >> np.uint64(31))
+
+
+# one odd multiplier per tree level: the top bits of key * multiplier are a fresh draw per level
+# (multiplicative hashing), a third of the work of mixing (reading, tree, level) anew each level
+_LEVEL_MULTIPLIERS = [np.uint64(m) for m in (0x8CB92BA72F3D8DD7, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                                             0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                                             0x9FB21C651E98DF25, 0xA0761D6478BD642F)]
+
+
+def _level_multiplier(level: int) -> np.uint64:
+    if level < len(_LEVEL_MULTIPLIERS):
+        return _LEVEL_MULTIPLIERS[level]
+    return np.uint64((((level + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) | 1)
+
+
+def _uniform(keys: np.ndarray, level: int) -> np.ndarray:
+    """U[0, 1) as float32 for each path at `level`, from its key."""
+    with np.errstate(over="ignore"):
+        z = keys * _level_multiplier(level)
+    z ^= z >> np.uint64(29)
     return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / (1 << 24))
 
 
@@ -69,12 +88,12 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
     ordered = np.sort(((windows - low) / span).astype(np.float32), axis=1)
     x = ((np.asarray(xs, dtype=float)[:, None] - low) / span).astype(np.float32)
     flat = ordered.ravel()
-    base = (np.arange(n, dtype=np.intp) * w)[:, None]
+    base = (np.arange(n, dtype=np.int32 if n * w < 2**31 else np.intp) * w)[:, None]
     columns = [ordered[:, j:j + 1] for j in range(w)]
     lo_i = np.repeat(base, n_trees, axis=1)               # each path's node: flat[lo_i:hi_i], sorted
     hi_i = lo_i + w
     depth = np.zeros((n, n_trees), dtype=np.uint8)
-    trees = np.arange(n_trees)
+    keys = _path_keys(seed, readings, np.arange(n_trees))
     below = np.empty((n, n_trees), dtype=bool)
     count = np.empty((n, n_trees), dtype=np.uint16 if w < 65536 else np.intp)
     for level in range(levels):
@@ -84,7 +103,7 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
         split = hi_v > lo_v
         if not split.any():
             break
-        thr = lo_v + _uniform(seed, readings, trees, level) * (hi_v - lo_v)
+        thr = lo_v + _uniform(keys, level) * (hi_v - lo_v)
         np.copyto(thr, lo_v, where=thr >= hi_v)          # scikit-learn's guard against max
         # training values <= thr go left; in sorted order that is a prefix of the node
         count.fill(0)

@@ -75,6 +75,7 @@ class _Likelihood:
         self.spread = 0.0
         self.sur = deque(maxlen=max(windows))
         self.lik = [[deque(), 0.0, 0.0] for _ in windows]
+        self._means: tuple = (None, -1, [])    # (r, readings, window means) of the last z(r)
 
     def surprisal(self, v):
         srt = self.sorted
@@ -95,12 +96,14 @@ class _Likelihood:
         sur = self.sur
         n = len(sur)
         best = -1e9
+        means = []
         for w, st in zip(self.windows, self.lik):
             k = min(w - 1, n)
             s = r
             for i in range(1, k + 1):
                 s += sur[-i]
             m = s / (k + 1)
+            means.append(m)
             nb = len(st[0])
             if nb:
                 mu = st[1] / nb
@@ -111,6 +114,8 @@ class _Likelihood:
             z = (m - mu) / (sd if sd > self.sd_floor else self.sd_floor)
             if z > best:
                 best = z
+        # the same means, in the same order of additions, are what push_surprisal(r) adds next
+        self._means = (r, len(sur), means)
         return best
 
     def push_input(self, v, seen):
@@ -130,14 +135,18 @@ class _Likelihood:
 
     def push_surprisal(self, r, seen):
         sur = self.sur
+        cached = self._means if self._means[0] == r and self._means[1] == len(sur) else None
         sur.append(r)
         n = len(sur)
-        for w, st in zip(self.windows, self.lik):
-            k = min(w, n)
-            tot = 0.0
-            for i in range(1, k + 1):
-                tot += sur[-i]
-            m = tot / k
+        for j, (w, st) in enumerate(zip(self.windows, self.lik)):
+            if cached is not None:
+                m = cached[2][j]
+            else:
+                k = min(w, n)
+                tot = 0.0
+                for i in range(1, k + 1):
+                    tot += sur[-i]
+                m = tot / k
             st[0].append(m)
             st[1] += m
             st[2] += m * m
@@ -324,11 +333,15 @@ class NoveltyDetector(Detector):
         if stop <= 0:
             return -1.0
         if self._nf <= self.memory:
-            F = self._feats[:stop]
-        else:
-            F = self._feats[np.arange(self._nf - self.memory, stop) % self.memory]
-        diff = F - f
-        return float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min() / self.window))
+            diff = self._feats[:stop] - f
+            return float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min() / self.window))
+        # the whole ring, its `window` newest (overlapping) shapes masked: a copy of the ring in
+        # age order cost more than the distances themselves
+        diff = self._feats - f
+        d2 = np.einsum("ij,ij->i", diff, diff)
+        newest = np.arange(stop, self._nf) % self.memory
+        d2[newest] = np.inf
+        return float(np.sqrt(d2.min() / self.window))
 
     def _evaluate(self, x: float):
         """Everything score_one needs and learn_one stores; the state is not touched."""
