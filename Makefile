@@ -35,6 +35,8 @@ status: $(STAMP)
 	@$(PY) -m workers.status
 
 test: $(STAMP) system-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -8,6 +8,7 @@ declare FILTERS = True; opening a session in Sessions sets them. The page never 
 database: labels go to the store through the transport (lib/page/labels.py), and reads go through
 the store (lib.store.reader.read_db).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
@@ -20,8 +21,8 @@ import streamlit as st
 from lib.config import PROJECT_ROOT, load_config
 from lib.page import auth, reads, views
 from lib.page.clock import Clock
-from lib.page.sensors import SensorBook
 from lib.page.queries import Filters
+from lib.page.sensors import SensorBook
 
 st.set_page_config(page_title="Vigie", layout="wide")
 config = load_config()
@@ -32,11 +33,11 @@ book = SensorBook(config.sensors)
 # --- the optional password gate ----------------------------------------------------------------
 if auth.gate_enabled(config.app.password) and not st.session_state.get("authenticated"):
     st.title("Vigie")
-    with st.form("login_form", border=False):   # a form: Enter in the field logs in
+    with st.form("login_form", border=False):  # a form: Enter in the field logs in
         given = st.text_input("Password", type="password", key="password")
         submitted = st.form_submit_button("Enter", key="login")
     if submitted:
-        ip = st.context.ip_address   # guesses slow down per client (lib.page.auth)
+        ip = st.context.ip_address  # guesses slow down per client (lib.page.auth)
         client = ip if isinstance(ip, str) else "unknown"
         wait = auth.GUESSES.wait_s(client)
         if wait > 0:
@@ -52,8 +53,10 @@ if auth.gate_enabled(config.app.password) and not st.session_state.get("authenti
     st.stop()
 if auth.gate_enabled(config.app.password):
     # Sets the cookie that downloads need (page_server.py); invisible, loaded once per browser.
-    st.html(f'<img src="{auth.LOGIN_PATH}{st.session_state["auth_token"]}" alt="" width="1" height="1" '
-            'style="position:absolute;opacity:0">')
+    st.html(
+        f'<img src="{auth.LOGIN_PATH}{st.session_state["auth_token"]}" alt="" width="1" height="1" '
+        'style="position:absolute;opacity:0">'
+    )
 
 # Streamlit's date field takes a typed date on Escape or when a click elsewhere closes its calendar,
 # not on Enter; an operator who types a date and presses Enter expects it applied. This makes Enter
@@ -87,7 +90,6 @@ for key in SHARED_KEYS:
         st.session_state[key] = st.session_state[key]
 
 
-
 @st.fragment(run_every=config.app.refresh_s)
 def system_summary() -> None:
     """The system's state in one line on every view (the Health view has the details)."""
@@ -107,14 +109,16 @@ no_data = pd.DataFrame(columns=["session_id"])
 if not Path(DB).exists():
     if view.needs_database:
         st.title(view.title)
-        st.info("No data yet: the store has not created the database. Is `make run` running? "
-                "The Health view says what each program and board is doing.")
+        st.info(
+            "No data yet: the store has not created the database. Is `make run` running? "
+            "The Health view says what each program and board is doing."
+        )
         st.stop()
     all_sessions, all_sensors, all_detectors = no_data, [], []
 else:
     try:
         all_sessions = reads.sessions(DB)
-        all_sensors = book.shown(reads.sensor_names(DB))   # the operator's order, hidden ones left out
+        all_sensors = book.shown(reads.sensor_names(DB))  # the operator's order, hidden ones left out
         all_detectors = reads.detectors(DB)
     except duckdb.Error as exc:
         st.title(view.title)
@@ -124,8 +128,10 @@ else:
 
 class ReversedRange(ValueError):
     def __init__(self, start: datetime, end: datetime):
-        super().__init__(f"The chosen time range ends ({end:%Y-%m-%d %H:%M}) before it starts "
-                         f"({start:%Y-%m-%d %H:%M}): pick an end after the start.")
+        super().__init__(
+            f"The chosen time range ends ({end:%Y-%m-%d %H:%M}) before it starts "
+            f"({start:%Y-%m-%d %H:%M}): pick an end after the start."
+        )
 
 
 def shared_filters() -> Filters:
@@ -133,11 +139,11 @@ def shared_filters() -> Filters:
     kept in UTC)."""
     side = st.sidebar
     ids = list(all_sessions["session_id"]) if not all_sessions.empty else []
-    session = side.selectbox("Session", ["All sessions", *ids], key="session",
-                             help="Sessions view: select a row to open it here.")
+    session = side.selectbox(
+        "Session", ["All sessions", *ids], key="session", help="Sessions view: select a row to open it here."
+    )
     sessions = () if session == "All sessions" else (session,)
-    sensors = side.multiselect("Sensors", all_sensors, key="sensors", placeholder="all sensors",
-                               format_func=book.label)
+    sensors = side.multiselect("Sensors", all_sensors, key="sensors", placeholder="all sensors", format_func=book.label)
     dets = side.multiselect("Algorithms", all_detectors, key="detectors", placeholder="all algorithms")
     lo, hi = reads.time_bounds(DB, Filters(sessions=sessions, exclude=book.hidden))
     whole = side.toggle("Whole session" if sessions else "All time", value=True, key="whole_range")
@@ -155,14 +161,15 @@ def shared_filters() -> Filters:
             raise ReversedRange(wall_start, wall_end)
         start = clock.to_utc(wall_start)
         end = clock.to_utc(wall_end) + timedelta(seconds=59, microseconds=999999)
-    return Filters(sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end,
-                   exclude=book.hidden)
+    return Filters(
+        sessions=sessions, sensors=tuple(sensors), detectors=tuple(dets), start=start, end=end, exclude=book.hidden
+    )
 
 
 try:
     open_events = reads.open_event_count(DB)
 except duckdb.Error:
-    open_events = None   # the title keeps its count until a run can read it
+    open_events = None  # the title keeps its count until a run can read it
 if open_events is not None:
     views.show_open_events(open_events)
 try:
@@ -171,7 +178,18 @@ except ReversedRange as exc:
     st.title(view.title)
     st.error(str(exc))
     st.stop()
-views.publish(views.Context(config=config, clock=clock, db=DB, sessions=all_sessions, sensors=all_sensors,
-                            detectors=all_detectors, filters=filters, pages=pages, book=book))
+views.publish(
+    views.Context(
+        config=config,
+        clock=clock,
+        db=DB,
+        sessions=all_sessions,
+        sensors=all_sensors,
+        detectors=all_detectors,
+        filters=filters,
+        pages=pages,
+        book=book,
+    )
+)
 page.run()
 views.fill_as_of()

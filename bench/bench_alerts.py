@@ -12,6 +12,7 @@ spiking at once, which the default grouping tells in one message.
 
 The original program (docs/origins.md) had no notifications: there is nothing to compare with.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ from pathlib import Path
 
 from tests.receivers import WebhookReceiver
 from tests.system import System, wait_for
-
 
 # A raw robust z-score (not calibrated: its own score z / (z + 3)) over 50 readings, flagging at 12
 # deviations: the injected 60-deviation spikes, and no normal reading.
@@ -38,8 +38,13 @@ def sensors_toml(sensors: int) -> list[str]:
 
 
 def scenario(sensors: int, every_s: float) -> str:
-    return "\n".join(sensors_toml(sensors) + ["[[anomalies]]", 'kind = "spike"', 'sensor = "*"',
-                                              f"every_s = {every_s}", "magnitude = 60"]) + "\n"
+    return (
+        "\n".join(
+            sensors_toml(sensors)
+            + ["[[anomalies]]", 'kind = "spike"', 'sensor = "*"', f"every_s = {every_s}", "magnitude = 60"]
+        )
+        + "\n"
+    )
 
 
 def run(folder: Path, sensors: int, rate: float, every_s: float, seconds: float, group_interval: float):
@@ -47,12 +52,15 @@ def run(folder: Path, sensors: int, rate: float, every_s: float, seconds: float,
     path = folder / "scenario.toml"
     path.write_text(scenario(sensors, every_s))
     receiver = WebhookReceiver().start()
-    env = {"VIGIE_SIMULATOR_SCENARIO": str(path), "VIGIE_SIMULATOR_RATE": str(rate),
-           "VIGIE_DETECTION_DETECTORS": "zscore",
-           "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
-           "VIGIE_EVENTS_QUIET_S": "1",
-           "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
-           "VIGIE_ALERTS_GROUP_INTERVAL_S": str(group_interval)}
+    env = {
+        "VIGIE_SIMULATOR_SCENARIO": str(path),
+        "VIGIE_SIMULATOR_RATE": str(rate),
+        "VIGIE_DETECTION_DETECTORS": "zscore",
+        "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
+        "VIGIE_EVENTS_QUIET_S": "1",
+        "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
+        "VIGIE_ALERTS_GROUP_INTERVAL_S": str(group_interval),
+    }
     try:
         with System(folder, env) as system:
             wait_for(lambda: receiver.received, timeout=120, what="a first notification")
@@ -80,12 +88,15 @@ def storm(folder: Path, sensors: int, rate: float):
         lines += ["[[anomalies]]", 'kind = "spike"', f'sensor = "s{k:02d}"', "every_s = 0.01", "magnitude = 60"]
     path.write_text("\n".join(lines) + "\n")
     receiver = WebhookReceiver().start()
-    env = {"VIGIE_SIMULATOR_SCENARIO": str(path), "VIGIE_SIMULATOR_RATE": str(rate),
-           "VIGIE_SIMULATOR_COUNT": str(int(rate * 12.5)),   # stop right after the storm's round
-           "VIGIE_DETECTION_DETECTORS": "zscore",
-           "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
-           "VIGIE_EVENTS_QUIET_S": "1",
-           "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}})}
+    env = {
+        "VIGIE_SIMULATOR_SCENARIO": str(path),
+        "VIGIE_SIMULATOR_RATE": str(rate),
+        "VIGIE_SIMULATOR_COUNT": str(int(rate * 12.5)),  # stop right after the storm's round
+        "VIGIE_DETECTION_DETECTORS": "zscore",
+        "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
+        "VIGIE_EVENTS_QUIET_S": "1",
+        "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
+    }
     try:
         with System(folder, env) as system:
             wait_for(lambda: receiver.received, timeout=120, what="the storm's message")
@@ -112,18 +123,22 @@ def main(argv=None) -> int:
     if len(lat) < 2:
         print(f"only {len(lat)} opened notification(s) received: no figures")
         return 1
-    q = statistics.quantiles(lat, n=100, method="inclusive")   # within the sample: p99 <= max
-    print(f"{args.sensors} sensors at {args.rate:.0f} lines/s, a spike every {args.every:g} s, {args.seconds:.0f} s; "
-          "embedded transport; webhook on 127.0.0.1")
+    q = statistics.quantiles(lat, n=100, method="inclusive")  # within the sample: p99 <= max
+    print(
+        f"{args.sensors} sensors at {args.rate:.0f} lines/s, a spike every {args.every:g} s, {args.seconds:.0f} s; "
+        "embedded transport; webhook on 127.0.0.1"
+    )
     print(f"{'notifications':>14} {'messages':>9} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} {'max s':>7}")
     print(f"{len(lat):>14} {len(received):>9} {q[49]:>7.2f} {q[94]:>7.2f} {q[98]:>7.2f} {max(lat):>7.2f}")
     print("(from the flagged reading's receive stamp to the webhook receiving the message)")
     if storm_result:
         messages, n, first = storm_result
         rest = "" if n == args.storm else " (the others follow together, a minute after it)"
-        print(f"storm: {args.storm} sensors going wrong at once, default grouping -> {messages} message(s) in the "
-              f"first seconds, carrying {n} opened notification(s), {first:.2f} s after the first flagged "
-              f"reading{rest}")
+        print(
+            f"storm: {args.storm} sensors going wrong at once, default grouping -> {messages} message(s) in the "
+            f"first seconds, carrying {n} opened notification(s), {first:.2f} s after the first flagged "
+            f"reading{rest}"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ One process, one core, the same data for all:
   every reading, and 100 isolation trees refitted on it for every reading.
 `python -m workers.evaluate --set` prints the realistic table in full (both scenarios, delays).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,35 @@ from lib.config import PROJECT_ROOT, load_config
 from lib.detect import detectors
 from lib.detect.detectors.base import Detector
 from lib.detect.detectors.window import Window, robust_scale
-from lib.detect.evaluation import (SET_KINDS, SET_SCENARIOS, cross_validate, evaluate_set, format_set_report,
-                                   generate_stream, load_nab, nab_grid, nab_profiles, nab_scores)
+from lib.detect.evaluation import (
+    SET_KINDS,
+    SET_SCENARIOS,
+    cross_validate,
+    evaluate_set,
+    format_set_report,
+    generate_stream,
+    load_nab,
+    nab_grid,
+    nab_profiles,
+    nab_scores,
+)
 from lib.ingest.simulator import load_scenario
 
-KIND_SHORT = {"spike": "spk", "dip": "dip", "level_shift": "lvl", "drift": "drf", "flatline": "flt",
-              "noise": "noi", "dropout": "drp"}
+KIND_SHORT = {
+    "spike": "spk",
+    "dip": "dip",
+    "level_shift": "lvl",
+    "drift": "drf",
+    "flatline": "flt",
+    "noise": "noi",
+    "dropout": "drp",
+}
 
 
 class SeedIsolationForest(Detector):
     """The original program's way: 100 trees refitted on its FIFO (the previous 20 readings and
     the new one) for every reading."""
+
     name = "seed-iforest"
 
     def __init__(self, window: int = 20):
@@ -50,6 +69,7 @@ class SeedIsolationForest(Detector):
 
     def score_one(self, x):
         from sklearn.ensemble import IsolationForest
+
         m = IsolationForest(n_estimators=100, random_state=0).fit(np.append(self._w.values(), x).reshape(-1, 1))
         return float(-m.score_samples(np.array([[x]]))[0])
 
@@ -60,6 +80,7 @@ class SeedIsolationForest(Detector):
 
 class SeedDBSCAN(Detector):
     """The original program's way: scikit-learn's DBSCAN fitted on the 21 readings for every reading."""
+
     name = "seed-dbscan"
 
     def __init__(self, window: int = 20, eps: float = 1.0, min_samples: int = 4):
@@ -68,6 +89,7 @@ class SeedDBSCAN(Detector):
 
     def score_one(self, x):
         from sklearn.cluster import DBSCAN
+
         v = np.append(self._w.values(), x)
         c, s = robust_scale(v[:-1])
         labels = DBSCAN(eps=self.eps, min_samples=self.min_samples).fit(((v - c) / s).reshape(-1, 1)).labels_
@@ -87,7 +109,7 @@ def readings_per_s(make, per_sensor: list[np.ndarray], batch: int = 100, limit: 
         det = make()
         t0 = time.process_time()
         for start in range(0, len(values), batch):
-            det.score_learn_many([float(v) for v in values[start:start + batch]])
+            det.score_learn_many([float(v) for v in values[start : start + batch]])
         spent += time.process_time() - t0
         n += len(values)
     return n / spent if spent else float("nan")
@@ -141,32 +163,43 @@ def main(argv=None) -> int:
             seeds[label] = readings_per_s(make, per_sensor, limit=limit)
 
     members = "+".join(config.detection.detectors)
-    print(f"NAB: the 29 development series in data/nab (54 windows); CV: leave one category out; realistic: "
-          f"{stream.name} scenario ({len(stream.t):,} readings, {stream.seconds / 3600:.0f} simulated hours, "
-          f"{', '.join(stream.sensors)}), kinds {' '.join(KIND_SHORT[k] for k in SET_KINDS)} (% caught)")
-    head = (f"{'detector':12s} {'NAB std':>7s} {'low FP':>6s} {'low FN':>6s} {'CV':>6s}  {'false al.':>9s}  "
-            f"{' '.join(f'{KIND_SHORT[k]:>3s}' for k in SET_KINDS)}  {'readings/s':>10s} {'x orig.':>7s}")
+    print(
+        f"NAB: the 29 development series in data/nab (54 windows); CV: leave one category out; realistic: "
+        f"{stream.name} scenario ({len(stream.t):,} readings, {stream.seconds / 3600:.0f} simulated hours, "
+        f"{', '.join(stream.sensors)}), kinds {' '.join(KIND_SHORT[k] for k in SET_KINDS)} (% caught)"
+    )
+    head = (
+        f"{'detector':12s} {'NAB std':>7s} {'low FP':>6s} {'low FN':>6s} {'CV':>6s}  {'false al.':>9s}  "
+        f"{' '.join(f'{KIND_SHORT[k]:>3s}' for k in SET_KINDS)}  {'readings/s':>10s} {'x orig.':>7s}"
+    )
     print(head)
     for label in ("set", "rules"):
         if label in rows:
             r = rows[label]
             what = "default set" if label == "set" else "  its rules"
-            print(f"{what:12s} {'':>7s} {'':>6s} {'':>6s} {'':>6s}  {100 * r['false_alarm_rate']:8.2f}%  "
-                  f"{fmt_kinds(r)}")
+            print(
+                f"{what:12s} {'':>7s} {'':>6s} {'':>6s} {'':>6s}  {100 * r['false_alarm_rate']:8.2f}%  {fmt_kinds(r)}"
+            )
     for name, prof, cv, grid, r, rate in table:
         ref = seeds.get("seed-dbscan" if name == "dbscan" else "seed-iforest")
         ratio = f"{rate / ref:7.0f}" if ref and name in ("dbscan", "iforest") else f"{'':>7s}"
         fa = f"{100 * r['false_alarm_rate']:8.2f}%" if r else f"{'-':>9s}"
         kinds = fmt_kinds(r) if r else ""
-        print(f"{name:12s} {prof['standard']['score']:7.1f} {prof['reward_low_FP_rate']['score']:6.1f} "
-              f"{prof['reward_low_FN_rate']['score']:6.1f} {cv:5.1f}{'*' if grid else ' '}  {fa}  {kinds:27s}  "
-              f"{rate:10,.0f} {ratio}")
+        print(
+            f"{name:12s} {prof['standard']['score']:7.1f} {prof['reward_low_FP_rate']['score']:6.1f} "
+            f"{prof['reward_low_FN_rate']['score']:6.1f} {cv:5.1f}{'*' if grid else ' '}  {fa}  {kinds:27s}  "
+            f"{rate:10,.0f} {ratio}"
+        )
     for label, rate in seeds.items():
         print(f"{label:12s} {'':>7s} {'':>6s} {'':>6s} {'':>6s}  {'':>9s}  {'':27s}  {rate:10,.0f}")
-    print(f"default set: {members} and the rules of [detection.rules] (any member flagging a reading flags it), "
-          f"as the worker decides; false al.: share of normal readings flagged.")
-    print("CV*: parameters (the detector's tuning grid) and threshold chosen without the left-out category; "
-          "otherwise the threshold alone. x orig.: readings/s over the original program's way (dbscan, iforest).")
+    print(
+        f"default set: {members} and the rules of [detection.rules] (any member flagging a reading flags it), "
+        f"as the worker decides; false al.: share of normal readings flagged."
+    )
+    print(
+        "CV*: parameters (the detector's tuning grid) and threshold chosen without the left-out category; "
+        "otherwise the threshold alone. x orig.: readings/s over the original program's way (dbscan, iforest)."
+    )
     print(f"(one run, {time.process_time() - t_start:.0f} s of CPU)")
     return 0
 

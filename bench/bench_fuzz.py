@@ -7,6 +7,7 @@ Lines come from five generators in turn: random bytes, mutations of good lines (
 inserted or deleted), plausible lines with tricky values (nan, 1e999, "4,2", unicode digits),
 hostile sensor names (quotes, SQL, paths, control characters), and lines longer than max_line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,49 @@ from collections import Counter
 from lib.ingest.protocol import MAX_LINE, REASONS, Parsed, Rejected, parse_line
 
 GOOD = [b"humidite!42.7", b"temperature!21,5", b"t!-0.5", b"a.b-c_d!1e3", b"x!+.5", b"capteur_2!  7  "]
-VALUES = [b"nan", b"NaN", b"inf", b"-Infinity", b"1e999", b"-1e-999", b"4,2", b"4.2.1", b"", b" ", b"0x1F",
-          "\u0664\u0662".encode(), "\uff14".encode(), b"1_000", b"--1", b"1e", b".", b",", b"+", b"42\x00"]
-NAMES = [b"a'b", b'a"b', b"x; DROP TABLE readings; --", b"../../etc/passwd", b"_vigie.states", b"__consumer",
-         b"a b", b"\xc3\xa9t\xc3\xa9", b"\x1b[31mred", b"", b".", b"..", b"<script>", b"a" * 250, b"a" * 249,
-         b"Robert'); --", b"a\tb", b"%s%n", b"${jndi:x}"]
+VALUES = [
+    b"nan",
+    b"NaN",
+    b"inf",
+    b"-Infinity",
+    b"1e999",
+    b"-1e-999",
+    b"4,2",
+    b"4.2.1",
+    b"",
+    b" ",
+    b"0x1F",
+    "\u0664\u0662".encode(),
+    "\uff14".encode(),
+    b"1_000",
+    b"--1",
+    b"1e",
+    b".",
+    b",",
+    b"+",
+    b"42\x00",
+]
+NAMES = [
+    b"a'b",
+    b'a"b',
+    b"x; DROP TABLE readings; --",
+    b"../../etc/passwd",
+    b"_vigie.states",
+    b"__consumer",
+    b"a b",
+    b"\xc3\xa9t\xc3\xa9",
+    b"\x1b[31mred",
+    b"",
+    b".",
+    b"..",
+    b"<script>",
+    b"a" * 250,
+    b"a" * 249,
+    b"Robert'); --",
+    b"a\tb",
+    b"%s%n",
+    b"${jndi:x}",
+]
 
 
 def random_lines(rng: random.Random, n: int):
@@ -67,16 +106,22 @@ def main(argv=None) -> int:
             continue
         if isinstance(result, Parsed):
             outcomes["(reading)"] += 1
-        elif isinstance(result, Rejected) and result.reason in REASONS and result.raw.isascii() \
-                and result.raw.isprintable():
+        elif (
+            isinstance(result, Rejected)
+            and result.reason in REASONS
+            and result.raw.isascii()
+            and result.raw.isprintable()
+        ):
             outcomes[result.reason] += 1
         else:
             crashes["undocumented result"] += 1
             if len(bad) < 5:
                 bad.append((line, repr(result)))
     elapsed = time.perf_counter() - t0
-    print(f"{args.lines} random lines (seed {args.seed}) through lib.ingest.protocol.parse_line in {elapsed:.1f}s "
-          f"({args.lines / elapsed:,.0f} lines/s, generation included)\n")
+    print(
+        f"{args.lines} random lines (seed {args.seed}) through lib.ingest.protocol.parse_line in {elapsed:.1f}s "
+        f"({args.lines / elapsed:,.0f} lines/s, generation included)\n"
+    )
     print("| outcome | lines | share |\n|---|---|---|")
     for reason, n in outcomes.most_common():
         print(f"| {reason} | {n} | {n / args.lines:.1%} |")

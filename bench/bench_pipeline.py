@@ -36,6 +36,7 @@ before the programs start, and `[transport] kind = "kafka"` given to them throug
 store print each write's rows, duration and latencies to its stderr, and its p99 per second of
 arrival at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,7 +90,7 @@ def separateur_serial(chaine: str, separateur: str = "!"):
         if chaine[i] == separateur:
             indice = i
             break
-    return chaine[:indice], chaine[indice + 1:]
+    return chaine[:indice], chaine[indice + 1 :]
 
 
 def run_seed(lines: list[bytes], workdir: Path, max_readings: int, max_seconds: float) -> dict:
@@ -102,6 +103,7 @@ def run_seed(lines: list[bytes], workdir: Path, max_readings: int, max_seconds: 
     import pandas as pd
     from sklearn.cluster import DBSCAN
     from sklearn.ensemble import IsolationForest
+
     warnings.filterwarnings("ignore")
 
     def detection_dbscan(file, taille):
@@ -152,9 +154,15 @@ def run_seed(lines: list[bytes], workdir: Path, max_readings: int, max_seconds: 
     stored = i + 1
     disk = sum(p.stat().st_size for p in paths.values())
     lat = np.array(latencies)
-    return {"readings": timed, "rate": timed / elapsed, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "cpu_per_1000": (_cpu_s() - cpu_start) / timed * 1000,
-            "rss": {"consumer": _peak_rss_mb()}, "bytes_per_reading": disk / stored}
+    return {
+        "readings": timed,
+        "rate": timed / elapsed,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "cpu_per_1000": (_cpu_s() - cpu_start) / timed * 1000,
+        "rss": {"consumer": _peak_rss_mb()},
+        "bytes_per_reading": disk / stored,
+    }
 
 
 # -- Vigie's three programs ----------------------------------------------------------------------
@@ -165,6 +173,7 @@ RULES = {"*": {"min": -50.0, "max": 150.0, "max_rate": 1000.0, "stuck_n": 50}}
 
 def _config(data_dir: Path, detectors: list[str] | None, rules: bool = False):
     from lib.config import load_config
+
     overrides: dict = {"paths": {"data_dir": str(data_dir)}}
     detection = {}
     if detectors:
@@ -188,7 +197,7 @@ def _join_first(consumer, timeout: float = 60.0) -> None:
     run does not start with a backlog of the group join's seconds (embedded: nothing to join). The
     producer starts after "ready", so these polls find nothing."""
     deadline = time.monotonic() + timeout
-    while consumer.owned_sensors() == set():     # None: a transport with no group to join
+    while consumer.owned_sensors() == set():  # None: a transport with no group to join
         if consumer.poll(1, 0.2) or time.monotonic() > deadline:
             raise RuntimeError("Kafka group join: timed out, or readings found before the producer started")
 
@@ -197,6 +206,7 @@ def role_producer(args) -> dict:
     from lib.ingest.producer import SerialProducer
     from lib.ingest.serial_port import LineSplitter
     from lib.transport import open_transport
+
     config = _config(Path(args.dir), None)
     lines = generate_lines(args.readings, args.sensors)
     transport = open_transport(config)
@@ -228,6 +238,7 @@ def role_producer(args) -> dict:
 def role_detector(args) -> dict:
     from lib.detect.detection import Judge, run_detector
     from lib.transport import open_transport
+
     config = _config(Path(args.dir), args.detectors.split(",") if args.detectors else None, rules=not args.no_rules)
     transport = open_transport(config)
     consumer = transport.consumer("detectors", sensors=True)
@@ -248,10 +259,11 @@ def _proc_name(role: str, worker: int) -> str:
 
 def role_store(args) -> dict:
     import lib.store.writer as store_writer
+    from lib.messages import INTERNAL
     from lib.store.schema import init_db
     from lib.store.sink import run_store
     from lib.transport import open_transport
-    from lib.messages import INTERNAL
+
     config = _config(Path(args.dir), None)
     init_db(config.db_path)
     transport = open_transport(config)
@@ -271,8 +283,13 @@ def role_store(args) -> dict:
         arrived = {(session, seq): ts for session, seq, ts in batch.judged_readings()}
         if os.environ.get("BENCH_DEBUG"):
             ts = list(arrived.values()) or [0]
-            print(f"write {len(batch)} rows in {time.monotonic() - t_write:.3f}s; oldest {time.time() - min(ts) / 1e6:.3f}s "
-                  f"newest {time.time() - max(ts) / 1e6:.3f}s", file=sys.stderr, flush=True)
+            print(
+                f"write {len(batch)} rows in {time.monotonic() - t_write:.3f}s; "
+                f"oldest {time.time() - min(ts) / 1e6:.3f}s "
+                f"newest {time.time() - max(ts) / 1e6:.3f}s",
+                file=sys.stderr,
+                flush=True,
+            )
         if arrived:
             first = min(arrived.values())
             if counts["first_arrival_us"] is None or first < counts["first_arrival_us"]:
@@ -288,6 +305,7 @@ def role_store(args) -> dict:
     _join_first(consumer)
     Path(args.dir, "store.ready").touch()
     import lib.page.queries  # noqa: F401  (the named reads the store answers)
+
     run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch)
     consumer.close()
     arrived = np.concatenate(arrivals) if arrivals else np.zeros(0, dtype=np.int64)
@@ -303,12 +321,22 @@ def role_store(args) -> dict:
     if os.environ.get("BENCH_DEBUG") and steady.any():
         # p99 per second of arrival: a transient stall and a queue that grows look different here
         sec = (arrived[steady] - start) // 1_000_000
-        print("p99 by second of arrival: " + " ".join(f"{np.percentile(lat[sec == s], 99):.2f}"
-                                                      for s in np.unique(sec)), file=sys.stderr, flush=True)
-    return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "judged_stored": counts["readings"],
-            "handled": counts["readings"], "steady": int(steady.sum()),
-            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "db_bytes": config.db_path.stat().st_size, "span_s": span}
+        print(
+            "p99 by second of arrival: " + " ".join(f"{np.percentile(lat[sec == s], 99):.2f}" for s in np.unique(sec)),
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "cpu": _cpu_s() - cpu0,
+        "rss": _peak_rss_mb(),
+        "judged_stored": counts["readings"],
+        "handled": counts["readings"],
+        "steady": int(steady.sum()),
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "db_bytes": config.db_path.stat().st_size,
+        "span_s": span,
+    }
 
 
 def role_viewer(args) -> dict:
@@ -318,6 +346,7 @@ def role_viewer(args) -> dict:
 
     from lib.page import queries
     from lib.store.reader import read_db
+
     config = _config(Path(args.dir), None)
     stop = _stop_on_term()
     cpu0 = _cpu_s()
@@ -334,8 +363,14 @@ def role_viewer(args) -> dict:
             print(f"refresh failed: {exc}", file=sys.stderr, flush=True)
         stop.wait(max(0.0, config.app.refresh_s - (time.monotonic() - t0)))
     t = np.array(took or [np.nan])
-    return {"cpu": _cpu_s() - cpu0, "rss": _peak_rss_mb(), "handled": 0, "refreshes": len(took),
-            "refresh_p50": float(np.percentile(t, 50)), "refresh_max": float(t.max())}
+    return {
+        "cpu": _cpu_s() - cpu0,
+        "rss": _peak_rss_mb(),
+        "handled": 0,
+        "refreshes": len(took),
+        "refresh_p50": float(np.percentile(t, 50)),
+        "refresh_max": float(t.max()),
+    }
 
 
 ROLES = {"producer": role_producer, "detector": role_detector, "store": role_store, "viewer": role_viewer}
@@ -343,9 +378,12 @@ ROLES = {"producer": role_producer, "detector": role_detector, "store": role_sto
 
 def _spawn(role: str, workdir: Path, extra: list[str], worker: int = 0) -> subprocess.Popen:
     with open(workdir / f"{_proc_name(role, worker)}.err", "wb") as err:
-        return subprocess.Popen([PY, "-m", "bench.bench_pipeline", "--role", role, "--dir", str(workdir),
-                                 "--worker", str(worker), *extra],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(
+            [PY, "-m", "bench.bench_pipeline", "--role", role, "--dir", str(workdir), "--worker", str(worker), *extra],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
 
 
 def _wait_file(path: Path, timeout: float) -> None:
@@ -356,9 +394,18 @@ def _wait_file(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors: str,
-              drain_s: float, rules: bool = True, warmup: float = 3.0, viewer: bool = False,
-              detector_workers: int = 1) -> dict:
+def run_vigie(
+    workdir: Path,
+    sensors: int,
+    readings: int,
+    rate: float,
+    detectors: str,
+    drain_s: float,
+    rules: bool = True,
+    warmup: float = 3.0,
+    viewer: bool = False,
+    detector_workers: int = 1,
+) -> dict:
     """The three programs on a fresh data folder (and the page's refreshes if `viewer`); returns
     the figures, or raises. `detector_workers` > 1 (Kafka): that many detectors in one group."""
     workdir.mkdir(parents=True)
@@ -372,8 +419,9 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
             # group's rebalances are over before the producer starts.
             worker = 0 if detector_workers == 1 else k + 1
             name = _proc_name("detector", worker)
-            procs[name] = _spawn("detector", workdir, [*common, "--detectors", detectors,
-                                                       *(["--no-rules"] if not rules else [])], worker)
+            procs[name] = _spawn(
+                "detector", workdir, [*common, "--detectors", detectors, *(["--no-rules"] if not rules else [])], worker
+            )
             _wait_file(workdir / f"{name}.ready", 60)
         if viewer:
             procs["viewer"] = _spawn("viewer", workdir, common)
@@ -410,19 +458,30 @@ def run_vigie(workdir: Path, sensors: int, readings: int, rate: float, detectors
     workers = [stats.pop(name) for name in list(stats) if name.startswith("detector-")]
     if workers:  # the detectors as one program: their CPU and readings summed, the largest RSS
         stats[f"{len(workers)} detectors (RSS: each)"] = {
-            "cpu": sum(w["cpu"] for w in workers), "handled": sum(w["handled"] for w in workers),
-            "rss": max(w["rss"] for w in workers), "processes": len(workers)}
+            "cpu": sum(w["cpu"] for w in workers),
+            "handled": sum(w["handled"] for w in workers),
+            "rss": max(w["rss"] for w in workers),
+            "processes": len(workers),
+        }
     page = stats.pop("viewer", None)
     stored = stats["store"]["judged_stored"]
     # Each program's CPU over the readings it handled (a program that fell behind handled fewer).
     cpu_by_program = {name: s["cpu"] / max(s["handled"], 1) * 1000 for name, s in stats.items()}
-    return {"readings": stored, "offered": rate, "kept_up": stored >= produced, "rate": stats["store"]["steady"] / (stats["store"]["span_s"] or wall),
-            "p50": stats["store"]["p50"], "p99": stats["store"]["p99"], "cpu_per_1000": sum(cpu_by_program.values()),
-            "rss": {name: s["rss"] for name, s in stats.items()},
-            "cpu_by_program": cpu_by_program,
-            # per process: several detector workers share the detectors' CPU
-            "busiest": max(v / stats[name].get("processes", 1) for name, v in cpu_by_program.items()),
-            "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1), "page": page}
+    return {
+        "readings": stored,
+        "offered": rate,
+        "kept_up": stored >= produced,
+        "rate": stats["store"]["steady"] / (stats["store"]["span_s"] or wall),
+        "p50": stats["store"]["p50"],
+        "p99": stats["store"]["p99"],
+        "cpu_per_1000": sum(cpu_by_program.values()),
+        "rss": {name: s["rss"] for name, s in stats.items()},
+        "cpu_by_program": cpu_by_program,
+        # per process: several detector workers share the detectors' CPU
+        "busiest": max(v / stats[name].get("processes", 1) for name, v in cpu_by_program.items()),
+        "bytes_per_reading": stats["store"]["db_bytes"] / max(stored, 1),
+        "page": page,
+    }
 
 
 @contextlib.contextmanager
@@ -431,14 +490,18 @@ def kafka_broker(sensors: int, workdir: Path):
     environment) configured for it."""
     import dataclasses
 
-    from lib.transport.broker import Broker
     from lib.config import load_config
     from lib.messages import INTERNAL
+    from lib.transport.broker import Broker
     from lib.transport.kafkabus import KafkaTransport
-    env = {"VIGIE_TRANSPORT_KIND": "kafka",
-           # Tansu finishes a group join after about half the session timeout: keep the joins short.
-           "VIGIE_TRANSPORT_SESSION_TIMEOUT_MS": "4000", "VIGIE_TRANSPORT_MAX_POLL_INTERVAL_MS": "60000",
-           "VIGIE_TRANSPORT_METADATA_MAX_AGE_MS": "1000"}
+
+    env = {
+        "VIGIE_TRANSPORT_KIND": "kafka",
+        # Tansu finishes a group join after about half the session timeout: keep the joins short.
+        "VIGIE_TRANSPORT_SESSION_TIMEOUT_MS": "4000",
+        "VIGIE_TRANSPORT_MAX_POLL_INTERVAL_MS": "60000",
+        "VIGIE_TRANSPORT_METADATA_MAX_AGE_MS": "1000",
+    }
     workdir.mkdir(parents=True, exist_ok=True)
     with Broker(log_path=workdir / "tansu.log") as broker:
         env["VIGIE_TRANSPORT_BOOTSTRAP_SERVERS"] = broker.bootstrap
@@ -451,8 +514,12 @@ def kafka_broker(sensors: int, workdir: Path):
             KafkaTransport(config).create_topics([*(f"s{i:03d}" for i in range(sensors)), *INTERNAL])
             yield broker
             import psutil
+
             cpu = psutil.Process(broker.proc.pid).cpu_times()
-            print(f"  the Tansu broker used {cpu.user + cpu.system:.1f} CPU s (not in the table's CPU figures)", flush=True)
+            print(
+                f"  the Tansu broker used {cpu.user + cpu.system:.1f} CPU s (not in the table's CPU figures)",
+                flush=True,
+            )
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -465,16 +532,23 @@ def kafka_broker(sensors: int, workdir: Path):
 def print_table(rows: list[tuple[str, dict]]) -> None:
     seed = rows[0][1]
     wide = max(34, *(len(name) for name, _ in rows))
-    head = (f"{'run':<{wide}} {'readings':>9} {'readings/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'CPU s/1k':>9} "
-            f"{'peak RSS MB':>11} {'B/reading':>10}  vigie/seed: rate, p99, CPU, bytes")
+    head = (
+        f"{'run':<{wide}} {'readings':>9} {'readings/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'CPU s/1k':>9} "
+        f"{'peak RSS MB':>11} {'B/reading':>10}  vigie/seed: rate, p99, CPU, bytes"
+    )
     print(head)
     print("-" * len(head))
     for name, r in rows:
         peak = max(r["rss"].values())
-        ratio = (f"x{r['rate'] / seed['rate']:.0f}, x{r['p99'] / seed['p99']:.2f}, "
-                 f"x{r['cpu_per_1000'] / seed['cpu_per_1000']:.4f}, x{r['bytes_per_reading'] / seed['bytes_per_reading']:.3f}")
-        print(f"{name:<{wide}} {r['readings']:>9} {r['rate']:>11,.0f} {r['p50'] * 1000:>9.1f} {r['p99'] * 1000:>9.1f} "
-              f"{r['cpu_per_1000']:>9.3f} {peak:>11.0f} {r['bytes_per_reading']:>10.1f}  {'-' if r is seed else ratio}")
+        ratio = (
+            f"x{r['rate'] / seed['rate']:.0f}, x{r['p99'] / seed['p99']:.2f}, "
+            f"x{r['cpu_per_1000'] / seed['cpu_per_1000']:.4f}, "
+            f"x{r['bytes_per_reading'] / seed['bytes_per_reading']:.3f}"
+        )
+        print(
+            f"{name:<{wide}} {r['readings']:>9} {r['rate']:>11,.0f} {r['p50'] * 1000:>9.1f} {r['p99'] * 1000:>9.1f} "
+            f"{r['cpu_per_1000']:>9.3f} {peak:>11.0f} {r['bytes_per_reading']:>10.1f}  {'-' if r is seed else ratio}"
+        )
     print("\npeak resident memory per program (MB), and CPU seconds per 1,000 readings per program:")
     for name, r in rows:
         print(f"  {name:<{wide + 2}} " + ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items()))
@@ -488,15 +562,21 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
     for name, r in rows[1:]:
         if r.get("page"):
             p = r["page"]
-            print(f"page: {name}: the Live view (all sensors, 5 min span) refreshed {p['refreshes']} times, "
-                  f"each in {p['refresh_p50'] * 1000:.0f} ms (p50), at most {p['refresh_max'] * 1000:.0f} ms")
+            print(
+                f"page: {name}: the Live view (all sensors, 5 min span) refreshed {p['refreshes']} times, "
+                f"each in {p['refresh_p50'] * 1000:.0f} ms (p50), at most {p['refresh_max'] * 1000:.0f} ms"
+            )
     for name, r in rows[1:]:
         if r["kept_up"] and r["p99"] > 1.0:
-            print(f"note: {name} stored everything, but fell behind {r['offered']:,.0f} readings/s offered: "
-                  "its latency includes the queue that built up")
+            print(
+                f"note: {name} stored everything, but fell behind {r['offered']:,.0f} readings/s offered: "
+                "its latency includes the queue that built up"
+            )
         if not r["kept_up"]:
-            print(f"note: {name} did not keep up with {r['offered']:,.0f} readings/s offered: its rate is what it "
-                  "stored before the drain limit, its latency that of a growing queue")
+            print(
+                f"note: {name} did not keep up with {r['offered']:,.0f} readings/s offered: its rate is what it "
+                "stored before the drain limit, its latency that of a growing queue"
+            )
 
 
 def main(argv=None) -> int:
@@ -504,7 +584,9 @@ def main(argv=None) -> int:
     ap.add_argument("--role", choices=sorted(ROLES))
     ap.add_argument("--dir")
     ap.add_argument("--sensors", type=int, default=100)
-    ap.add_argument("--rate", type=float, default=20_000, help="lines/s offered to the producer (0: as fast as it takes them)")
+    ap.add_argument(
+        "--rate", type=float, default=20_000, help="lines/s offered to the producer (0: as fast as it takes them)"
+    )
     ap.add_argument("--seconds", type=float, default=15.0, help="how long Vigie is fed at --rate")
     ap.add_argument("--readings", type=int, default=0, help="(roles) lines to feed")
     ap.add_argument("--detectors", default="", help="comma-separated detector set (default: the configuration's)")
@@ -513,16 +595,31 @@ def main(argv=None) -> int:
     ap.add_argument("--drain", type=float, default=30.0, help="seconds allowed to store the last readings")
     ap.add_argument("--skip-without-iforest", action="store_true")
     ap.add_argument("--no-rules", action="store_true", help="without the threshold rules")
-    ap.add_argument("--no-viewer", action="store_true",
-                    help="skip the run with the page open (the Live view's refresh of all sensors every 2 s)")
-    ap.add_argument("--transport", choices=("embedded", "kafka"), default="embedded",
-                    help="kafka: a local Tansu broker per run, topics made first")
-    ap.add_argument("--detector-workers", type=int, default=1,
-                    help="detector processes in one consumer group (Kafka only; supervisord-kafka.conf "
-                         "runs 2): 1 runs the same programs as the embedded run")
+    ap.add_argument(
+        "--no-viewer",
+        action="store_true",
+        help="skip the run with the page open (the Live view's refresh of all sensors every 2 s)",
+    )
+    ap.add_argument(
+        "--transport",
+        choices=("embedded", "kafka"),
+        default="embedded",
+        help="kafka: a local Tansu broker per run, topics made first",
+    )
+    ap.add_argument(
+        "--detector-workers",
+        type=int,
+        default=1,
+        help="detector processes in one consumer group (Kafka only; supervisord-kafka.conf "
+        "runs 2): 1 runs the same programs as the embedded run",
+    )
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--warmup", type=float, default=3.0,
-                    help="seconds of arrivals left out of readings/s and latency (first fits, first writes)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds of arrivals left out of readings/s and latency (first fits, first writes)",
+    )
     args = ap.parse_args(argv)
     if args.role:
         result = ROLES[args.role](args)
@@ -532,20 +629,29 @@ def main(argv=None) -> int:
     if args.detector_workers != 1 and args.transport != "kafka":
         ap.error("--detector-workers: the embedded transport runs one detector")
     from lib.config import load_config
+
     configured = list(load_config().detection.detectors)
     readings = int(args.rate * args.seconds) if args.rate > 0 else 300_000
     rows = []
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp:
         tmp = Path(os.environ.get("BENCH_DIR") or tmp)
-        print(f"input: {args.sensors} sensors, Vigie fed {readings:,} lines at {args.rate:,.0f}/s; "
-              f"seed: a slice of up to {args.seed_readings} readings or {args.seed_seconds:.0f}s", flush=True)
+        print(
+            f"input: {args.sensors} sensors, Vigie fed {readings:,} lines at {args.rate:,.0f}/s; "
+            f"seed: a slice of up to {args.seed_readings} readings or {args.seed_seconds:.0f}s",
+            flush=True,
+        )
         seed_dir = tmp / "seed"
         seed_dir.mkdir()
         # The original program runs in its own process so that its CPU and memory are its own.
-        code = ("import json,sys; from pathlib import Path; from bench.bench_pipeline import generate_lines, run_seed;"
-                f"r = run_seed(generate_lines({args.seed_readings + 30 * args.sensors}, {args.sensors}), Path({str(seed_dir)!r}),"
-                f" {args.seed_readings}, {args.seed_seconds}); print(json.dumps(r))")
-        out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=args.seed_seconds * 10 + 300)
+        code = (
+            "import json,sys; from pathlib import Path; from bench.bench_pipeline import generate_lines, run_seed;"
+            f"r = run_seed(generate_lines({args.seed_readings + 30 * args.sensors}, {args.sensors}), "
+            f"Path({str(seed_dir)!r}),"
+            f" {args.seed_readings}, {args.seed_seconds}); print(json.dumps(r))"
+        )
+        out = subprocess.run(
+            [PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=args.seed_seconds * 10 + 300
+        )
         if out.returncode:
             print(out.stderr[-3000:])
             return 1
@@ -566,10 +672,28 @@ def main(argv=None) -> int:
             print(f"running {name} ...", flush=True)
             workdir = tmp / name.split(" (")[0].replace(",", "").replace(" ", "_").replace("+", "_").replace("__", "_")
             try:
-                with (kafka_broker(args.sensors, tmp / f"{workdir.name}-broker") if args.transport == "kafka"
-                      else contextlib.nullcontext()):
-                    rows.append((name, run_vigie(workdir, args.sensors, readings, args.rate, dets, args.drain,
-                                                 not args.no_rules, args.warmup, viewer, workers)))
+                with (
+                    kafka_broker(args.sensors, tmp / f"{workdir.name}-broker")
+                    if args.transport == "kafka"
+                    else contextlib.nullcontext()
+                ):
+                    rows.append(
+                        (
+                            name,
+                            run_vigie(
+                                workdir,
+                                args.sensors,
+                                readings,
+                                args.rate,
+                                dets,
+                                args.drain,
+                                not args.no_rules,
+                                args.warmup,
+                                viewer,
+                                workers,
+                            ),
+                        )
+                    )
             except Exception as exc:  # report the others' figures anyway
                 print(f"{name} failed: {exc}")
                 return 1

@@ -15,6 +15,7 @@ original program's way (docs/origins.md; its rows are called "seed"), in the sam
 
 Run: `python -m bench.bench_producer [--n N] [--seed-n N] [--baud-s S]` or `make bench`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,14 @@ def make_lines(n: int) -> bytes:
 
 # -- the board, in its own process --------------------------------------------------------------
 
+
 def board_main(link: str, lines_file: str, bytes_per_s: float) -> int:
     """Write the file's bytes to a pseudo-terminal published at `link`, as fast as the reader takes
     them, or paced at `bytes_per_s`; then keep the port open until terminated."""
     import signal
 
     from lib.ingest.simulator import PseudoBoard
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     data = Path(lines_file).read_bytes()
@@ -64,7 +67,7 @@ def board_main(link: str, lines_file: str, bytes_per_s: float) -> int:
             delay = t0 + i / bytes_per_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        if not board.send(data[i:i + step], stop):
+        if not board.send(data[i : i + step], stop):
             break
     stop.wait()
     board.close()
@@ -76,8 +79,18 @@ class Board:
         self.link = tmp / "arduino"
         lines_file = tmp / "lines.bin"
         lines_file.write_bytes(data)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.bench_producer", "--board", str(self.link),
-                                      str(lines_file), str(bytes_per_s)], cwd=PROJECT_ROOT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_producer",
+                "--board",
+                str(self.link),
+                str(lines_file),
+                str(bytes_per_s),
+            ],
+            cwd=PROJECT_ROOT,
+        )
         deadline = time.monotonic() + 30
         while not self.link.exists():
             if time.monotonic() > deadline:
@@ -90,6 +103,7 @@ class Board:
 
 
 # -- the two readers ------------------------------------------------------------------------------
+
 
 def run_vigie(tmp: Path, data: bytes, n: int, ack: bool = False, bytes_per_s: float = 0.0):
     """(wall seconds, CPU seconds of this process) for the producer to take `n` lines."""
@@ -122,6 +136,7 @@ def run_seed(tmp: Path, data: bytes, n: int):
         pickle.dump([], f)
     port = open_port(str(board.link), 9600, 5.0)
     from lib.messages import reading_message
+
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         last_flush = t0
@@ -136,7 +151,7 @@ def run_seed(tmp: Path, data: bytes, n: int):
             with open(history, "wb") as f:
                 pickle.dump(lst, f)
             idx = msg.rfind("!")
-            out.send([reading_message(msg[:idx], msg[idx + 1:], "seed", i, 0)])
+            out.send([reading_message(msg[:idx], msg[idx + 1 :], "seed", i, 0)])
             if time.perf_counter() - last_flush > 0.05:  # kafka-python batches sends too
                 out.flush()
                 last_flush = time.perf_counter()
@@ -168,7 +183,9 @@ def pickle_cost(size: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=200_000, help="lines for Vigie's throughput runs")
-    ap.add_argument("--seed-n", type=int, default=5_000, help="lines for the original program's run (its cost grows per line)")
+    ap.add_argument(
+        "--seed-n", type=int, default=5_000, help="lines for the original program's run (its cost grows per line)"
+    )
     ap.add_argument("--baud-s", type=float, default=5.0, help="seconds of the 9600-baud run")
     ap.add_argument("--board", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -190,12 +207,16 @@ def main(argv=None) -> int:
             d = Path(tmp) / f"v{ack}"
             d.mkdir()
             wall, cpu = run_vigie(d, data, args.n, ack=ack)
-            rows.append((f"Vigie producer{' + acks' if ack else ''}", args.n, args.n / wall, cpu / wall, 1e6 * cpu / args.n))
+            rows.append(
+                (f"Vigie producer{' + acks' if ack else ''}", args.n, args.n / wall, cpu / wall, 1e6 * cpu / args.n)
+            )
         d = Path(tmp) / "seed"
         d.mkdir()
         seed_data = make_lines(args.seed_n)
         wall, cpu, tail = run_seed(d, seed_data, args.seed_n)
-        rows.append(("seed (readline + pickle re-dump)", args.seed_n, args.seed_n / wall, cpu / wall, 1e6 * cpu / args.seed_n))
+        rows.append(
+            ("seed (readline + pickle re-dump)", args.seed_n, args.seed_n / wall, cpu / wall, 1e6 * cpu / args.seed_n)
+        )
 
         # 9600 baud: 960 bytes/s paced by the board.
         bps = 960.0
@@ -207,23 +228,33 @@ def main(argv=None) -> int:
     print(f"lines average {avg_len:.1f} bytes; parse_line alone: {parse_rate:,.0f} lines/s\n")
     # lines per CPU-second is what one core sustains; lines/s (wall) also depends on how much of a
     # core the machine gave this process during the run (the CPU share).
-    print(f"{'pty -> parse -> embedded transport':<36} {'lines':>8} {'lines/s':>10} {'CPU share':>10} "
-          f"{'CPU us/line':>12} {'lines/CPU-s':>12}")
+    print(
+        f"{'pty -> parse -> embedded transport':<36} {'lines':>8} {'lines/s':>10} {'CPU share':>10} "
+        f"{'CPU us/line':>12} {'lines/CPU-s':>12}"
+    )
     for name, n, rate, share, us in rows:
         print(f"{name:<36} {n:>8,} {rate:>10,.0f} {share:>10.0%} {us:>12.1f} {1e6 / us:>12,.0f}")
     print(f"\nseed: last 10% of its {args.seed_n:,} lines took {tail * 1e3:.2f} ms each (the pickle grows)")
 
     line_rate = bps / avg_len
-    print(f"\n9600 baud = {bps:.0f} bytes/s = {line_rate:.0f} lines/s of {avg_len:.1f} bytes "
-          f"(a 1-sensor board printing 'humidite!42.70\\r\\n' gets {bps / 16:.0f} lines/s)")
-    print(f"Vigie at 9600 baud: {baud_n} lines in {baud_wall:.1f}s, producer CPU {baud_cpu / baud_wall:.1%} of one core; "
-          f"one core (with acks) takes {1e6 / rows[1][4] / line_rate:,.0f} such boards' worth of lines")
-    print(f"\n{'seed history size':>18} {'pickle load+dump':>17} {'max lines/s':>12} {'reached at 9600 baud after':>27}")
+    print(
+        f"\n9600 baud = {bps:.0f} bytes/s = {line_rate:.0f} lines/s of {avg_len:.1f} bytes "
+        f"(a 1-sensor board printing 'humidite!42.70\\r\\n' gets {bps / 16:.0f} lines/s)"
+    )
+    print(
+        f"Vigie at 9600 baud: {baud_n} lines in {baud_wall:.1f}s, producer CPU {baud_cpu / baud_wall:.1%} of one core; "
+        f"one core (with acks) takes {1e6 / rows[1][4] / line_rate:,.0f} such boards' worth of lines"
+    )
+    print(
+        f"\n{'seed history size':>18} {'pickle load+dump':>17} {'max lines/s':>12} {'reached at 9600 baud after':>27}"
+    )
     for size in (1_000, 10_000, 20_000, 50_000, 100_000, 300_000):
         cost = pickle_cost(size)
         when = size / line_rate
-        print(f"{size:>18,} {cost * 1e3:>14.2f} ms {1 / cost:>12,.0f} {when / 3600:>24.1f} h"
-              + ("   <- falls behind the board" if 1 / cost < line_rate else ""))
+        print(
+            f"{size:>18,} {cost * 1e3:>14.2f} ms {1 / cost:>12,.0f} {when / 3600:>24.1f} h"
+            + ("   <- falls behind the board" if 1 / cost < line_rate else "")
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ The operator page's target, a 30-day chart over 100 million readings under 200 m
 `python -m bench.bench_queries --sizes 100000000 --days 30` (about 6 GB of temporary disk; it
 takes minutes to generate, so it is not part of `make bench`'s default sizes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,9 @@ from lib.store.reader import read_db
 from lib.store.schema import apply_migrations
 
 SENSORS = 20
-STEP_US = 10_000            # 100 readings/s in all, 5/s per sensor (unless --days spreads them)
+STEP_US = 10_000  # 100 readings/s in all, 5/s per sensor (unless --days spreads them)
 SPANS = {"5 min": 5, "1 h": 60, "24 h": 1440, "30 d": 43200}
-CHUNK = 10_000_000          # readings generated per transaction
+CHUNK = 10_000_000  # readings generated per transaction
 
 
 def grow(path: Path, start: int, stop: int, end_us: int, total: int, step_us: int = STEP_US) -> None:
@@ -94,33 +95,52 @@ def timed(fn, repeat: int) -> tuple[float, float, float]:
         times.append((time.perf_counter() - t0) * 1000)
         cpu.append((time.process_time() - c0) * 1000)
     times.sort()
-    return (statistics.median(times), times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
-            statistics.median(cpu))
+    return (
+        statistics.median(times),
+        times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
+        statistics.median(cpu),
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000,10000000", help="stored readings, comma-separated")
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--naive-max", type=int, default=1_000_000,
-                    help="skip the skeleton's way above this many stored readings (it fetches everything)")
-    ap.add_argument("--days", type=float, default=0.0,
-                    help="spread the largest size evenly over this many days ending now (0: 100 readings/s)")
-    ap.add_argument("--file", type=Path, default=None,
-                    help="generate into this file and keep it; a file already holding the largest size is "
-                         "measured again as it is (its readings end when it was made)")
+    ap.add_argument(
+        "--naive-max",
+        type=int,
+        default=1_000_000,
+        help="skip the skeleton's way above this many stored readings (it fetches everything)",
+    )
+    ap.add_argument(
+        "--days",
+        type=float,
+        default=0.0,
+        help="spread the largest size evenly over this many days ending now (0: 100 readings/s)",
+    )
+    ap.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="generate into this file and keep it; a file already holding the largest size is "
+        "measured again as it is (its readings end when it was made)",
+    )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     total = sizes[-1]
     step_us = int(args.days * 86400e6 / total) if args.days else STEP_US
     end = queries.utc_now()
     end_us = int((end - datetime(1970, 1, 1)).total_seconds() * 1e6)
-    print(f"{SENSORS} sensors, {1e6 / step_us:,.1f} readings/s in all ending now "
-          f"({total * step_us / 86400e6:,.1f} days at the largest size), 2 detectors' states per reading; "
-          f"one sensor's chart; {args.repeat} runs each")
-    print(f"{'stored readings':>15} {'file MB':>8} {'span':>6} {'source':>8} {'rows drawn':>10} {'marks':>6} "
-          f"{'p50 ms':>7} {'p95 ms':>7} {'CPU ms':>7} {'naive p50':>10} {'naive p95':>10} "
-          f"{'readings p50':>12} {'CPU ms':>7}")
+    print(
+        f"{SENSORS} sensors, {1e6 / step_us:,.1f} readings/s in all ending now "
+        f"({total * step_us / 86400e6:,.1f} days at the largest size), 2 detectors' states per reading; "
+        f"one sensor's chart; {args.repeat} runs each"
+    )
+    print(
+        f"{'stored readings':>15} {'file MB':>8} {'span':>6} {'source':>8} {'rows drawn':>10} {'marks':>6} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'CPU ms':>7} {'naive p50':>10} {'naive p95':>10} "
+        f"{'readings p50':>12} {'CPU ms':>7}"
+    )
     worst_p95 = 0.0
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp:
         path = args.file or Path(tmp) / "vigie.duckdb"
@@ -150,6 +170,7 @@ def main(argv=None) -> int:
             def connect():
                 with read_db(path):
                     pass
+
             c50, c95, ccpu = timed(connect, args.repeat)
             print(f"{size:>15,} {mb:>8.0f} {'open a read-only connection':>34} {c50:>14.1f} {c95:>7.1f} {ccpu:>7.1f}")
             sensor = "sensor07"
@@ -161,19 +182,27 @@ def main(argv=None) -> int:
                     p50, p95, cpu = timed(lambda: queries.chart_data(c, sensor, since, end), args.repeat)
                     n50 = n95 = r50 = rcpu = float("nan")
                     if size <= args.naive_max:
-                        n50, n95, _ = timed(lambda: (queries.recent_readings(c, sensor, since),
-                                                     queries.recent_states(c, sensor, since)),
-                                            max(3, args.repeat // 4))
+                        n50, n95, _ = timed(
+                            lambda: (
+                                queries.recent_readings(c, sensor, since),
+                                queries.recent_states(c, sensor, since),
+                            ),
+                            max(3, args.repeat // 4),
+                        )
                     source = "rollups" if minutes * 60 / 600 >= queries.ROLLUP_BUCKET_S else "readings"
-                    if source == "rollups":   # the same chart from the readings, as before the rollups
+                    if source == "rollups":  # the same chart from the readings, as before the rollups
                         r50, _, rcpu = timed(lambda: queries.charts_fetch_readings(c, (sensor,), since, end), 3)
                 worst_p95 = max(worst_p95, p95)
-                print(f"{size:>15,} {mb:>8.0f} {label:>6} {source:>8} {len(line):>10,} {len(marks):>6} "
-                      f"{p50:>7.1f} {p95:>7.1f} {cpu:>7.1f} {n50:>10.1f} {n95:>10.1f} {r50:>12.1f} {rcpu:>7.1f}",
-                      flush=True)
+                print(
+                    f"{size:>15,} {mb:>8.0f} {label:>6} {source:>8} {len(line):>10,} {len(marks):>6} "
+                    f"{p50:>7.1f} {p95:>7.1f} {cpu:>7.1f} {n50:>10.1f} {n95:>10.1f} {r50:>12.1f} {rcpu:>7.1f}",
+                    flush=True,
+                )
     load = os.getloadavg()[0]
-    print(f"worst chart query p95: {worst_p95:.1f} ms (targets: under 100 ms with 10 million readings stored, "
-          f"a 30-day chart under 200 ms with 100 million); load average {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"worst chart query p95: {worst_p95:.1f} ms (targets: under 100 ms with 10 million readings stored, "
+        f"a 30-day chart under 200 ms with 100 million); load average {load:.1f} on {os.cpu_count()} cores"
+    )
     return 0
 
 

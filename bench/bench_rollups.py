@@ -6,6 +6,7 @@ already holds `--stored` readings, with and without the statements that keep `re
 `flags` (lib/store/rollups.py), the two files written in turn. Median wall time per write, in
 milliseconds, over `--repeat` writes after two warm-up ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def make_batch(first_seq: int, n: int, t0_us: int, flag_every: int = 500) -> Bat
         batch.readings[("bench", seq)] = (sensor, ts, float(seq % 97))
         for detector in ("dbscan", "iforest"):
             flagged = seq % flag_every == 0
-            batch.states[("bench", seq, detector)] = (sensor, ts, "anomaly" if flagged else "normal",
-                                                      0.9 if flagged else 0.1)
+            batch.states[("bench", seq, detector)] = (
+                sensor,
+                ts,
+                "anomaly" if flagged else "normal",
+                0.9 if flagged else 0.1,
+            )
     return batch
 
 
@@ -67,11 +72,11 @@ def run(stored: int, repeat: int) -> dict[bool, dict[int, float]]:
                 for k in range(repeat + 2):
                     batch = make_batch(seq, size, t0)
                     seq += size
-                    for derived in ((False, True) if k % 2 else (True, False)):   # either may go first
+                    for derived in (False, True) if k % 2 else (True, False):  # either may go first
                         writer._STATEMENTS[:] = full if derived else plain
                         start = time.perf_counter()
                         writers[derived].write(batch)
-                        if k >= 2:   # two warm-up writes
+                        if k >= 2:  # two warm-up writes
                             times[derived].setdefault(size, []).append((time.perf_counter() - start) * 1000)
         finally:
             writer._STATEMENTS[:] = saved

@@ -13,6 +13,7 @@ Parts run as threads of one process (one Python process shares its CPU time betw
 these are lower bounds for separate processes); Kafka's group joins happen before the clock starts.
 Run: `python -m bench.bench_transport [--n N] [--e2e-n N] [--sensors N]` or `make bench`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,22 +26,29 @@ import threading
 import time
 from pathlib import Path
 
-from lib.transport.broker import Broker
 from lib.config import load_config
-from lib.transport import open_transport
 from lib.messages import INTERNAL, reading_message
+from lib.transport import open_transport
+from lib.transport.broker import Broker
 
 SENSORS = tuple(f"s{i:03d}" for i in range(100))
 
 
 def make_config(kind: str, data_dir: Path, bootstrap: str = "", batch: bool = True):
     config = load_config()
-    transport = dataclasses.replace(config.transport, kind=kind, bootstrap_servers=bootstrap or "127.0.0.1:9092",
-                                    kafka_batch=batch,
-                                    # Tansu finishes a group join after about half the session timeout.
-                                    session_timeout_ms=4000, max_poll_interval_ms=30000, metadata_max_age_ms=1000)
-    return dataclasses.replace(config, transport=transport,
-                               paths=dataclasses.replace(config.paths, data_dir=str(data_dir)))
+    transport = dataclasses.replace(
+        config.transport,
+        kind=kind,
+        bootstrap_servers=bootstrap or "127.0.0.1:9092",
+        kafka_batch=batch,
+        # Tansu finishes a group join after about half the session timeout.
+        session_timeout_ms=4000,
+        max_poll_interval_ms=30000,
+        metadata_max_age_ms=1000,
+    )
+    return dataclasses.replace(
+        config, transport=transport, paths=dataclasses.replace(config.paths, data_dir=str(data_dir))
+    )
 
 
 def readings(n: int, seed: int = 7):
@@ -67,7 +75,7 @@ def wait_joined(*consumers, timeout: float = 60.0) -> None:
     """Kafka consumers: poll (nothing is produced yet) until the group has given them partitions."""
     deadline = time.monotonic() + timeout
     for c in consumers:
-        while c.owned_sensors() == set():     # None: a transport with no group to join
+        while c.owned_sensors() == set():  # None: a transport with no group to join
             if time.monotonic() > deadline:
                 raise RuntimeError("consumer group join timed out")
             time.sleep(0.1)
@@ -104,10 +112,11 @@ def bench_transport_only(transport, n: int) -> float:
 
 def bench_end_to_end(config, transport, n: int) -> float:
     from lib.detect.detection import Judge, check_detection_config, run_detector
-    from lib.store.sink import run_store
     from lib.page import queries
     from lib.store.reader import read_db
     from lib.store.schema import init_db
+    from lib.store.sink import run_store
+
     check_detection_config(config)
     transport.create_topics((*SENSORS, *INTERNAL))
     init_db(config.db_path)
@@ -120,15 +129,22 @@ def bench_end_to_end(config, transport, n: int) -> float:
         # In the store's thread, between its writes; the store holds the file, so this goes
         # through its read socket (lib.store.readserver), as the page's queries do.
         with read_db(config.db_path) as conn:
-            progress["states"] = sum(n for d, (n, _) in queries.judged_counts(conn).items() if not d.startswith("rule:"))
+            progress["states"] = sum(
+                n for d, (n, _) in queries.judged_counts(conn).items() if not d.startswith("rule:")
+            )
         if progress["states"] >= want:
             finished.set()
 
     detector = transport.consumer("detectors", sensors=True)
     store = transport.consumer("store", topics=INTERNAL, sensors=True)
-    threads = [threading.Thread(target=run_detector, args=(Judge(config), detector, stop), daemon=True),
-               threading.Thread(target=run_store, args=(config.db_path, store, stop, config.store.flush_interval,
-                                                        config.store.max_batch, on_flush), daemon=True)]
+    threads = [
+        threading.Thread(target=run_detector, args=(Judge(config), detector, stop), daemon=True),
+        threading.Thread(
+            target=run_store,
+            args=(config.db_path, store, stop, config.store.flush_interval, config.store.max_batch, on_flush),
+            daemon=True,
+        ),
+    ]
     for t in threads:
         t.start()
     wait_joined(detector, store)
@@ -159,8 +175,11 @@ def main(argv=None) -> int:
     rows = []
     print(f"{args.sensors} sensors", flush=True)
     with tempfile.TemporaryDirectory(prefix="vigie-bench-") as tmp, Broker(log_path=Path(tmp) / "tansu.log") as broker:
-        for name, kind, batch in (("embedded", "embedded", True), ("kafka", "kafka", True),
-                                  ("kafka, record per reading", "kafka", False)):
+        for name, kind, batch in (
+            ("embedded", "embedded", True),
+            ("kafka", "kafka", True),
+            ("kafka, record per reading", "kafka", False),
+        ):
             for what, n in (("transport", args.n), ("end to end", args.e2e_n)):
                 data = Path(tmp) / f"{name.replace(' ', '-').replace(',', '')}-{what.replace(' ', '-')}"
                 # A fresh data folder per measurement keeps the DuckDB file and spool apart; each
@@ -171,8 +190,11 @@ def main(argv=None) -> int:
                 config = make_config(kind, data, broker.bootstrap, batch)
                 transport = open_transport(config)
                 try:
-                    rate = (bench_transport_only(transport, n) if what == "transport"
-                            else bench_end_to_end(config, transport, n))
+                    rate = (
+                        bench_transport_only(transport, n)
+                        if what == "transport"
+                        else bench_end_to_end(config, transport, n)
+                    )
                 finally:
                     transport.close()
                 rows.append((name, what, n, rate))

@@ -8,6 +8,7 @@ the first reading judged. Then Ctrl-C, as an operator would, and how long the st
 Not part of `make bench` (it installs the requirements into a new virtualenv each time).
 `--keep-venv` links this checkout's .venv into the clone instead, which times a second start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def _page_answers(port: int) -> bool:
 def _count(db: Path, what: str) -> int:
     try:
         return stored(db, what)
-    except (OSError, duckdb.Error):   # the store starting: its socket or the file not ready yet
+    except (OSError, duckdb.Error):  # the store starting: its socket or the file not ready yet
         return 0
 
 
@@ -48,24 +49,30 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vigie-first-data-") as tmp:
         clone = Path(tmp) / "vigie"
         subprocess.run(["git", "clone", "-q", "--branch", "main", str(PROJECT_ROOT), str(clone)], check=True)
-        head = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         if args.keep_venv:
             (clone / ".venv").symlink_to(PROJECT_ROOT / ".venv")
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
         env["VIGIE_APP_PORT"] = str(port)
         log = open(Path(tmp) / "make-run.log", "wb")
-        print(f"fresh clone of main {head}; `make run` (page on port {port}), load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"fresh clone of main {head}; `make run` (page on port {port}), load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         t0 = time.monotonic()
-        make = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        make = subprocess.Popen(
+            ["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         db = clone / "data" / "vigie.duckdb"
-        steps = {"virtualenv installed": lambda: (clone / ".venv" / ".stamp-requirements").exists(),
-                 "page answers": lambda: _page_answers(port),
-                 "first reading stored": lambda: _count(db, "readings") > 0,
-                 "first reading judged": lambda: _count(db, "states") > 0}
+        steps = {
+            "virtualenv installed": lambda: (clone / ".venv" / ".stamp-requirements").exists(),
+            "page answers": lambda: _page_answers(port),
+            "first reading stored": lambda: _count(db, "readings") > 0,
+            "first reading judged": lambda: _count(db, "states") > 0,
+        }
         reached: dict[str, float] = {}
         try:
             while len(reached) < len(steps) and time.monotonic() - t0 < args.timeout:

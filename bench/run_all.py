@@ -4,6 +4,7 @@ Each script compares Vigie's way with the original program's way (docs/origins.m
 called "seed") on the same input in the same run, so the ratios hold even on a noisy machine.
 `python -m bench.run_all NAME...` runs only those scripts.
 """
+
 from __future__ import annotations
 
 import importlib

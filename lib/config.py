@@ -7,6 +7,7 @@ as an odd behaviour in one worker.
 Environment overrides are `VIGIE_<SECTION>_<KEY>` (for example `VIGIE_SERIAL_BAUD=115200`,
 `VIGIE_PATHS_DATA_DIR=/tmp/vigie`); `VIGIE_CONFIG` names another file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,9 +48,9 @@ class Serial:
     # (then all of them), so a line torn by opening mid-line is not a sensor for ever.
     sensors: tuple[str, ...] = ()
     new_sensor_lines: int = 3
-    unconfirmed_after_s: float = 30.0   # a new name that stops short of that: its lines become rejects
-    max_sensors: int = 1000             # distinct names per producer; more are rejects (`too_many_sensors`)
-    max_held_lines: int = 200_000       # lines held in memory while the transport cannot write
+    unconfirmed_after_s: float = 30.0  # a new name that stops short of that: its lines become rejects
+    max_sensors: int = 1000  # distinct names per producer; more are rejects (`too_many_sensors`)
+    max_held_lines: int = 200_000  # lines held in memory while the transport cannot write
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,11 @@ class Simulator:
     rate: float = 20.0
     seed: int = 42
     scenario: str = "data/scenarios/demo.toml"
-    count: int = 0       # lines to write before going quiet (0: never stop)
-    ledger: str = ""     # a file recording every line written, for tests to compare with the store
-    replay: str = ""     # a NAB-format CSV (timestamp,value) to play as one sensor instead of the scenario
+    count: int = 0  # lines to write before going quiet (0: never stop)
+    ledger: str = ""  # a file recording every line written, for tests to compare with the store
+    replay: str = ""  # a NAB-format CSV (timestamp,value) to play as one sensor instead of the scenario
     replay_sensor: str = ""  # the replayed sensor's name ("": from the file name)
-    speed: float = 1.0   # replay speed: 1 is the file's own pace
+    speed: float = 1.0  # replay speed: 1 is the file's own pace
     unplug_s: float = 2.0  # how long SIGUSR1 unplugs the simulated board
 
 
@@ -75,7 +76,7 @@ class Transport:
     # Kafka only (see docs/kafka.md): failure detection, new-topic discovery, topic creation.
     session_timeout_ms: int = 10_000
     metadata_max_age_ms: int = 5_000
-    replication_factor: int = -1     # -1: the broker's default.replication.factor
+    replication_factor: int = -1  # -1: the broker's default.replication.factor
     # Kafka: many readings of a sensor per record (docs/kafka.md); false: one record per
     # reading, the original producer's format (docs/origins.md), for consumers that expect it.
     kafka_batch: bool = True
@@ -105,12 +106,14 @@ class Detection:
     sensors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Threshold rules, `[detection.rules.<sensor or "*">]`.
     rules: Mapping[str, Mapping[str, Any]] = field(
-        default_factory=lambda: {"*": {"no_data_factor": 10.0, "stuck_factor": 3.0}})
+        default_factory=lambda: {"*": {"no_data_factor": 10.0, "stuck_factor": 3.0}}
+    )
 
 
 @dataclass(frozen=True)
 class Events:
     """How flagged readings make anomaly events (lib.detect.events.Policy, whose keys these are)."""
+
     min_agree: int = 1
     quiet_s: float = 30.0
     quiet_n: int = 0
@@ -126,15 +129,16 @@ class Events:
 @dataclass(frozen=True)
 class Alerts:
     """Notifications of events (lib.alerts): channels, routes and when to hold back."""
-    page_url: str = ""               # links in notifications ("": http://<[app] address>:<[app] port>)
-    min_severity: str = "warning"    # events below it notify no one
-    quiet_hours: str = ""            # e.g. "22:00-07:00", local time: only quiet_min_severity gets through
+
+    page_url: str = ""  # links in notifications ("": http://<[app] address>:<[app] port>)
+    min_severity: str = "warning"  # events below it notify no one
+    quiet_hours: str = ""  # e.g. "22:00-07:00", local time: only quiet_min_severity gets through
     quiet_min_severity: str = "critical"
-    group_wait_s: float = 0.2        # a channel's first message waits this long for others to join it
-    group_interval_s: float = 60.0   # then at most one message per channel per this many seconds
-    retry_max_s: float = 60.0        # the longest wait between two tries of a delivery
-    give_up_s: float = 86400.0       # a delivery still failing after this is marked failed
-    timeout_s: float = 10.0          # one try of a delivery (HTTP request or SMTP session)
+    group_wait_s: float = 0.2  # a channel's first message waits this long for others to join it
+    group_interval_s: float = 60.0  # then at most one message per channel per this many seconds
+    retry_max_s: float = 60.0  # the longest wait between two tries of a delivery
+    give_up_s: float = 86400.0  # a delivery still failing after this is marked failed
+    timeout_s: float = 10.0  # one try of a delivery (HTTP request or SMTP session)
     # `[alerts.channels.<name>]` (kind = "webhook" or "email") and `[alerts.routes.<name>]`.
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     routes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -154,12 +158,13 @@ class App:
 @dataclass(frozen=True)
 class Sensor:
     """How the page shows one sensor, `[sensors.<name>]` (display only: detection has its own)."""
-    label: str = ""                  # its name on the page ("": the name it sends)
-    unit: str = ""                   # e.g. "%", "°C"
-    min: float | None = None         # the expected range, drawn on its charts
+
+    label: str = ""  # its name on the page ("": the name it sends)
+    unit: str = ""  # e.g. "%", "°C"
+    min: float | None = None  # the expected range, drawn on its charts
     max: float | None = None
-    hidden: bool = False             # left out of every view (a torn name, a test sensor)
-    order: int | None = None         # its place: smaller first; unordered ones after, by file order
+    hidden: bool = False  # left out of every view (a torn name, a test sensor)
+    order: int | None = None  # its place: smaller first; unordered ones after, by file order
 
 
 @dataclass(frozen=True)
@@ -200,16 +205,31 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "paths": Paths, "serial": Serial, "simulator": Simulator, "transport": Transport,
-    "store": Store, "detection": Detection, "events": Events, "alerts": Alerts, "app": App,
+    "paths": Paths,
+    "serial": Serial,
+    "simulator": Simulator,
+    "transport": Transport,
+    "store": Store,
+    "detection": Detection,
+    "events": Events,
+    "alerts": Alerts,
+    "app": App,
 }
-_CHOICES = {("transport", "kind"): ("embedded", "kafka"),
-            ("store", "retention_export"): ("parquet", "csv", "none"),
-            ("alerts", "min_severity"): ("info", "warning", "critical"),
-            ("alerts", "quiet_min_severity"): ("info", "warning", "critical")}
-_NON_NEGATIVE = {("store", "retention_days"), ("store", "quiet_flush_interval"), ("events", "quiet_s"),
-                 ("events", "quiet_n"), ("events", "critical_score"), ("alerts", "group_wait_s"),
-                 ("alerts", "group_interval_s")}
+_CHOICES = {
+    ("transport", "kind"): ("embedded", "kafka"),
+    ("store", "retention_export"): ("parquet", "csv", "none"),
+    ("alerts", "min_severity"): ("info", "warning", "critical"),
+    ("alerts", "quiet_min_severity"): ("info", "warning", "critical"),
+}
+_NON_NEGATIVE = {
+    ("store", "retention_days"),
+    ("store", "quiet_flush_interval"),
+    ("events", "quiet_s"),
+    ("events", "quiet_n"),
+    ("events", "critical_score"),
+    ("alerts", "group_wait_s"),
+    ("alerts", "group_interval_s"),
+}
 # VIGIE_ variables that are not settings: the configuration file, the data folder supervisord.conf
 # reads (set by workers.launch), the log level (lib.runtime). Any other VIGIE_ variable must name a
 # setting: a misspelt one would otherwise be ignored and the default used without a word.
@@ -225,7 +245,11 @@ def _coerce(where: str, default: Any, value: Any, from_env: bool, one_or_many: b
     if one_or_many and isinstance(value, str) and not from_env:
         value = [value]
     if isinstance(default, bool):
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         if isinstance(value, bool):
             return value
@@ -271,23 +295,41 @@ def _check(section: str, key: str, value: Any) -> None:
     where = f"[{section}] {key}"
     if (section, key) == ("app", "timezone") and value:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"{where}: unknown time zone {value!r} (an IANA name such as Europe/Paris, "
-                              "or \"\" for this machine's zone)") from None
+            raise ConfigError(
+                f"{where}: unknown time zone {value!r} (an IANA name such as Europe/Paris, "
+                'or "" for this machine\'s zone)'
+            ) from None
     choices = _CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        positive = {("serial", "baud"), ("serial", "timeout"), ("serial", "max_line"), ("serial", "new_sensor_lines"),
-                    ("serial", "unconfirmed_after_s"), ("serial", "max_sensors"), ("serial", "max_held_lines"),
-                    ("simulator", "rate"),
-                    ("simulator", "speed"), ("simulator", "unplug_s"),
-                    ("store", "flush_interval"), ("store", "max_batch"), ("detection", "window"),
-                    ("app", "refresh_s"), ("transport", "partitions"), ("app", "port"),
-                    ("store", "retention_check_s"), ("events", "min_agree"), ("alerts", "retry_max_s"),
-                    ("alerts", "give_up_s"), ("alerts", "timeout_s")}
+        positive = {
+            ("serial", "baud"),
+            ("serial", "timeout"),
+            ("serial", "max_line"),
+            ("serial", "new_sensor_lines"),
+            ("serial", "unconfirmed_after_s"),
+            ("serial", "max_sensors"),
+            ("serial", "max_held_lines"),
+            ("simulator", "rate"),
+            ("simulator", "speed"),
+            ("simulator", "unplug_s"),
+            ("store", "flush_interval"),
+            ("store", "max_batch"),
+            ("detection", "window"),
+            ("app", "refresh_s"),
+            ("transport", "partitions"),
+            ("app", "port"),
+            ("store", "retention_check_s"),
+            ("events", "min_agree"),
+            ("alerts", "retry_max_s"),
+            ("alerts", "give_up_s"),
+            ("alerts", "timeout_s"),
+        }
         if (section, key) in positive and not value > 0:
             raise ConfigError(f"{where}: must be positive, got {value!r}")
         if (section, key) in _NON_NEGATIVE and not value >= 0:
@@ -302,10 +344,14 @@ def _check_environment(env: Mapping[str, str]) -> None:
     ...     _check_environment({"VIGIE_DETECTOR_WINDOW": "30"})
     ... except ConfigError as exc:
     ...     print(exc)
-    environment VIGIE_DETECTOR_WINDOW: no such setting; did you mean VIGIE_DETECTION_WINDOW? (a setting is VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)
+    environment VIGIE_DETECTOR_WINDOW: no such setting; did you mean VIGIE_DETECTION_WINDOW? (a setting is
+    VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)
     """
-    names = {f"VIGIE_{section.upper()}_{f.name.upper()}"
-             for section, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)}
+    names = {
+        f"VIGIE_{section.upper()}_{f.name.upper()}"
+        for section, cls in _SECTION_CLASSES.items()
+        for f in dataclasses.fields(cls)
+    }
     names.update(ENV_NOT_SETTINGS)
     names.add(SENSORS_ENV)
     for var in sorted(env):
@@ -313,12 +359,17 @@ def _check_environment(env: Mapping[str, str]) -> None:
             # Compared without the common prefix, which would make any two names look alike.
             near = difflib.get_close_matches(var.upper()[6:], sorted(n[6:] for n in names), n=1, cutoff=0.6)
             hint = f"; did you mean VIGIE_{near[0]}?" if near else ""
-            raise ConfigError(f"environment {var}: no such setting{hint} (a setting is"
-                              f" VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)")
+            raise ConfigError(
+                f"environment {var}: no such setting{hint} (a setting is"
+                f" VIGIE_<SECTION>_<KEY> for a [section] key of vigie.toml)"
+            )
 
 
-def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
     """Build the configuration: defaults, then the file, then `VIGIE_*` variables, then `overrides`.
 
     >>> load_config(env={}, overrides={"serial": {"baud": 115200}}).serial.baud
@@ -346,22 +397,26 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(file_part) - known
         if unknown:
-            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}"
-                              f" (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+            )
         for key, value in file_part.items():
-            values[key] = _coerce(f"{path}: [{name}] {key}", getattr(defaults, key), value, False,
-                                  (name, key) in _ONE_OR_MANY)
+            values[key] = _coerce(
+                f"{path}: [{name}] {key}", getattr(defaults, key), value, False, (name, key) in _ONE_OR_MANY
+            )
         prefix = f"VIGIE_{name.upper()}_"
         for var, value in env.items():
             if var.upper().startswith(prefix):
-                key = var[len(prefix):].lower()
-                values[key] = _coerce(f"environment {var}", getattr(defaults, key), value, True,
-                                      (name, key) in _ONE_OR_MANY)
+                key = var[len(prefix) :].lower()
+                values[key] = _coerce(
+                    f"environment {var}", getattr(defaults, key), value, True, (name, key) in _ONE_OR_MANY
+                )
         for key, value in (overrides or {}).get(name, {}).items():
             if key not in known:
                 raise ConfigError(f"override: no key {key!r} in [{name}]")
-            values[key] = _coerce(f"override [{name}] {key}", getattr(defaults, key), value, False,
-                                  (name, key) in _ONE_OR_MANY)
+            values[key] = _coerce(
+                f"override [{name}] {key}", getattr(defaults, key), value, False, (name, key) in _ONE_OR_MANY
+            )
         for key, value in values.items():
             _check(name, key, value)
         sections[name] = dataclasses.replace(defaults, **values)
@@ -373,8 +428,9 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             raise ConfigError(f"environment {SENSORS_ENV}: expected a JSON object ({exc})") from None
         sensors.update(_sensors(f"environment {SENSORS_ENV}", given))
     if raw:
-        raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(raw))}"
-                          f" (known: {', '.join([*_SECTION_CLASSES, 'sensors'])})")
+        raise ConfigError(
+            f"{path}: unknown section(s): {', '.join(sorted(raw))} (known: {', '.join([*_SECTION_CLASSES, 'sensors'])})"
+        )
     return Config(**sections, sensors=sensors)
 
 
@@ -394,13 +450,23 @@ def _sensors(origin: str, tables: Any) -> dict[str, Sensor]:
             raise ConfigError(f"{at}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(known)})")
         values = {}
         for key, value in table.items():
-            ok = {"label": isinstance(value, str), "unit": isinstance(value, str), "hidden": isinstance(value, bool),
-                  "order": isinstance(value, int) and not isinstance(value, bool),
-                  "min": isinstance(value, (int, float)) and not isinstance(value, bool),
-                  "max": isinstance(value, (int, float)) and not isinstance(value, bool)}[key]
+            ok = {
+                "label": isinstance(value, str),
+                "unit": isinstance(value, str),
+                "hidden": isinstance(value, bool),
+                "order": isinstance(value, int) and not isinstance(value, bool),
+                "min": isinstance(value, (int, float)) and not isinstance(value, bool),
+                "max": isinstance(value, (int, float)) and not isinstance(value, bool),
+            }[key]
             if not ok:
-                kind = {"label": "text", "unit": "text", "hidden": "true or false", "order": "a whole number",
-                        "min": "a number", "max": "a number"}[key]
+                kind = {
+                    "label": "text",
+                    "unit": "text",
+                    "hidden": "true or false",
+                    "order": "a whole number",
+                    "min": "a number",
+                    "max": "a number",
+                }[key]
                 raise ConfigError(f"{at} {key}: expected {kind}, got {value!r}")
             values[key] = float(value) if key in ("min", "max") else value
         sensor = Sensor(**values)

@@ -16,6 +16,7 @@ Adding a kind of message: its topic below (in INTERNAL if the store reads it), a
 snapshots travel on EVENTS as built by lib.detect.events (`{"type": "event", ...}`); operators'
 actions on them are `EventAction` (`{"type": "action", ...}`).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ STATES = "_vigie.states"
 REJECTS = "_vigie.rejects"
 SESSIONS = "_vigie.sessions"
 TRUTH = "_vigie.truth"
-LABELS = "_vigie.labels"      # operator verdicts from the app (the app never writes DuckDB)
-EVENTS = "_vigie.events"      # anomaly events from the detectors, acknowledgements from the app
+LABELS = "_vigie.labels"  # operator verdicts from the app (the app never writes DuckDB)
+EVENTS = "_vigie.events"  # anomaly events from the detectors, acknowledgements from the app
 INTERNAL = (STATES, REJECTS, SESSIONS, TRUTH, LABELS, EVENTS)
 
 # How every message names a reading: its session, its line number in the session, its receive
@@ -44,6 +45,7 @@ ACTIONS = (ACK, RESOLVE)
 class Message:
     """What a transport carries: a topic, a key (the sensor, or the session: what keeps order), a
     text value and text headers."""
+
     topic: str
     key: str | None
     value: str
@@ -64,6 +66,7 @@ def json_message(topic: str, key: str | None, payload) -> Message:
 class Reading:
     """One reading, as its board's line gave it (`value`: the text, e.g. "42.7"). The producer
     builds its messages with `reading_message` (no object in between: it runs once a line)."""
+
     sensor: str
     value: str
     session: str
@@ -104,6 +107,7 @@ class StatesBatch:
     per polled batch, and the store builds its columns without a loop per row. `judged` maps a
     detector (or "rule:<name>") to its states, one letter a reading (lib.states.STATE_CODES), and
     its scores (None while initializing). `session` is one id, or one per reading when they differ."""
+
     sensor: str
     session: str | list[str]
     seq: list[int]
@@ -111,22 +115,37 @@ class StatesBatch:
     judged: dict[str, tuple[str, list]]
 
     @classmethod
-    def of_readings(cls, sensor: str, readings: Sequence[Message], ts_us: Sequence[int],
-                    judged: dict[str, tuple[str, list]]) -> StatesBatch:
+    def of_readings(
+        cls, sensor: str, readings: Sequence[Message], ts_us: Sequence[int], judged: dict[str, tuple[str, list]]
+    ) -> StatesBatch:
         sessions = Reading.sessions(readings)
-        return cls(sensor, sessions[0] if sessions.count(sessions[0]) == len(sessions) else sessions,
-                   Reading.seqs(readings), list(ts_us), judged)
+        return cls(
+            sensor,
+            sessions[0] if sessions.count(sessions[0]) == len(sessions) else sessions,
+            Reading.seqs(readings),
+            list(ts_us),
+            judged,
+        )
 
     def message(self) -> Message:
-        return json_message(STATES, self.sensor, {
-            "sensor": self.sensor, SESSION: self.session, SEQ: self.seq, TS_US: self.ts_us,
-            "judged": {name: [states, scores] for name, (states, scores) in self.judged.items()}})
+        return json_message(
+            STATES,
+            self.sensor,
+            {
+                "sensor": self.sensor,
+                SESSION: self.session,
+                SEQ: self.seq,
+                TS_US: self.ts_us,
+                "judged": {name: [states, scores] for name, (states, scores) in self.judged.items()},
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ReadingStates:
     """The states of one reading, spelled out (`states`: (detector, state name, score)): what the
     no-data rule sends about a sensor's last reading, and what logs of the first releases hold."""
+
     sensor: str
     session: str
     seq: int
@@ -134,8 +153,17 @@ class ReadingStates:
     states: list
 
     def message(self) -> Message:
-        return json_message(STATES, self.sensor, {SESSION: self.session, SEQ: self.seq, "sensor": self.sensor,
-                                                  TS_US: self.ts_us, "states": [list(s) for s in self.states]})
+        return json_message(
+            STATES,
+            self.sensor,
+            {
+                SESSION: self.session,
+                SEQ: self.seq,
+                "sensor": self.sensor,
+                TS_US: self.ts_us,
+                "states": [list(s) for s in self.states],
+            },
+        )
 
 
 def parse_states(m: Message) -> list[StatesBatch | ReadingStates]:
@@ -145,11 +173,20 @@ def parse_states(m: Message) -> list[StatesBatch | ReadingStates]:
     p = m.json()
     sensor = p["sensor"]
     if "judged" in p:
-        return [StatesBatch(sensor, p[SESSION], p[SEQ], p[TS_US],
-                            {name: (states, scores) for name, (states, scores) in p["judged"].items()})]
+        return [
+            StatesBatch(
+                sensor,
+                p[SESSION],
+                p[SEQ],
+                p[TS_US],
+                {name: (states, scores) for name, (states, scores) in p["judged"].items()},
+            )
+        ]
     if "rows" in p:
-        return [ReadingStates(sensor, session, seq, ts_us, [tuple(s) for s in judged])
-                for session, seq, ts_us, judged in p["rows"]]
+        return [
+            ReadingStates(sensor, session, seq, ts_us, [tuple(s) for s in judged])
+            for session, seq, ts_us, judged in p["rows"]
+        ]
     return [ReadingStates(sensor, p[SESSION], p[SEQ], p[TS_US], [tuple(s) for s in p["states"]])]
 
 
@@ -157,6 +194,7 @@ def parse_states(m: Message) -> list[StatesBatch | ReadingStates]:
 class Reject:
     """A line the producer could not read as a reading: why (lib.ingest.protocol), and its bytes
     escaped (`raw`)."""
+
     session: str
     seq: int
     ts_us: int
@@ -164,8 +202,11 @@ class Reject:
     raw: str
 
     def message(self) -> Message:
-        return json_message(REJECTS, self.session, {SESSION: self.session, SEQ: self.seq, TS_US: self.ts_us,
-                                                    "reason": self.reason, "raw": self.raw})
+        return json_message(
+            REJECTS,
+            self.session,
+            {SESSION: self.session, SEQ: self.seq, TS_US: self.ts_us, "reason": self.reason, "raw": self.raw},
+        )
 
     @classmethod
     def parse(cls, m: Message) -> Reject:
@@ -177,6 +218,7 @@ class Reject:
 class SessionEvent:
     """What happened to a producer's session: it started, a gap opened or closed, it ended. The
     payload is {"session", "event": kind, then the kind's fields in order}."""
+
     kind: ClassVar[str]
     session: str
 
@@ -198,6 +240,7 @@ class SessionStart(SessionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionGap(SessionEvent):
     """The port was away from `start_us` to `end_us` (None: still away)."""
+
     kind: ClassVar[str] = "gap"
     start_us: int
     end_us: int | None = None
@@ -224,6 +267,7 @@ def parse_session_event(m: Message) -> SessionEvent:
 @dataclass(frozen=True, slots=True)
 class Truth:
     """An anomaly the simulator injected: what (`kind`), on which sensor, from when to when."""
+
     run: str
     sensor: str
     kind: str
@@ -231,8 +275,17 @@ class Truth:
     end_us: int
 
     def message(self) -> Message:
-        return json_message(TRUTH, self.sensor, {"run": self.run, "sensor": self.sensor, "kind": self.kind,
-                                                 "start_us": self.start_us, "end_us": self.end_us})
+        return json_message(
+            TRUTH,
+            self.sensor,
+            {
+                "run": self.run,
+                "sensor": self.sensor,
+                "kind": self.kind,
+                "start_us": self.start_us,
+                "end_us": self.end_us,
+            },
+        )
 
     @classmethod
     def parse(cls, m: Message) -> Truth:
@@ -244,6 +297,7 @@ class Truth:
 class Label:
     """An operator's verdict on a reading (confirmed, rejected, missed: lib.page.labels), made at
     `made_us`; the latest verdict on a reading wins."""
+
     session: str
     seq: int
     sensor: str
@@ -254,20 +308,40 @@ class Label:
     made_us: int
 
     def message(self) -> Message:
-        return json_message(LABELS, self.session, {
-            SESSION: self.session, SEQ: self.seq, "sensor": self.sensor, TS_US: self.ts_us,
-            "verdict": self.verdict, "detector": self.detector, "note": self.note, "made_us": self.made_us})
+        return json_message(
+            LABELS,
+            self.session,
+            {
+                SESSION: self.session,
+                SEQ: self.seq,
+                "sensor": self.sensor,
+                TS_US: self.ts_us,
+                "verdict": self.verdict,
+                "detector": self.detector,
+                "note": self.note,
+                "made_us": self.made_us,
+            },
+        )
 
     @classmethod
     def parse(cls, m: Message) -> Label:
         p = m.json()
-        return cls(p[SESSION], int(p[SEQ]), p["sensor"], int(p[TS_US]), p["verdict"], p.get("detector"),
-                   p.get("note"), int(p["made_us"]))
+        return cls(
+            p[SESSION],
+            int(p[SEQ]),
+            p["sensor"],
+            int(p[TS_US]),
+            p["verdict"],
+            p.get("detector"),
+            p.get("note"),
+            int(p["made_us"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class EventAction:
     """An operator acknowledged or resolved an anomaly event (`action`: ACK or RESOLVE)."""
+
     event_id: str
     action: str
     by: str
@@ -275,8 +349,18 @@ class EventAction:
     made_us: int
 
     def message(self) -> Message:
-        return json_message(EVENTS, None, {"type": "action", "event_id": self.event_id, "action": self.action,
-                                           "by": self.by, "note": self.note, "made_us": self.made_us})
+        return json_message(
+            EVENTS,
+            None,
+            {
+                "type": "action",
+                "event_id": self.event_id,
+                "action": self.action,
+                "by": self.by,
+                "note": self.note,
+                "made_us": self.made_us,
+            },
+        )
 
     @classmethod
     def parse(cls, m: Message | dict[str, Any]) -> EventAction:

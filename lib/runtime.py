@@ -3,6 +3,7 @@
 A signal only sets the flag; each loop checks it, finishes its batch, flushes and returns, so
 supervisord's graceful stop never kills a worker mid-write.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,5 +28,3 @@ def stop_event() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
-
-

@@ -2,6 +2,7 @@
 the transport carries them as one letter each, the store files them and the page draws them.
 Nothing here imports the rest of Vigie, so a detector can use them without loading the database.
 """
+
 from __future__ import annotations
 
 import numpy as np

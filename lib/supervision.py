@@ -5,6 +5,7 @@ transport: `rpc(data).supervisor.getAllProcessInfo()` gives every program's stat
 `supervisorctl status` does (`statename`: RUNNING, STARTING, BACKOFF, FATAL, ...), and
 `rpc(data).supervisor.shutdown()` stops the system as Ctrl-C does.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -26,6 +27,7 @@ PR_SET_PDEATHSIG = 1
 
 def rpc(data_dir: str | os.PathLike) -> xmlrpc.client.ServerProxy:
     from supervisor.xmlrpc import SupervisorTransport
+
     transport = SupervisorTransport(USERNAME, PASSWORD, f"unix://{Path(data_dir) / SOCKET_NAME}")
     # The host is a placeholder: the transport connects to the socket.
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
@@ -48,7 +50,7 @@ def die_with_supervisor() -> None:
     Without it a kill -9 of supervisord left every program running, and the next `make run` on the
     same folder met a second producer on the same port and a store holding the file."""
     if not os.environ.get("SUPERVISOR_ENABLED"):
-        return   # started by hand or by a test: its parent's end is not ours
+        return  # started by hand or by a test: its parent's end is not ours
     die_with_parent(signal.SIGTERM)
     # supervisord may have died between starting this process and the request above.
     if "supervisord" not in _cmdline(os.getppid()):
@@ -75,7 +77,7 @@ def running_programs(data_dir: Path) -> list[tuple[str, int]]:
         try:
             env = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
         except OSError:
-            continue   # gone, or another user's
+            continue  # gone, or another user's
         data = env.get(b"VIGIE_DATA_DIR")
         if data is None or str(Path(data.decode(errors="replace")).resolve()) != want:
             continue
@@ -83,7 +85,7 @@ def running_programs(data_dir: Path) -> list[tuple[str, int]]:
         cmd = _cmdline(int(entry.name))
         if not name:
             if "supervisord" not in cmd:
-                continue   # a shell or tool that has the variable, not one of ours
+                continue  # a shell or tool that has the variable, not one of ours
             name = "supervisord"
         found.append((name, int(entry.name)))
     return sorted(found)

@@ -5,6 +5,7 @@ gap in each session with no reading inside it (the live one's, 30 s, within the 
 
 Written through lib.store.writer like the store writes it. Deterministic for a given `now`.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,15 +34,18 @@ def _us(t: datetime) -> int:
     return int(t.replace(tzinfo=timezone.utc).timestamp() * 1e6)
 
 
-def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s: float = 1.0,
-            hostile: bool = True) -> dict:
+def prepare(
+    db_path, now: datetime | None = None, per_sensor: int = 600, step_s: float = 1.0, hostile: bool = True
+) -> dict:
     """Write the data; returns what the tests check against: session ids and their start times."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     init_db(db_path)
     rng = np.random.default_rng(7)
-    sessions = [("20261125T080000-a1", now - timedelta(days=3), "/dev/ttyACM0"),
-                ("20261127T140000-b2", now - timedelta(days=1), "/dev/ttyACM0"),
-                ("live-c3", now - timedelta(seconds=per_sensor * step_s), "/dev/pts/4")]
+    sessions = [
+        ("20261125T080000-a1", now - timedelta(days=3), "/dev/ttyACM0"),
+        ("20261127T140000-b2", now - timedelta(days=1), "/dev/ttyACM0"),
+        ("live-c3", now - timedelta(seconds=per_sensor * step_s), "/dev/pts/4"),
+    ]
     batch = Batch()
     for si, (session, start, port) in enumerate(sessions):
         batch.sessions.append(SessionStart(session=session, port=port, baud=9600, host="serre", ts_us=_us(start)))
@@ -52,7 +56,7 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
             for k, (sensor, (base, amp, noise)) in enumerate(SENSORS.items()):
                 seq += 1
                 t = start + timedelta(seconds=i * step_s + k * step_s / len(SENSORS))
-                unplugged = gap_start <= t < gap_end   # drawn like the others (same data after it), not stored
+                unplugged = gap_start <= t < gap_end  # drawn like the others (same data after it), not stored
                 value = base + amp * math.sin(2 * math.pi * i / 300) + rng.normal(0, noise)
                 injected = i > 40 and i % 37 == (5 + 3 * k) % 37
                 if injected:
@@ -62,7 +66,7 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                         batch.truth[(f"sim-{session}", sensor, kind, _us(t))] = _us(t)
                 if not unplugged:
                     batch.readings[(session, seq)] = (sensor, _us(t), round(value, 2))
-                for d, det in enumerate(DETECTORS):
+                for det in DETECTORS:
                     if i < WINDOW:
                         state, score = "initializing", None
                     else:
@@ -72,10 +76,14 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
                         score = round(float(0.7 + 0.3 * rng.random() if state == "anomaly" else 0.4 * rng.random()), 3)
                     if not unplugged:
                         batch.states[(session, seq, det)] = (sensor, _us(t), state, score)
-                limit = base + 4 * amp   # [detection.rules.<sensor>] max (see RULES)
+                limit = base + 4 * amp  # [detection.rules.<sensor>] max (see RULES)
                 if not unplugged:
-                    batch.states[(session, seq, RULE)] = (sensor, _us(t), "anomaly" if value > limit else "normal",
-                                                          1.0 if value > limit else 0.0)
+                    batch.states[(session, seq, RULE)] = (
+                        sensor,
+                        _us(t),
+                        "anomaly" if value > limit else "normal",
+                        1.0 if value > limit else 0.0,
+                    )
         end = start + timedelta(seconds=per_sensor * step_s)
         if si < 2:
             batch.sessions.append(SessionEnd(session=session, ts_us=_us(end)))
@@ -94,7 +102,13 @@ def prepare(db_path, now: datetime | None = None, per_sensor: int = 600, step_s:
     normal = sorted(k for k, v in batch.states.items() if k[0] == old and k[2] == "dbscan" and v[2] == "normal")
     for (session, seq, det), verdict in ((flagged[0], "rejected"), (normal[100], "missed")):
         sensor, ts_us = batch.readings[(session, seq)][:2]
-        batch.labels[(session, seq)] = (sensor, ts_us, verdict, det if verdict == "rejected" else None,
-                                        "prepared", _us(now))
+        batch.labels[(session, seq)] = (
+            sensor,
+            ts_us,
+            verdict,
+            det if verdict == "rejected" else None,
+            "prepared",
+            _us(now),
+        )
     write_batch(db_path, batch)
     return {"now": now, "sessions": {s: start for s, start, _ in sessions}}

@@ -1,5 +1,6 @@
 """Real receivers for notification tests, on 127.0.0.1 only, stopped by their fixtures: an HTTP
 server for webhooks and an SMTP server (aiosmtpd) with STARTTLS and a login."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ class WebhookReceiver:
         self.received: list[dict] = []
         self.status = 200
         self.delay_s = 0.0
-        self.arrived = threading.Event()   # set on every request that comes in
+        self.arrived = threading.Event()  # set on every request that comes in
         self._server = None
 
     @property
@@ -41,8 +42,9 @@ class WebhookReceiver:
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 if receiver.status == 200:
-                    receiver.received.append({"at": time.time(), "headers": dict(self.headers),
-                                              "body": json.loads(body)})
+                    receiver.received.append(
+                        {"at": time.time(), "headers": dict(self.headers), "body": json.loads(body)}
+                    )
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -68,9 +70,29 @@ class WebhookReceiver:
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, made by openssl for this test only."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -80,6 +102,7 @@ class SmtpReceiver:
     def __init__(self, folder: Path, user: str = "vigie", password: str = "s3cret-smtp"):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
+
         self.cert, key = self_signed_cert(folder)
         self.messages: list = []
         self.logins: list[str] = []
@@ -91,18 +114,28 @@ class SmtpReceiver:
                 return "250 OK"
 
         def authenticator(server, session, envelope, mechanism, auth_data):
-            ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user \
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login.decode() == user
                 and auth_data.password.decode() == password
+            )
             if ok:
                 receiver.logins.append(user)
-            return AuthResult(success=ok, handled=False)   # handled=False: the server answers 535
+            return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.cert), str(key))
         self.port = free_port()
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, tls_context=context,
-                                      require_starttls=True, authenticator=authenticator, auth_require_tls=True,
-                                      ready_timeout=30)
+        self._controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticator,
+            auth_require_tls=True,
+            ready_timeout=30,
+        )
 
     def start(self) -> "SmtpReceiver":
         self._controller.start()

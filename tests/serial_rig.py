@@ -1,6 +1,7 @@
 """A bench for the serial tests: the simulated board on a real pseudo-terminal, the real producer
 (in a thread or as its worker process), the embedded transport and the real store (a DuckDB file).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,10 +16,10 @@ from lib.ingest.producer import SerialProducer
 from lib.ingest.protocol import Parsed, parse_line
 from lib.ingest.serial_port import LineSplitter
 from lib.ingest.simulator import PseudoBoard, run_board
-from lib.store.sink import run_store
+from lib.messages import INTERNAL
 from lib.store.reader import read_db
 from lib.store.schema import init_db
-from lib.messages import INTERNAL
+from lib.store.sink import run_store
 from lib.transport.embedded import EmbeddedTransport
 
 
@@ -54,6 +55,7 @@ class Rig:
             with open(ledger, "ab", buffering=0) as f:
                 if board.wait_for_reader(stop, timeout=30):
                     self.written[board] = run_board(board, ticks, stop, ledger=f, linger=True, **kw)
+
         t = threading.Thread(target=go, name=f"board-{board.link.name}", daemon=True)
         t.start()
         self.threads.append((t, stop))
@@ -69,8 +71,13 @@ class Rig:
 
     def producer_process(self, port: Path, *args: str, output=subprocess.PIPE) -> subprocess.Popen:
         env = dict(os.environ, VIGIE_PATHS_DATA_DIR=str(self.data), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "workers.producer", "--port", str(port), *args], cwd=PROJECT_ROOT,
-                                env=env, stdout=output, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.producer", "--port", str(port), *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(proc)
         return proc
 

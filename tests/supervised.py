@@ -1,5 +1,6 @@
 """A real supervisord with stand-in programs, in a test's data folder: what the page's health
 panel reads (lib.page.health) without starting the whole system."""
+
 from __future__ import annotations
 
 import os
@@ -45,10 +46,16 @@ def supervisord(data_dir: Path, programs: dict[str, str], startsecs: int = 1):
     (with its programs) on exit."""
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "supervisord-test.conf"
-    conf.write_text(CONF.format(data=data_dir, socket=SOCKET_NAME, user=USERNAME, password=PASSWORD) + "".join(
-        PROGRAM.format(name=n, command=c, startsecs=startsecs) for n, c in programs.items()))
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    conf.write_text(
+        CONF.format(data=data_dir, socket=SOCKET_NAME, user=USERNAME, password=PASSWORD)
+        + "".join(PROGRAM.format(name=n, command=c, startsecs=startsecs) for n, c in programs.items())
+    )
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -1,4 +1,5 @@
 """Run the real system (supervisord and every program) in a temporary data folder, for tests."""
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,7 @@ def query(db: Path, sql: str, params=()):
     """SQL on the DuckDB file, read-only: once the store has stopped (a running store answers
     named queries only: use `ask`)."""
     from lib.store.reader import read_db
+
     if not Path(db).exists():
         return None
     try:
@@ -53,6 +55,7 @@ def ask(db: Path, name: str, *args):
     runs, else on the file. None while there is no database yet."""
     from lib.page import queries
     from lib.store.reader import read_db
+
     if not Path(db).exists():
         return None
     try:
@@ -77,9 +80,14 @@ class System:
         self.data = Path(tmp) / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.app_port = free_port()
-        self.env = dict(os.environ, VIGIE_PATHS_DATA_DIR=str(self.data), VIGIE_DATA_DIR=str(self.data),
-                        VIGIE_APP_PORT=str(self.app_port),
-                        PYTHONUNBUFFERED="1", **(env or {}))
+        self.env = dict(
+            os.environ,
+            VIGIE_PATHS_DATA_DIR=str(self.data),
+            VIGIE_DATA_DIR=str(self.data),
+            VIGIE_APP_PORT=str(self.app_port),
+            PYTHONUNBUFFERED="1",
+            **(env or {}),
+        )
         self.log_path = Path(tmp) / "system.log"
         self.proc: subprocess.Popen | None = None
 
@@ -89,13 +97,25 @@ class System:
 
     def start(self) -> "System":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([PY, "-m", "workers.launch"], cwd=PROJECT_ROOT, env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "workers.launch"],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def ctl(self, *args: str) -> str:
-        out = subprocess.run([str(Path(PY).parent / "supervisorctl"), "-c", str(PROJECT_ROOT / "supervisord.conf"),
-                              *args], env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(Path(PY).parent / "supervisorctl"), "-c", str(PROJECT_ROOT / "supervisord.conf"), *args],
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return out.stdout + out.stderr
 
     def supervisord_pid(self) -> int:

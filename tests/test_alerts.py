@@ -1,5 +1,6 @@
 """Notifications (lib/alerts): settings and secrets, what is told when, grouping, and delivery to
 real receivers (an HTTP server for webhooks, aiosmtpd with STARTTLS and a login for e-mail)."""
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ def spike_events(sensor="temp", start_s=100.0, extra_flags=()):
 
 # -- settings and secrets ----------------------------------------------------------------------
 
+
 def test_secrets_come_from_the_environment_or_a_private_file_never_the_config(tmp_path):
     secret = tmp_path / "token"
     secret.write_text("tok-123\n")
@@ -63,10 +65,15 @@ def test_secrets_come_from_the_environment_or_a_private_file_never_the_config(tm
     with pytest.raises(AlertsConfigError, match="environment has no HOOK_TOKEN"):
         settings_for({"h": {**hook, "token_env": "HOOK_TOKEN"}})
     with pytest.raises(AlertsConfigError, match="password: a secret does not belong"):
-        settings_for({"m": {"kind": "email", "host": "h", "from": "a@b", "to": ["c@d"], "username": "u",
-                            "password": "p"}})
-    for bad, words in [({"kind": "pager"}, "kind: must be one of"), ({**hook, "format": "teams"}, "format"),
-                       ({**hook, "format": "ntfy"}, "needs a topic"), ({**hook, "colour": 1}, "unknown key.s. colour")]:
+        settings_for(
+            {"m": {"kind": "email", "host": "h", "from": "a@b", "to": ["c@d"], "username": "u", "password": "p"}}
+        )
+    for bad, words in [
+        ({"kind": "pager"}, "kind: must be one of"),
+        ({**hook, "format": "teams"}, "format"),
+        ({**hook, "format": "ntfy"}, "needs a topic"),
+        ({**hook, "colour": 1}, "unknown key.s. colour"),
+    ]:
         with pytest.raises(AlertsConfigError, match=words):
             settings_for({"h": bad})
     with pytest.raises(AlertsConfigError, match="no channel named nope"):
@@ -75,14 +82,20 @@ def test_secrets_come_from_the_environment_or_a_private_file_never_the_config(tm
 
 def test_routes_pick_channels_per_sensor_and_severity():
     hook = {"kind": "webhook", "url": "http://127.0.0.1:1/x"}
-    s = settings_for({"all": hook, "boss": hook, "temp": hook},
-                     routes={"r1": {"channels": ["all"]}, "r2": {"channels": ["boss"], "min_severity": "critical"},
-                             "r3": {"channels": ["temp"], "sensors": ["temp"]}})
+    s = settings_for(
+        {"all": hook, "boss": hook, "temp": hook},
+        routes={
+            "r1": {"channels": ["all"]},
+            "r2": {"channels": ["boss"], "min_severity": "critical"},
+            "r3": {"channels": ["temp"], "sensors": ["temp"]},
+        },
+    )
     assert s.channels_for("temp", "warning") == ["all", "temp"]
     assert s.channels_for("hum", "critical") == ["all", "boss"]
 
 
 # -- what is told when -------------------------------------------------------------------------
+
 
 def planned(tmp_path, settings, payloads, clock=None, local_now=None):
     conn = outbox.connect(tmp_path / "alerts.sqlite")
@@ -90,24 +103,37 @@ def planned(tmp_path, settings, payloads, clock=None, local_now=None):
     with outbox.transaction(conn):
         for p in payloads:
             planner.add(p)
-    return conn, [(k, c, kind, sev, held) for k, c, kind, sev, held in conn.execute(
-        "SELECT key, channel, kind, severity, held FROM notifications ORDER BY rowid")]
+    return conn, [
+        (k, c, kind, sev, held)
+        for k, c, kind, sev, held in conn.execute(
+            "SELECT key, channel, kind, severity, held FROM notifications ORDER BY rowid"
+        )
+    ]
 
 
 def test_one_notification_on_open_one_on_escalation_one_on_resolve_and_replays_add_none(tmp_path):
     s = settings_for({"h": {"kind": "webhook", "url": "http://127.0.0.1:1/x"}})
     snaps = spike_events()
-    conn, rows = planned(tmp_path, s, snaps + snaps)       # every message twice: a replay
-    assert [(kind, sev) for _, _, kind, sev, _ in rows] == [("opened", "warning"), ("escalated", "critical"),
-                                                            ("resolved", "critical")]
+    conn, rows = planned(tmp_path, s, snaps + snaps)  # every message twice: a replay
+    assert [(kind, sev) for _, _, kind, sev, _ in rows] == [
+        ("opened", "warning"),
+        ("escalated", "critical"),
+        ("resolved", "critical"),
+    ]
     assert rows[0][0] == "sess:temp:2|opened|h"
 
 
 def test_an_operator_resolution_is_told_once_and_the_later_close_adds_nothing(tmp_path):
     s = settings_for({"h": {"kind": "webhook", "url": "http://127.0.0.1:1/x"}})
     snaps = spike_events()
-    action = {"type": "action", "event_id": "sess:temp:2", "action": "resolve", "by": "ana", "note": "valve",
-              "made_us": (T0 + 101) * S}
+    action = {
+        "type": "action",
+        "event_id": "sess:temp:2",
+        "action": "resolve",
+        "by": "ana",
+        "note": "valve",
+        "made_us": (T0 + 101) * S,
+    }
     conn, rows = planned(tmp_path, s, snaps[:2] + [action] + snaps[2:])
     assert [kind for _, _, kind, _, _ in rows] == ["opened", "escalated", "resolved"]
     body = json.loads(conn.execute("SELECT body FROM notifications WHERE kind = 'resolved'").fetchone()[0])
@@ -120,17 +146,20 @@ def test_minimum_severity_and_quiet_hours_hold_back_what_is_not_urgent(tmp_path)
     _, rows = planned(tmp_path / "a", s, spike_events())
     # the critical route hears of the event first when it turns critical, then its resolution
     assert [(kind, sev) for _, _, kind, sev, _ in rows] == [("opened", "critical"), ("resolved", "critical")]
-    night = lambda: datetime(2026, 1, 1, 23, 30)   # noqa: E731
+    night = lambda: datetime(2026, 1, 1, 23, 30)  # noqa: E731
     s = settings_for({"h": hook}, quiet_hours="22:00-07:00")
     _, rows = planned(tmp_path / "b", s, spike_events()[:1], local_now=night)
     assert [(kind, held) for _, _, kind, _, held in rows] == [("opened", "quiet hours")]
     _, rows = planned(tmp_path / "c", s, spike_events(), local_now=night)
     # held back while it was a warning; released as the operator's first message once critical
     assert [(kind, sev, held) for _, _, kind, sev, held in rows] == [
-        ("opened", "critical", None), ("resolved", "critical", None)]
+        ("opened", "critical", None),
+        ("resolved", "critical", None),
+    ]
 
 
 # -- grouping and delivery ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def webhook():
@@ -145,15 +174,15 @@ def test_a_storm_is_one_message_per_channel_per_interval(tmp_path, webhook):
     n = Notifier(s, tmp_path / "alerts.sqlite", consumer=None, clock=clock)
     with outbox.transaction(n.intake_conn):
         for k in range(12):
-            n.planner.add(spike_events(f"s{k:02d}")[1])   # twelve sensors open at once
-    assert n.deliver_once() == pytest.approx(clock.t + 0.5)    # gathering for group_wait_s
+            n.planner.add(spike_events(f"s{k:02d}")[1])  # twelve sensors open at once
+    assert n.deliver_once() == pytest.approx(clock.t + 0.5)  # gathering for group_wait_s
     clock.t += 0.5
     n.deliver_once()
     assert len(webhook.received) == 1 and len(webhook.notifications()) == 12
     with outbox.transaction(n.intake_conn):
         n.planner.add(spike_events("late")[1])
     clock.t += 30
-    assert n.deliver_once() == pytest.approx(clock.t + 30)     # one message a minute at most
+    assert n.deliver_once() == pytest.approx(clock.t + 30)  # one message a minute at most
     clock.t += 30
     n.deliver_once()
     assert [len(r["body"]["notifications"]) for r in webhook.received] == [12, 1]
@@ -165,8 +194,13 @@ def test_a_storm_is_one_message_per_channel_per_interval(tmp_path, webhook):
 @pytest.mark.parametrize("fmt", ["json", "slack", "ntfy"])
 def test_webhook_payloads_carry_sensor_time_value_detectors_and_a_link(tmp_path, webhook, fmt, monkeypatch, caplog):
     monkeypatch.setenv("HOOK_TOKEN", "tok-secret-42")
-    chan = {"kind": "webhook", "url": webhook.url, "format": fmt, "token_env": "HOOK_TOKEN",
-            **({"topic": "plant"} if fmt == "ntfy" else {})}
+    chan = {
+        "kind": "webhook",
+        "url": webhook.url,
+        "format": fmt,
+        "token_env": "HOOK_TOKEN",
+        **({"topic": "plant"} if fmt == "ntfy" else {}),
+    }
     s = settings_for({"h": chan}, env=dict(os.environ), group_wait_s=0, page_url="http://vigie.local:8501")
     n = Notifier(s, tmp_path / "alerts.sqlite", consumer=None, clock=Clock())
     with outbox.transaction(n.intake_conn):
@@ -179,8 +213,13 @@ def test_webhook_payloads_carry_sensor_time_value_detectors_and_a_link(tmp_path,
     link = "http://vigie.local:8501/events?event=sess%3Atemp%3A2"
     if fmt == "json":
         (note,) = body["notifications"]
-        assert (note["sensor"], note["value"], note["peak_value"], note["detectors"], note["severity"]) == \
-            ("temp", 60.0, 65.0, ["dbscan", "iforest"], "critical")
+        assert (note["sensor"], note["value"], note["peak_value"], note["detectors"], note["severity"]) == (
+            "temp",
+            60.0,
+            65.0,
+            ["dbscan", "iforest"],
+            "critical",
+        )
         assert note["time"] == "2023-11-14 22:15:00 UTC" and note["link"] == link
     elif fmt == "slack":
         text = body["blocks"][0]["text"]["text"]
@@ -226,9 +265,17 @@ def test_email_over_starttls_with_a_login(tmp_path, monkeypatch, caplog):
     smtp = SmtpReceiver(tmp_path).start()
     try:
         monkeypatch.setenv("SMTP_PASSWORD", "s3cret-smtp")
-        chan = {"kind": "email", "host": "127.0.0.1", "port": smtp.port, "security": "starttls",
-                "username": "vigie", "password_env": "SMTP_PASSWORD", "from": "vigie@plant.example",
-                "to": ["ops@plant.example"], "ca_file": str(smtp.cert)}
+        chan = {
+            "kind": "email",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "starttls",
+            "username": "vigie",
+            "password_env": "SMTP_PASSWORD",
+            "from": "vigie@plant.example",
+            "to": ["ops@plant.example"],
+            "ca_file": str(smtp.cert),
+        }
         s = settings_for({"mail": chan}, env=dict(os.environ), group_wait_s=0)
         n = Notifier(s, tmp_path / "alerts.sqlite", consumer=None, clock=Clock())
         with outbox.transaction(n.intake_conn):
@@ -275,4 +322,3 @@ def test_intake_from_the_transport_commits_only_what_is_filed(tmp_path, webhook)
     consumer.close()
     n.close()
     n2.close()
-

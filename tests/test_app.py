@@ -1,6 +1,7 @@
 """The operator page (Streamlit's AppTest) on a real, prepared DuckDB file: every view renders,
 the date filter changes the sessions listed, and the CSV download holds exactly the rows of the
 filters, safe to open in a spreadsheet."""
+
 import csv
 import io
 from datetime import datetime, time, timedelta
@@ -13,9 +14,15 @@ from lib.config import PROJECT_ROOT, load_config
 from lib.store.reader import read_db
 from tests.appdata import prepare
 
-VIEWS = {"Live": "views/live.py", "Events": "views/events.py", "Compare": "views/compare.py",
-         "Sessions": "views/sessions.py",
-         "Anomalies": "views/anomalies.py", "Labels": "views/labels.py", "Overview": "views/overview.py"}
+VIEWS = {
+    "Live": "views/live.py",
+    "Events": "views/events.py",
+    "Compare": "views/compare.py",
+    "Sessions": "views/sessions.py",
+    "Anomalies": "views/anomalies.py",
+    "Labels": "views/labels.py",
+    "Overview": "views/overview.py",
+}
 OLD, MIDDLE, LIVE = "20261125T080000-a1", "20261127T140000-b2", "live-c3"
 
 
@@ -36,12 +43,14 @@ def downloads(monkeypatch):
         file_id = original(self, path_or_data, mimetype, kind, filename)
         served[file_id] = path_or_data
         return file_id
+
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
 
     def csv_of(at, key):
         button = next(b for b in at.get("download_button") if b.proto.id.endswith(key))
         data = served[button.proto.url.rsplit("/", 1)[1].split(".")[0]]
         return list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+
     return csv_of
 
 
@@ -68,14 +77,24 @@ def test_each_view_renders_on_a_prepared_database(prepared_db):
 
 def test_views_are_the_files_under_views_in_their_declared_order(tmp_path):
     from lib.page.views import find_views
+
     assert [(v.title, v.filters, v.needs_database) for v in find_views(PROJECT_ROOT / "views")][:8] == [
-        ("Live", False, True), ("Overview", False, True), ("Events", False, True), ("Compare", True, True),
-        ("Sessions", False, True), ("Anomalies", True, True), ("Labels", True, True), ("Health", False, False)]
+        ("Live", False, True),
+        ("Overview", False, True),
+        ("Events", False, True),
+        ("Compare", True, True),
+        ("Sessions", False, True),
+        ("Anomalies", True, True),
+        ("Labels", True, True),
+        ("Health", False, False),
+    ]
     (tmp_path / "b.py").write_text('TITLE = "B"\nFILTERS = True\n')
     (tmp_path / "a.py").write_text('"""A view."""\nTITLE = "A"\nORDER = 200\n')
     (tmp_path / "_helper.py").write_text("x = 1\n")
     assert [(v.name, v.title, v.order, v.filters) for v in find_views(tmp_path)] == [
-        ("b", "B", 100, True), ("a", "A", 200, False)]
+        ("b", "B", 100, True),
+        ("a", "A", 200, False),
+    ]
     (tmp_path / "c.py").write_text("ORDER = 3\n")
     with pytest.raises(ValueError, match="c.py: a view file needs TITLE"):
         find_views(tmp_path)
@@ -89,7 +108,7 @@ def test_the_shared_filters_survive_a_visit_to_a_view_without_them(prepared_db):
     at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
     at.sidebar.multiselect(key="sensors").set_value(["humidite"]).run()
     at.switch_page(VIEWS["Live"]).run()
-    assert not at.sidebar.selectbox          # Live has no shared filters
+    assert not at.sidebar.selectbox  # Live has no shared filters
     at.switch_page(VIEWS["Anomalies"]).run()
     assert at.sidebar.selectbox(key="session").value == MIDDLE
     assert at.sidebar.multiselect(key="sensors").value == ["humidite"]
@@ -103,6 +122,7 @@ def test_a_view_says_as_of_when_and_refresh_reads_again(prepared_db):
 
     from lib.store.batch import Batch
     from lib.store.writer import write_batch
+
     config, info = prepared_db
     at = open_view("Anomalies")
     before = len(frame(at, "detector"))
@@ -114,7 +134,7 @@ def test_a_view_says_as_of_when_and_refresh_reads_again(prepared_db):
     batch.states[(LIVE, 500_000, "dbscan")] = ("humidite", t, "anomaly", 0.99)
     write_batch(config.db_path, batch)
     at.run()
-    assert len(frame(at, "detector")) == before          # cached: what the "as of" says
+    assert len(frame(at, "detector")) == before  # cached: what the "as of" says
     at.button(key="refresh_view").click().run()
     assert len(frame(at, "detector")) == before + 1
     at.switch_page(VIEWS["Compare"]).run()
@@ -169,17 +189,21 @@ def test_the_date_filter_changes_the_sessions_listed(prepared_db):
 
 def expected_anomalies(config, session, sensor, detector, start=None, end=None):
     with read_db(config.db_path) as conn:
-        return conn.execute("""
+        return conn.execute(
+            """
             SELECT s.session_id, s.seq, s.detector FROM states s
             WHERE s.state = 'anomaly' AND s.session_id = ? AND s.sensor = ? AND s.detector = ?
               AND s.ts >= coalesce(?::TIMESTAMP, s.ts) AND s.ts <= coalesce(?::TIMESTAMP, s.ts)
-            ORDER BY s.ts""", [session, sensor, detector, start, end]).fetchall()
+            ORDER BY s.ts""",
+            [session, sensor, detector, start, end],
+        ).fetchall()
 
 
 def test_the_csv_holds_exactly_the_rows_of_the_filters(prepared_db, downloads, monkeypatch):
     """In the operator's zone (Asia/Kolkata, UTC+05:30): the range is picked on that clock, the
     table shows that clock, the CSV gives UTC and that clock beside it."""
     import pandas as pd
+
     monkeypatch.setenv("VIGIE_APP_TIMEZONE", "Asia/Kolkata")
     config, info = prepared_db
     shift = timedelta(hours=5, minutes=30)
@@ -238,8 +262,8 @@ def test_the_csv_is_safe_to_open_in_a_spreadsheet(prepared_db, downloads):
     at.sidebar.multiselect(key="sensors").set_value(["=cmd|' /C calc'!A0"]).run()
     rows = downloads(at, "download_anomalies")
     assert len(rows) == 1
-    assert rows[0]["sensor"] == "'=cmd|' /C calc'!A0"   # text, not a formula
-    assert rows[0]["value"] == "-3.5"                   # a negative number stays a number
+    assert rows[0]["sensor"] == "'=cmd|' /C calc'!A0"  # text, not a formula
+    assert rows[0]["value"] == "-3.5"  # a negative number stays a number
 
 
 def test_app_explains_an_empty_system():
@@ -258,8 +282,8 @@ def test_the_password_gate_keeps_the_page_closed_until_the_right_password(prepar
     monkeypatch.setenv("VIGIE_APP_PASSWORD", "s3cret-Ω")
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
-    assert [t.value for t in at.title] == ["Vigie"] and not at.metric   # nothing but the gate
-    at.text_input(key="password").input("s3cret")     # a form: the value goes with the submit
+    assert [t.value for t in at.title] == ["Vigie"] and not at.metric  # nothing but the gate
+    at.text_input(key="password").input("s3cret")  # a form: the value goes with the submit
     at.button(key="login").click().run()
     assert at.error and "Wrong password" in at.error[0].value and not at.metric
     at.text_input(key="password").input("s3cret-Ω")
@@ -271,6 +295,7 @@ def test_check_password_compares_in_constant_time(monkeypatch):
     import hmac
 
     from lib.page import auth
+
     calls = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
@@ -284,6 +309,7 @@ def test_export_neutralises_every_formula_start():
     import pandas as pd
 
     from lib.page.export import to_csv
+
     cells = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", "a=b"]
     out = list(csv.reader(io.StringIO(to_csv(pd.DataFrame({"c": cells, "v": [-1.5] * 8})).decode(), newline="")))
     assert [r[0] for r in out[1:]] == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ok", "a=b"]
@@ -292,6 +318,7 @@ def test_export_neutralises_every_formula_start():
 
 def test_labelling_a_flagged_reading_sends_it_to_the_store(prepared_db):
     from tests.test_app_labels import store_until_drained
+
     config, _ = prepared_db
     at = open_view("Labels")
     at.sidebar.selectbox(key="session").set_value(MIDDLE).run()
@@ -305,27 +332,36 @@ def test_labelling_a_flagged_reading_sends_it_to_the_store(prepared_db):
 
 def test_chart_data_thins_the_line_but_keeps_every_flagged_reading(prepared_db):
     from lib.page import queries
+
     config, info = prepared_db
     start, end = info["sessions"][OLD], info["sessions"][OLD] + timedelta(minutes=10)
     with read_db(config.db_path) as conn:
         line, marks = queries.chart_data(conn, "humidite", start, end, buckets=50)
-        every = conn.execute("SELECT ts, value FROM readings WHERE sensor = 'humidite' AND ts BETWEEN ? AND ?",
-                             [start, end]).df()
-        flagged = conn.execute("""SELECT s.session_id, s.seq, s.detector, r.value FROM states s JOIN readings r
+        every = conn.execute(
+            "SELECT ts, value FROM readings WHERE sensor = 'humidite' AND ts BETWEEN ? AND ?", [start, end]
+        ).df()
+        flagged = conn.execute(
+            """SELECT s.session_id, s.seq, s.detector, r.value FROM states s JOIN readings r
             USING (session_id, seq) WHERE s.sensor = 'humidite' AND s.state = 'anomaly' AND s.ts BETWEEN ? AND ?
-            ORDER BY s.ts, s.detector""", [start, end]).fetchall()
-    assert len(every) == 596 and len(line) <= 2 * 50 + len(marks) < len(every)   # 600 less a 4 s gap
+            ORDER BY s.ts, s.detector""",
+            [start, end],
+        ).fetchall()
+    assert len(every) == 596 and len(line) <= 2 * 50 + len(marks) < len(every)  # 600 less a 4 s gap
     assert line["value"].max() == every["value"].max() and line["value"].min() == every["value"].min()
     assert list(marks[["session_id", "seq", "detector", "value"]].itertuples(index=False, name=None)) == flagged
     assert set(marks[["ts", "value"]].itertuples(index=False, name=None)) <= set(
-        line[["ts", "value"]].itertuples(index=False, name=None))
+        line[["ts", "value"]].itertuples(index=False, name=None)
+    )
     both = marks.groupby(["session_id", "seq"])["detector"].agg(lambda d: ", ".join(sorted(d)))
-    assert (marks.set_index(["session_id", "seq"])["flagged_by"] == both.reindex(
-        marks.set_index(["session_id", "seq"]).index)).all()
+    assert (
+        marks.set_index(["session_id", "seq"])["flagged_by"]
+        == both.reindex(marks.set_index(["session_id", "seq"]).index)
+    ).all()
 
 
 def test_rule_limits_come_from_the_configuration(monkeypatch):
     from lib.page.charts import rule_limits
+
     config = load_config(env={"VIGIE_DETECTION_RULES": '{"*": {"max": 100}, "humidite": {"min": 0, "max": 90}}'})
     assert rule_limits(config, "humidite") == {"min": 0.0, "max": 90.0}
     assert rule_limits(config, "temperature") == {"max": 100.0}
@@ -343,6 +379,7 @@ def test_the_warm_up_bar_counts_to_each_detectors_own_warm_up(monkeypatch):
     from lib.store.batch import Batch
     from lib.store.schema import init_db
     from lib.store.writer import write_batch
+
     monkeypatch.setenv("VIGIE_DETECTION_DETECTORS", "dbscan,likelihood")
     monkeypatch.setenv("VIGIE_DETECTION_SENSORS", json.dumps({"humidite": {"params": {"dbscan": {"window": 40}}}}))
     config = load_config()
@@ -371,7 +408,12 @@ def test_the_overview_counts_flagged_readings_per_sensor_like_a_hand_count(prepa
     assert not at.exception and (at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"))
     caption = next(c.value for c in at.caption if "sensors had flagged readings" in c.value)
     with read_db(config.db_path) as conn:
-        per_sensor = dict(conn.execute("SELECT sensor, count(DISTINCT (session_id, seq)) FROM states "
-                                       "WHERE state = 'anomaly' GROUP BY sensor").fetchall())
-    assert caption.startswith(f"{len(per_sensor)} of {len(per_sensor)} sensors had flagged readings in the last 7 d "
-                              f"({sum(per_sensor.values()):,} readings flagged); cells of 84 min")
+        per_sensor = dict(
+            conn.execute(
+                "SELECT sensor, count(DISTINCT (session_id, seq)) FROM states WHERE state = 'anomaly' GROUP BY sensor"
+            ).fetchall()
+        )
+    assert caption.startswith(
+        f"{len(per_sensor)} of {len(per_sensor)} sensors had flagged readings in the last 7 d "
+        f"({sum(per_sensor.values()):,} readings flagged); cells of 84 min"
+    )

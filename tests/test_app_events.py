@@ -1,8 +1,7 @@
 """The Events view (Streamlit's AppTest) on the prepared database, its events made by the real
 tracker (lib.detect.events) from the prepared verdicts: open first, filters, a spreadsheet-safe
 CSV, and an acknowledgement with labels that reaches DuckDB through the transport and the store."""
-import csv
-import io
+
 from collections import defaultdict
 
 from streamlit.testing.v1 import AppTest
@@ -61,8 +60,12 @@ def table(at):
 
 def failed_delivery(config, event: dict) -> None:
     """The notifier's outbox with one message that failed for good."""
-    settings = load_alerts(load_config(env={}, overrides={"alerts": {"channels": {
-        "hook": {"kind": "webhook", "url": "http://127.0.0.1:9/x"}}}}), env={})
+    settings = load_alerts(
+        load_config(
+            env={}, overrides={"alerts": {"channels": {"hook": {"kind": "webhook", "url": "http://127.0.0.1:9/x"}}}}
+        ),
+        env={},
+    )
     conn = outbox.connect(outbox_path(config))
     with outbox.transaction(conn):
         outbox.Planner(conn, settings, clock=lambda: event["start_ts_us"] / 1e6).add(event)
@@ -91,8 +94,9 @@ def test_events_are_listed_open_first_filtered_and_exported_safely(downloads):  
     critical = table(at)
     assert 0 < len(critical) < len(rows) and set(critical["severity"]) == {"critical"}
     at.multiselect(key="ev_states").select("open").run()
-    assert list(table(at)["event_id"]) == [e for e, s, sev in rows[["event_id", "state", "severity"]].values
-                                           if s == "open" and sev == "critical"]
+    assert list(table(at)["event_id"]) == [
+        e for e, s, sev in rows[["event_id", "state", "severity"]].values if s == "open" and sev == "critical"
+    ]
     # the page title carries the count of events not resolved
     assert views.page_title(info["open"]) == f"({info['open']}) Vigie"
 
@@ -103,7 +107,8 @@ def test_acknowledging_a_linked_event_as_a_false_alarm_labels_its_readings(tmp_p
     with read_db(config.db_path) as conn:
         event_id, n_flagged = conn.execute(
             "SELECT event_id, n_flagged FROM events WHERE closed_at IS NOT NULL AND n_flagged >= 2"
-            " ORDER BY start_ts LIMIT 1").fetchone()
+            " ORDER BY start_ts LIMIT 1"
+        ).fetchone()
     at = events_view({"event": event_id})
     assert list(table(at)["event_id"]) == [event_id]
     at.button(key="ev_ack_rejected").click().run()
@@ -114,12 +119,16 @@ def test_acknowledging_a_linked_event_as_a_false_alarm_labels_its_readings(tmp_p
     assert not at.exception and "1 event(s) acknowledged" in at.success[0].value
     store_until_drained(config)
     with read_db(config.db_path) as conn:
-        acked = conn.execute("SELECT acked_by, ack_note, resolved_by FROM events WHERE event_id = ?",
-                             [event_id]).fetchall()
-        labels = conn.execute("""
+        acked = conn.execute(
+            "SELECT acked_by, ack_note, resolved_by FROM events WHERE event_id = ?", [event_id]
+        ).fetchall()
+        labels = conn.execute(
+            """
             SELECT count(*), count(*) FILTER (WHERE l.verdict = 'rejected') FROM labels l JOIN events e
               ON l.sensor = e.sensor AND l.ts BETWEEN e.start_ts AND e.end_ts WHERE e.event_id = ?
-              AND l.note = '=1+1 valve test'""", [event_id]).fetchone()
+              AND l.note = '=1+1 valve test'""",
+            [event_id],
+        ).fetchone()
     assert acked == [("ana", "=1+1 valve test", None)]
     assert labels == (n_flagged, n_flagged)
     at.button(key="ev_resolve").click().run()

@@ -1,14 +1,15 @@
 """Labels made by the operator reach DuckDB through the transport and the real store loop."""
+
 import threading
 from datetime import datetime
 
 from lib.config import load_config
+from lib.messages import INTERNAL, LABELS
 from lib.page.labels import CONFIRMED, MISSED, REJECTED, Label, send_labels
-from lib.store.sink import run_store
 from lib.store.reader import read_db
 from lib.store.schema import init_db
+from lib.store.sink import run_store
 from lib.transport import open_transport
-from lib.messages import INTERNAL, LABELS
 
 
 def store_until_drained(config):
@@ -32,8 +33,13 @@ def test_a_label_sent_by_the_app_is_stored_and_the_latest_verdict_wins():
     config = load_config()
     init_db(config.db_path)
     ts = datetime(2026, 11, 28, 12, 0, 0, 250000)
-    send_labels(config, [Label("s1", 7, "humidite", ts, CONFIRMED, "dbscan", "=cmd|' /C calc'!A0"),
-                         Label("s1", 9, "humidite", ts, MISSED)])
+    send_labels(
+        config,
+        [
+            Label("s1", 7, "humidite", ts, CONFIRMED, "dbscan", "=cmd|' /C calc'!A0"),
+            Label("s1", 9, "humidite", ts, MISSED),
+        ],
+    )
     assert store_until_drained(config) == 2
     send_labels(config, [Label("s1", 7, "humidite", ts, REJECTED, "dbscan")])
     assert store_until_drained(config) == 1
@@ -44,5 +50,6 @@ def test_a_label_sent_by_the_app_is_stored_and_the_latest_verdict_wins():
 
 def test_an_unknown_verdict_is_refused():
     import pytest
+
     with pytest.raises(ValueError):
         Label("s1", 1, "t", datetime(2026, 1, 1), "maybe").message()

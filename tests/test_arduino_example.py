@@ -3,6 +3,7 @@
 There is no AVR toolchain or board here: the sketch is compiled with the host's C++ compiler
 against a small stand-in for the Arduino API (Serial, analogRead, delay), run for a few loops
 with chosen analog readings, and its output goes through Vigie's own line parser."""
+
 from __future__ import annotations
 
 import shutil
@@ -43,15 +44,24 @@ def test_the_example_sketch_prints_two_sensors_as_readings_at_9600_baud(tmp_path
     assert compiler, "g++ is needed to check the example sketch (make system-deps installs it)"
     main = tmp_path / "main.cpp"
     main.write_text(ARDUINO_STAND_IN)
-    subprocess.run([compiler, "-Wall", "-Werror", f'-DSKETCH="{SKETCH}"', "-o", str(tmp_path / "sketch"),
-                    str(main)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [compiler, "-Wall", "-Werror", f'-DSKETCH="{SKETCH}"', "-o", str(tmp_path / "sketch"), str(main)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     # A0, A1 per loop: room temperature and half light; the ends of the ADC's range.
-    run = subprocess.run([str(tmp_path / "sketch"), "153", "512", "0", "1023", "1023", "0"],
-                         capture_output=True, timeout=30, check=True)
+    run = subprocess.run(
+        [str(tmp_path / "sketch"), "153", "512", "0", "1023", "1023", "0"], capture_output=True, timeout=30, check=True
+    )
     assert run.stderr == b"baud 9600\n"
     lines = run.stdout.split(b"\n")
     assert lines[-1] == b"" and all(line.endswith(b"\r") for line in lines[:-1])
     assert [parse_line(line) for line in lines[:-1]] == [
-        Parsed("temperature", 24.78), Parsed("lumiere", 50.0),
-        Parsed("temperature", -50.0), Parsed("lumiere", 100.0),
-        Parsed("temperature", 450.0), Parsed("lumiere", 0.0)]
+        Parsed("temperature", 24.78),
+        Parsed("lumiere", 50.0),
+        Parsed("temperature", -50.0),
+        Parsed("lumiere", 100.0),
+        Parsed("temperature", 450.0),
+        Parsed("lumiere", 0.0),
+    ]

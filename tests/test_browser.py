@@ -7,6 +7,7 @@ pickers, downloads the anomalies CSV and saves screenshots under test-artifacts/
 view into DIR (test-artifacts/screenshots by default; the README's pictures come from a real run:
 `python -m tools.screenshots`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,14 @@ import pytest
 from lib.config import PROJECT_ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 VIEWS = ["Live", "Compare", "Sessions", "Anomalies", "Labels"]
 
@@ -50,10 +57,27 @@ def served(data_dir: Path, extra_env: dict | None = None, entry: str = "app.py")
     streamlit = Path(sys.executable).parent / "streamlit"
     log = open(data_dir / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [str(streamlit), "run", str(PROJECT_ROOT / entry), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(streamlit),
+            "run",
+            str(PROJECT_ROOT / entry),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -62,7 +86,7 @@ def served(data_dir: Path, extra_env: dict | None = None, entry: str = "app.py")
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {(data_dir / 'streamlit.log').read_text()}")
+                    raise RuntimeError(f"streamlit did not start: {(data_dir / 'streamlit.log').read_text()}") from None
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -78,11 +102,13 @@ def served(data_dir: Path, extra_env: dict | None = None, entry: str = "app.py")
 @contextmanager
 def browser_page(width: int = 1400, height: int = 1000, timezone_id: str | None = None):
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True,
-                                    timezone_id=timezone_id)
+            page = browser.new_page(
+                viewport={"width": width, "height": height}, accept_downloads=True, timezone_id=timezone_id
+            )
             page.set_default_timeout(60_000)
             yield page
         finally:
@@ -98,12 +124,16 @@ def open_view(page, view: str) -> None:
 def wait_for_charts(page, n: int = 1) -> None:
     """A Vega chart has drawn when its canvas or svg exists inside the chart element."""
     page.wait_for_function(
-        "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
-        "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= n", arg=n)
+        'n => document.querySelectorAll(\'[data-testid="stVegaLiteChart"] canvas, '
+        '[data-testid="stVegaLiteChart"] svg.marks\').length >= n',
+        arg=n,
+    )
 
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: make system-deps"),
+]
 
 
 def select_session_row(page, row: int) -> None:
@@ -125,14 +155,17 @@ def download_csv(page, label: str, saved: Path) -> list[dict]:
 
 
 #: the operator's sensors for this module's page: pression hidden, humidite named, temperature first
-SENSORS = {"pression": {"hidden": True}, "humidite": {"label": "Humidité", "unit": "%", "min": 30, "max": 80},
-           "temperature": {"order": 1}}
+SENSORS = {
+    "pression": {"hidden": True},
+    "humidite": {"label": "Humidité", "unit": "%", "min": 30, "max": 80},
+    "temperature": {"order": 1},
+}
 
 
 def afternoon_zone(hour: int = 15) -> str:
     """A fixed-offset zone where it is now `hour` o'clock: a 12-hour clock would then show "03"."""
     offset = (hour - datetime.now(timezone.utc).hour + 12) % 24 - 12
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"   # Etc/GMT-3 is UTC+3
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT-3 is UTC+3
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +175,15 @@ def app(tmp_path_factory):
     from lib.config import load_config
     from tests.appdata import prepare
     from tests.supervised import SLEEPER, supervisord
+
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     info = prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path)
     zone = afternoon_zone()
     ARTIFACTS.mkdir(exist_ok=True)
-    with supervisord(data_dir, {"store": SLEEPER, "producer": SLEEPER}) as ctl, \
-            served(data_dir, {"VIGIE_APP_TIMEZONE": zone, "VIGIE_SENSORS": json.dumps(SENSORS)}) as url:
+    with (
+        supervisord(data_dir, {"store": SLEEPER, "producer": SLEEPER}) as ctl,
+        served(data_dir, {"VIGIE_APP_TIMEZONE": zone, "VIGIE_SENSORS": json.dumps(SENSORS)}) as url,
+    ):
         yield SimpleNamespace(url=url, data_dir=data_dir, info=info, zone=zone, supervisor=ctl)
 
 
@@ -159,9 +195,14 @@ def x_axis_labels(page) -> list[list[str]]:
 
 def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(app):
     from lib.store.reader import read_db
+
     with read_db(app.data_dir / "vigie.duckdb") as conn:
-        flagged = dict(conn.execute("SELECT session_id, count(*) FROM states WHERE state = 'anomaly' "
-                                    "AND sensor <> 'pression' GROUP BY session_id").fetchall())   # hidden
+        flagged = dict(
+            conn.execute(
+                "SELECT session_id, count(*) FROM states WHERE state = 'anomaly' "
+                "AND sensor <> 'pression' GROUP BY session_id"
+            ).fetchall()
+        )  # hidden
     with browser_page() as page:
         page.goto(app.url)
         page.get_by_role("heading", name="Live").first.wait_for()
@@ -178,7 +219,7 @@ def test_the_page_in_a_real_browser_charts_and_downloads_the_anomalies_csv(app):
 
         # selecting a session in Sessions opens it: the CSV then holds that session's rows only
         open_view(page, "Sessions")
-        select_session_row(page, 1)   # newest first: live-c3, then 20261127T140000-b2
+        select_session_row(page, 1)  # newest first: live-c3, then 20261127T140000-b2
         page.get_by_text("Open: 20261127T140000-b2").wait_for()
         page.screenshot(path=str(ARTIFACTS / "browser-sessions.png"), full_page=True)
         open_view(page, "Anomalies")
@@ -235,7 +276,7 @@ def test_a_gap_is_drawn_as_a_break_and_marked(app):
     with browser_page() as page:
         page.goto(app.url)
         wait_for_charts(page, 3)
-        page.get_by_test_id("stMain").get_by_text("Pause", exact=True).click()   # no refresh while measuring
+        page.get_by_test_id("stMain").get_by_text("Pause", exact=True).click()  # no refresh while measuring
         page.wait_for_timeout(1500)
         wait_for_charts(page, 3)
         chart = chart_of(page, "Humidité (%)")
@@ -244,12 +285,12 @@ def test_a_gap_is_drawn_as_a_break_and_marked(app):
         assert paths.count() == 2
         boxes = [paths.nth(i).bounding_box() for i in range(2)]
         left, right = sorted(boxes, key=lambda b: b["x"])
-        assert left["x"] + left["width"] < right["x"]       # nothing drawn across the gap
+        assert left["x"] + left["width"] < right["x"]  # nothing drawn across the gap
         band = chart.locator('.mark-rect path[aria-label*="line broken"]').first
         point_at(page, band)
         tip = page.locator("#vg-tooltip-element")
         tip.wait_for()
-        assert "gap: port lost" in tip.inner_text() and "31.0" in tip.inner_text()   # 419 s to 450 s
+        assert "gap: port lost" in tip.inner_text() and "31.0" in tip.inner_text()  # 419 s to 450 s
         page.screenshot(path=str(ARTIFACTS / "browser-gap.png"))
 
 
@@ -318,6 +359,7 @@ def test_the_overview_strip_shows_where_anomalies_were_and_opens_live_there(app)
 
 def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
     from lib.page.clock import Clock
+
     clock = Clock.from_setting(app.zone)
     middle = clock.wall(app.info["sessions"]["20261127T140000-b2"]).date()
     with browser_page() as page:
@@ -333,19 +375,24 @@ def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
 def screenshots(out: Path) -> None:
     """Every view of the page on the prepared data, for the README."""
     import tempfile
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timezone
 
     from lib.config import load_config
     from tests.appdata import prepare
+
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         # data ending a little ahead, so the sensors are not yet silent once the server is up
-        prepare(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path,
-                now=datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=20), hostile=False)
+        prepare(
+            load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}).db_path,
+            now=datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=20),
+            hostile=False,
+        )
         import json
 
         from tests.appdata import RULES
+
         with served(data_dir, {"VIGIE_DETECTION_RULES": json.dumps(RULES)}) as url, browser_page(1400, 1500) as page:
             page.goto(url)
             page.get_by_role("heading", name="Live").first.wait_for()

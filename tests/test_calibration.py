@@ -1,5 +1,6 @@
 """Calibrated thresholds mean the same for every detector: 0.999 is about one alarm per thousand
 normal readings, whatever the detector and whatever the sensor's shape."""
+
 import numpy as np
 import pytest
 
@@ -29,7 +30,7 @@ def test_false_alarm_rate_is_within_a_factor_of_two_of_the_threshold(name, kind)
     det, decision = detectors.build(name)
     assert isinstance(det, Calibrated) and decision.threshold == 0.999
     results = det.score_learn_many(list(_normal_data(kind)))
-    scores = np.array([s for ready, s in results if ready])[2000:]    # once the memory has filled a little
+    scores = np.array([s for ready, s in results if ready])[2000:]  # once the memory has filled a little
     for threshold in (0.99, 0.999):
         rate = float(np.mean(scores > threshold))
         target = calibration_rate(threshold)

@@ -1,6 +1,7 @@
 """Compare's "against the truth": injections matched to readings by session and sequence, not by
 time. A board's lines read together share one receive time, so time alone cannot tell which
 reading of a batch an injection changed."""
+
 from datetime import datetime, timedelta
 
 import duckdb
@@ -12,7 +13,7 @@ from lib.page.queries import Filters
 from lib.store.schema import apply_migrations
 
 T0 = datetime(2026, 1, 1)
-SPIKE_RANK = 12      # temp's 12th reading: it shares its receive time with the 11th
+SPIKE_RANK = 12  # temp's 12th reading: it shares its receive time with the 11th
 
 
 def _ts(seconds: float) -> datetime:
@@ -37,20 +38,27 @@ def db(tmp_path):
     for (sensor, rank), i in seq.items():
         t = readings[i - 1][2]
         state = "anomaly" if (sensor, rank) in flags else "normal"
-        conn.execute("INSERT INTO states VALUES ('s1', ?, ?, ?, 'dbscan', ?, ?)",
-                     [i, sensor, _ts(t), state, 1.0 if state == "anomaly" else 0.0])
+        conn.execute(
+            "INSERT INTO states VALUES ('s1', ?, ?, ?, 'dbscan', ?, ?)",
+            [i, sensor, _ts(t), state, 1.0 if state == "anomaly" else 0.0],
+        )
     # the no-data rule's row sits on hum's last reading before its silence (rank 11, at 2.0 s)
-    conn.execute("INSERT INTO states VALUES ('s1', ?, 'hum', ?, 'rule:no_data', 'anomaly', 1.0)",
-                 [seq[("hum", 11)], _ts(2.0)])
-    truth = [("spike", "temp", 0.9, 0.9),          # written just before the 1.0 s batch (ranks 11, 12) was read
-             ("level_shift", "temp", 3.05, 4.0),   # ranks 33 (3.2 s) .. 42 (4.0 s)
-             ("dropout", "hum", 2.1, 2.9),
-             ("malformed", "temp", 5.0, 5.0)]      # a reject: nothing to match
+    conn.execute(
+        "INSERT INTO states VALUES ('s1', ?, 'hum', ?, 'rule:no_data', 'anomaly', 1.0)", [seq[("hum", 11)], _ts(2.0)]
+    )
+    truth = [
+        ("spike", "temp", 0.9, 0.9),  # written just before the 1.0 s batch (ranks 11, 12) was read
+        ("level_shift", "temp", 3.05, 4.0),  # ranks 33 (3.2 s) .. 42 (4.0 s)
+        ("dropout", "hum", 2.1, 2.9),
+        ("malformed", "temp", 5.0, 5.0),
+    ]  # a reject: nothing to match
     for kind, sensor, a, b in truth:
         conn.execute("INSERT INTO truth VALUES ('run', ?, ?, ?, ?)", [sensor, kind, _ts(a), _ts(b)])
     for rank, verdict in ((50, "missed"), (44, "rejected")):
-        conn.execute("INSERT INTO labels VALUES ('s1', ?, 'temp', ?, ?, NULL, NULL, ?)",
-                     [seq[("temp", rank)], _ts(((rank - 1) // 2) * 0.2), verdict, T0])
+        conn.execute(
+            "INSERT INTO labels VALUES ('s1', ?, 'temp', ?, ?, NULL, NULL, ?)",
+            [seq[("temp", rank)], _ts(((rank - 1) // 2) * 0.2), verdict, T0],
+        )
     conn.close()
     return duckdb.connect(str(tmp_path / "v.duckdb"), read_only=True)
 
@@ -73,8 +81,11 @@ def test_compare_counts_a_session_with_shared_timestamps_by_hand(db):
 
 def test_the_spike_is_the_batch_it_arrived_in_not_one_reading_picked_by_time(db):
     tsql, params = queries.truth_sql(Filters())
-    rows = db.execute(f"SELECT r.sensor, r.seq, t.item FROM ({tsql}) t JOIN readings r USING (session_id, seq) "
-                      "ORDER BY t.item, r.seq", params).fetchall()
+    rows = db.execute(
+        f"SELECT r.sensor, r.seq, t.item FROM ({tsql}) t JOIN readings r USING (session_id, seq) "
+        "ORDER BY t.item, r.seq",
+        params,
+    ).fetchall()
     ranks = {}
     for sensor, seq, item in rows:
         ranks.setdefault(item, []).append((sensor, seq))

@@ -1,6 +1,7 @@
 """Every registered detector through the same small checks (River's way): scores in [0, 1],
 deterministic for a seed, picklable, a clear spike above its neighbours, initializing until
 the warm-up is done, and the batch path equal to the one-at-a-time path."""
+
 import pickle
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_deterministic_and_picklable(name):
     xs = list(_series(a.warmup + 60, seed=1))
     a.learn_many(xs[: a.warmup + 10])
     b = pickle.loads(pickle.dumps(a))
-    assert [a.score_learn_many(xs[a.warmup + 10:])] == [b.score_learn_many(xs[b.warmup + 10:])]
+    assert [a.score_learn_many(xs[a.warmup + 10 :])] == [b.score_learn_many(xs[b.warmup + 10 :])]
     c, _ = _fresh(name)
     d, _ = _fresh(name)
     assert c.score_learn_many(xs) == d.score_learn_many(xs)
@@ -66,8 +67,8 @@ def test_a_clear_spike_scores_above_its_neighbours(name):
     spike = rows[at][1]
     # the readings just before it (IsolationForest gives every reading beyond its window's range
     # about the same score, so a neighbour further back may tie with the spike)
-    assert spike > max(s for _, s in rows[at - 2:at])
-    assert spike > np.median([s for _, s in rows[at - 20:at]])
+    assert spike > max(s for _, s in rows[at - 2 : at])
+    assert spike > np.median([s for _, s in rows[at - 20 : at]])
     if name != "iforest":
         # IsolationForest on 20 readings scores every reading beyond the window's range about
         # alike (0.6 to 0.75, as refitting per reading does): whether that crosses its
@@ -81,8 +82,8 @@ def test_batch_path_equals_one_at_a_time(name):
     det_b, _ = _fresh(name)
     xs = list(_series(det_a.warmup + 300, seed=3))
     got = []
-    for start in range(0, len(xs), 37):   # batches of odd sizes, across the warm-up boundary
-        got += det_a.score_learn_many(xs[start:start + 37])
+    for start in range(0, len(xs), 37):  # batches of odd sizes, across the warm-up boundary
+        got += det_a.score_learn_many(xs[start : start + 37])
     want = _one_by_one(det_b, xs)
     assert [r for r, _ in got] == [r for r, _ in want]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-9, atol=1e-12)
@@ -96,9 +97,9 @@ def test_scoring_sensors_together_equals_one_sensor_at_a_time(name):
     grouped = [_fresh(name)[0] for _ in range(n_sensors)]
     alone = [_fresh(name)[0] for _ in range(n_sensors)]
     # sensors on different scales and at different points of their warm-up
-    series = [list(_series(grouped[0].warmup + 120, seed=10 + k) * (1 + 10 * k))[k * 7:] for k in range(n_sensors)]
+    series = [list(_series(grouped[0].warmup + 120, seed=10 + k) * (1 + 10 * k))[k * 7 :] for k in range(n_sensors)]
     for start in range(0, max(len(s) for s in series), 29):
-        parts = [s[start:start + 29] for s in series]
+        parts = [s[start : start + 29] for s in series]
         got = type(grouped[0]).score_learn_groups(list(zip(grouped, parts)))
         for k, (det, xs) in enumerate(zip(alone, parts)):
             want = det.score_learn_many(xs)
@@ -116,7 +117,7 @@ def test_warmup_history_rebuilds_the_state(name):
     live.learn_many(xs)
     restarted, _ = _fresh(name)
     assert restarted.history >= restarted.warmup
-    restarted.learn_many(xs[-restarted.history:])
+    restarted.learn_many(xs[-restarted.history :])
     assert restarted.ready
     if getattr(live, "seed_window", False) and name != "iforest":
         assert restarted.score_one(55.0) == live.score_one(55.0)

@@ -1,6 +1,7 @@
 """Readings near the float limit: every registered detector stays finite and flags the jump.
 A sensor alternating between +-1.7e308 used to be judged normal every time: the robust scale
 overflowed to inf, and a nan score compares as "not above the threshold"."""
+
 import numpy as np
 import pytest
 

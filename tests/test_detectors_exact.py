@@ -1,5 +1,6 @@
 """The original program's algorithms (docs/origins.md) done fast must stay the same algorithms:
 DBSCAN labels and IsolationForest scores equal scikit-learn's on the same windows."""
+
 import numpy as np
 import pytest
 from sklearn.cluster import DBSCAN
@@ -31,7 +32,7 @@ def test_dbscan_detector_flags_what_scikit_learn_calls_noise():
     det = DBSCANDetector(window=20)
     rows = det.score_learn_many(list(xs))
     for i in range(20, len(xs)):
-        w = xs[i - 20:i]
+        w = xs[i - 20 : i]
         c, s = robust_scale(w)
         pts = (np.append(w, xs[i]) - c) / s
         noise = DBSCAN(eps=1.0, min_samples=4).fit(pts.reshape(-1, 1)).labels_[-1] == -1
@@ -44,8 +45,12 @@ def test_iforest_sampled_paths_score_like_scikit_learn_forests(x):
     its mean score must be scikit-learn's (fitted on the window and the reading, score the reading)."""
     window = np.random.default_rng(0).normal(50, 3, 20)
     fifo = np.append(window, x)
-    sk = np.mean([-IsolationForest(n_estimators=20, random_state=s).fit(fifo.reshape(-1, 1))
-                  .score_samples([[x]])[0] for s in range(60)])
+    sk = np.mean(
+        [
+            -IsolationForest(n_estimators=20, random_state=s).fit(fifo.reshape(-1, 1)).score_samples([[x]])[0]
+            for s in range(60)
+        ]
+    )
     ours = np.mean([sampled_path_scores(fifo[None, :], np.array([x]), 20, s, 0)[0] for s in range(1200)])
     # 1,200 trees of scikit-learn's against 24,000 of ours: the standard error is about 0.004
     assert ours == pytest.approx(sk, abs=0.015)

@@ -1,5 +1,6 @@
 """Every docstring example in lib/ runs, so an example that lies fails (River runs its examples
 the same way)."""
+
 import doctest
 import importlib
 import pkgutil

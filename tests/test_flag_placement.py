@@ -1,6 +1,7 @@
 """The flag sits on the anomalous reading itself, never on its neighbour: every registered
 detector, with its default decision, flags a spike when it arrives and not the reading after
 (a detector forecasting from the previous reading used to flag the reading after a spike)."""
+
 import numpy as np
 import pytest
 
@@ -18,4 +19,4 @@ def test_the_flag_lands_on_the_spike_not_its_neighbour(name):
     flags = [decision.state(r, s) == "anomaly" for r, s in det.score_learn_many(list(x))]
     assert flags[start], f"{name} missed the spike"
     assert not flags[start + 1], f"{name} flagged the reading after the spike"
-    assert not any(flags[start - 5:start]), f"{name} flagged before the spike"
+    assert not any(flags[start - 5 : start]), f"{name} flagged before the spike"

@@ -5,23 +5,35 @@ SQL and paths are rejected at the door. Session ids and (over Kafka) names reach
 without the parser, so the store and the read queries are also tried with hostile names:
 values always travel as parameters, so they come back verbatim and nothing else changes.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.page import charts, queries
 from lib.ingest.protocol import BAD_TOPIC, Parsed, Rejected, parse_line
-from lib.store.retention import prune
 from lib.messages import SessionStart
+from lib.page import charts, queries
 from lib.store.batch import Batch
 from lib.store.reader import read_db
+from lib.store.retention import prune
 from lib.store.schema import init_db
 from lib.store.writer import write_batch
 
-HOSTILE = ["a'b", 'a"b', "x'); DROP TABLE readings; --", "../../etc/passwd", "a b", "é", "<script>alert(1)</script>",
-           "%s%n{0}", "a\\b", "line\nbreak", "${jndi:ldap://x}"]
+HOSTILE = [
+    "a'b",
+    'a"b',
+    "x'); DROP TABLE readings; --",
+    "../../etc/passwd",
+    "a b",
+    "é",
+    "<script>alert(1)</script>",
+    "%s%n{0}",
+    "a\\b",
+    "line\nbreak",
+    "${jndi:ldap://x}",
+]
 ODD_BUT_VALID = ["-", "_", ".a", "a..b", "9", "A.B-c_d", "x" * 249]
 
 

@@ -2,6 +2,7 @@
 127.0.0.1: what a third-party consumer sees, round trips, history across record boundaries, and a
 commit mid-stream followed by a restart (nothing lost, nothing read twice). Plus record packing
 without a broker."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +11,13 @@ import json
 import pytest
 from kafka import KafkaConsumer
 
-from lib.transport.broker import Broker
 from lib.config import load_config
-from lib.transport.spool import Batch
 from lib.messages import STATES, json_message, reading_message
+from lib.transport.broker import Broker
 from lib.transport.kafkabus import KafkaTransport
 from lib.transport.kafkabus.records import BATCH_HEADER, pack_messages, pack_spool
 from lib.transport.packing import SHIFT, encode
+from lib.transport.spool import Batch
 from tests.system import wait_for
 
 SENSORS = ("humidite", "temperature", "pression")
@@ -31,16 +32,27 @@ def broker(tmp_path):
 
 def transport(broker, tmp_path, batch: bool = True) -> KafkaTransport:
     config = load_config()
-    t = dataclasses.replace(config.transport, kind="kafka", bootstrap_servers=broker.bootstrap, kafka_batch=batch,
-                            # Tansu finishes a group join after about half the session timeout.
-                            session_timeout_ms=4000, max_poll_interval_ms=30000, metadata_max_age_ms=1000)
-    return KafkaTransport(dataclasses.replace(config, transport=t,
-                                              paths=dataclasses.replace(config.paths, data_dir=str(tmp_path))))
+    t = dataclasses.replace(
+        config.transport,
+        kind="kafka",
+        bootstrap_servers=broker.bootstrap,
+        kafka_batch=batch,
+        # Tansu finishes a group join after about half the session timeout.
+        session_timeout_ms=4000,
+        max_poll_interval_ms=30000,
+        metadata_max_age_ms=1000,
+    )
+    return KafkaTransport(
+        dataclasses.replace(config, transport=t, paths=dataclasses.replace(config.paths, data_dir=str(tmp_path)))
+    )
 
 
 def readings(sensors, n, start=0, session="s"):
-    return [reading_message(s, f"{20 + i / 100:.2f}", session, i, 1_700_000_000_000_000 + i * 1000)
-            for i in range(start, start + n) for s in sensors]
+    return [
+        reading_message(s, f"{20 + i / 100:.2f}", session, i, 1_700_000_000_000_000 + i * 1000)
+        for i in range(start, start + n)
+        for s in sensors
+    ]
 
 
 def produce(kt: KafkaTransport, flushes) -> None:
@@ -57,8 +69,12 @@ def produce(kt: KafkaTransport, flushes) -> None:
 
 def consume(consumer, want: int, max_records: int = 1000, timeout: float = 60) -> list:
     got = []
-    wait_for(lambda: got.extend(consumer.poll(max_records, 0.2)) or len(got) >= want, timeout=timeout,
-             interval=0, what=f"{want} messages")
+    wait_for(
+        lambda: got.extend(consumer.poll(max_records, 0.2)) or len(got) >= want,
+        timeout=timeout,
+        interval=0,
+        what=f"{want} messages",
+    )
     return got
 
 
@@ -68,8 +84,13 @@ def same(messages) -> list:
 
 def raw_records(broker, topic: str) -> list:
     """What any Kafka client sees in a topic."""
-    c = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                      enable_auto_commit=False, consumer_timeout_ms=3000)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
     try:
         return list(c)
     finally:
@@ -99,7 +120,7 @@ def test_batches_round_trip_and_are_readable_by_any_consumer(broker, tmp_path):
     body = json.loads(batch.value)
     assert body["k"] == sensors[0] and body["v"][:2] == ["20.00", "20.01"] and body["hc"] == {"session": "s"}
     assert body["hv"]["seq"][:2] == ["0", "1"]
-    assert batch.timestamp == (1_700_000_000_000_000 + 39 * 1000) // 1000   # the last reading's receive time
+    assert batch.timestamp == (1_700_000_000_000_000 + 39 * 1000) // 1000  # the last reading's receive time
     assert plain.value == b"20.40" and dict(plain.headers)["seq"] == b"40"
 
 
@@ -133,7 +154,7 @@ def test_history_reads_back_across_records(broker, tmp_path):
         assert len({m.offset >> SHIFT for m in got}) == len(sizes)
         for i in (0, 1, 7, 8, 20, 38, 45, 49):
             for n in (1, 5, 25, 60):
-                want = got[max(0, i - n):i]
+                want = got[max(0, i - n) : i]
                 assert same(consumer.history(got[i], n)) == same(want), (i, n)
                 assert [m.offset for m in consumer.history(got[i], n)] == [m.offset for m in want]
     finally:
@@ -143,7 +164,7 @@ def test_history_reads_back_across_records(broker, tmp_path):
 def test_commit_mid_stream_then_restart_loses_and_repeats_nothing(broker, tmp_path):
     sensors = [f"restart-{s}" for s in SENSORS]
     kt = transport(broker, tmp_path)
-    sent = [readings(sensors, 25, i * 25) for i in range(8)]       # 8 records of 25 per sensor
+    sent = [readings(sensors, 25, i * 25) for i in range(8)]  # 8 records of 25 per sensor
     produce(kt, sent)
     first = kt.consumer("restart", sensors=True)
     try:
@@ -172,6 +193,7 @@ def test_outputs_pack_per_topic_and_key():
 
 def test_spool_rows_merge_into_records_up_to_the_size_limit(monkeypatch):
     import lib.transport.kafkabus.records as kafka_records
+
     rows = []
     for i in range(6):
         msgs = readings(["a"] if i % 2 else ["a", "b"], 3, i * 3)

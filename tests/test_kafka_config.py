@@ -1,4 +1,5 @@
 """supervisord-kafka.conf is supervisord.conf with several detector workers: nothing else may drift."""
+
 from __future__ import annotations
 
 import configparser

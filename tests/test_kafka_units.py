@@ -1,9 +1,10 @@
 """Kafka mode without a broker: the producer's local spool (durable, in order, bounded, re-sendable) and the
 consumer-group assignor."""
+
 from __future__ import annotations
 
-from lib.transport.spool import DeliveryLock, Spool
 from lib.messages import reading_message
+from lib.transport.spool import DeliveryLock, Spool
 
 
 def _readings(n, start=0, sensor="temperature"):
@@ -17,10 +18,10 @@ def _messages(rows):
 def test_spool_keeps_order_across_reopen_and_acks(tmp_path):
     path = tmp_path / "outbox.sqlite"
     spool = Spool(path, max_bytes=10_000_000)
-    for i in range(0, 10, 2):       # five flushes of two readings: five rows
+    for i in range(0, 10, 2):  # five flushes of two readings: five rows
         assert spool.append(_readings(2, start=i)) == 0
     spool.close()
-    again = Spool(path, max_bytes=10_000_000)      # a new process finds what the last one left
+    again = Spool(path, max_bytes=10_000_000)  # a new process finds what the last one left
     rows = again.peek(4)
     assert [m.headers["seq"] for m in _messages(rows)] == ["0", "1", "2", "3"]
     again.ack(rows[-1].id)
@@ -35,8 +36,9 @@ def test_spool_stores_a_row_per_topic_and_flush(tmp_path):
     rows = spool.peek(1000)
     assert [(r.topic, r.key, r.n) for r in rows] == [("temperature", "temperature", 50), ("humidite", "humidite", 50)]
     assert rows[0].ts_ms == (1_000_000 + 49) // 1000
-    assert [(m.topic, m.key, m.value, m.headers) for m in _messages(rows)] == \
-        [(m.topic, m.key, m.value, m.headers) for m in _readings(50) + _readings(50, sensor="humidite")]
+    assert [(m.topic, m.key, m.value, m.headers) for m in _messages(rows)] == [
+        (m.topic, m.key, m.value, m.headers) for m in _readings(50) + _readings(50, sensor="humidite")
+    ]
 
 
 def test_spool_is_bounded_and_counts_refusals(tmp_path):
@@ -66,6 +68,7 @@ def test_a_spool_left_by_the_per_message_version_is_delivered(tmp_path):
     """An upgrade finds the old table (a row per message): its waiting messages become batches."""
     import json
     import sqlite3
+
     path = tmp_path / "outbox.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript("""
@@ -74,8 +77,10 @@ def test_a_spool_left_by_the_per_message_version_is_delivered(tmp_path):
         CREATE TABLE totals (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER NOT NULL, refused INTEGER NOT NULL);
         INSERT INTO totals VALUES (1, 300, 0);""")
     for m, acked in zip(_readings(3), (1.0, None, None)):
-        conn.execute("INSERT INTO outbox (topic, key, value, headers, size, acked) VALUES (?, ?, ?, ?, 100, ?)",
-                     (m.topic, m.key, m.value, json.dumps(m.headers), acked))
+        conn.execute(
+            "INSERT INTO outbox (topic, key, value, headers, size, acked) VALUES (?, ?, ?, ?, 100, ?)",
+            (m.topic, m.key, m.value, json.dumps(m.headers), acked),
+        )
     conn.commit()
     conn.close()
     spool = Spool(path, max_bytes=10_000_000)
@@ -107,19 +112,25 @@ def test_round_robin_assignor_tolerates_members_with_different_topics():
     out = RoundRobin.assign(Cluster(), [member("a", []), member("b", ["humidite", "temperature"])])
     assert dict(out["b"].assigned_partitions) == {"humidite": [0], "temperature": [0]}
     assert list(out["a"].assigned_partitions) == []
-    out = RoundRobin.assign(Cluster(), [member("a", ["humidite", "temperature"]), member("b", ["humidite", "temperature"])])
-    assert {t for t, _ in out["a"].assigned_partitions} | {t for t, _ in out["b"].assigned_partitions} == {"humidite", "temperature"}
+    out = RoundRobin.assign(
+        Cluster(), [member("a", ["humidite", "temperature"]), member("b", ["humidite", "temperature"])]
+    )
+    assert {t for t, _ in out["a"].assigned_partitions} | {t for t, _ in out["b"].assigned_partitions} == {
+        "humidite",
+        "temperature",
+    }
     assert len(list(out["a"].assigned_partitions)) == 1
 
 
 def test_packed_bodies_merge_column_by_column():
     from lib.messages import Message
     from lib.transport.packing import encode, merge, unpack
+
     a = _readings(3)
     b = _readings(2, start=3)
-    b[1].headers["session"] = "t"                      # "session" shared in a, not in b
+    b[1].headers["session"] = "t"  # "session" shared in a, not in b
     c = [reading_message("temperature", "9.0", "s", 9, 9)]
-    odd = [Message("temperature", "temperature", "1.0", {"other": "x"})]    # other header names
+    odd = [Message("temperature", "temperature", "1.0", {"other": "x"})]  # other header names
     for parts in ([a, b, c], [a, odd, c], [c, c]):
         got = unpack("temperature", merge([encode(p) for p in parts]))
         want = [m for p in parts for m in p]

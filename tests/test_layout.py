@@ -1,5 +1,6 @@
 """The house's edges: each pipeline stage is a package, and the lower layers do not pull in the
 upper ones (a detector does not need the database to judge a reading)."""
+
 import ast
 import subprocess
 import sys
@@ -7,8 +8,12 @@ from pathlib import Path
 
 
 def _loaded_after(statement: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"import sys; {statement}; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; {statement}; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return set(out.stdout.split())
 
 
@@ -82,7 +87,7 @@ def test_no_import_cycle():
     graph = {m: {t for t in found if t in imports} - {m} for m, found in imports.items()}
     cycles, index, low, stack, on = [], {}, {}, [], set()
 
-    def visit(v):   # Tarjan's strongly connected components
+    def visit(v):  # Tarjan's strongly connected components
         index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
@@ -110,6 +115,7 @@ def test_transports_are_named_once_and_loaded_only_when_chosen():
     from lib import config
     from lib.transport import TRANSPORTS, transport_class
     from lib.transport.base import Transport
+
     assert config._CHOICES[("transport", "kind")] == tuple(TRANSPORTS)
     assert all(issubclass(transport_class(kind), Transport) for kind in TRANSPORTS)
     loaded = _loaded_after("import lib.transport.base, lib.transport.embedded, lib.store.sink")
@@ -133,7 +139,7 @@ def test_the_readme_layout_table_names_every_module():
         for module in sorted(package.rglob("*.py")):
             name = module.parent.name + "/" if module.name == "__init__.py" else module.stem
             if module.parent != package and module.name != "__init__.py":
-                continue   # a sub-package's modules: its row names the sub-package
+                continue  # a sub-package's modules: its row names the sub-package
             if module.parent == package and module.name == "__init__.py":
                 continue
             if f"`{name}`" not in what:

@@ -1,12 +1,13 @@
 """The Live view's refresh: a few queries for all charted sensors, the same answers as
 one sensor at a time, the charted sensors capped when none is chosen, and the warm-up progress
 from the small tables."""
+
 from datetime import datetime, timedelta
 
 import pandas as pd
 
-from lib.page import queries
 from lib.messages import SessionStart
+from lib.page import queries
 from lib.store.batch import Batch
 from lib.store.reader import read_db
 from lib.store.schema import init_db
@@ -47,7 +48,7 @@ def test_charts_of_many_sensors_equal_each_sensor_alone(tmp_path):
         alone = {s: queries.chart_data(conn, s, start, end, buckets=50) for s in ("a", "b", "c")}
     assert set(together) == {"a", "b", "c"}
     for sensor, (line, marks) in alone.items():
-        assert len(marks) > 0 and len(line) < 300    # thinned, with flags
+        assert len(marks) > 0 and len(line) < 300  # thinned, with flags
         pd.testing.assert_frame_equal(together[sensor][0], line)
         pd.testing.assert_frame_equal(together[sensor][1], marks)
 

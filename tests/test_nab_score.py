@@ -1,5 +1,6 @@
 """The NAB-style score against hand-worked cases and a plain row-by-row restatement of NAB's
 published rules (numenta/NAB sweeper: windows, scaled sigmoid, standard profile, probation)."""
+
 import math
 
 import numpy as np
@@ -15,11 +16,14 @@ def test_probation_is_15_percent_capped_at_750():
     assert probationary_length(10_000) == 750
 
 
-@pytest.mark.parametrize("detect_at, expected", [
-    (50, 1.0),                                                    # left edge of the window: all of A_TP
-    (59, (2 / (1 + math.exp(-0.5)) - 1) / MAX_TP),                # right edge: little
-    (None, -1.0),                                                 # missed: A_FN
-])
+@pytest.mark.parametrize(
+    "detect_at, expected",
+    [
+        (50, 1.0),  # left edge of the window: all of A_TP
+        (59, (2 / (1 + math.exp(-0.5)) - 1) / MAX_TP),  # right edge: little
+        (None, -1.0),  # missed: A_FN
+    ],
+)
 def test_one_window(detect_at, expected):
     fs = FileScorer("f", 100, [(50, 59)])
     scores = np.zeros(100)
@@ -31,10 +35,10 @@ def test_one_window(detect_at, expected):
 def test_false_positives_cost_by_distance_from_the_previous_window():
     fs = FileScorer("f", 100, [(50, 59)])
     scores = np.zeros(100)
-    scores[[20, 60, 95]] = 1.0   # before any window; just after; far after
+    scores[[20, 60, 95]] = 1.0  # before any window; just after; far after
     raw = fs.score(scores, 0.5)["raw"]
     assert raw == pytest.approx(-1.0 - 0.11 + 0.11 * scaled_sigmoid(1 / 9) - 0.11)
-    scores[5] = 1.0              # probationary rows do not count
+    scores[5] = 1.0  # probationary rows do not count
     assert fs.score(scores, 0.5)["raw"] == pytest.approx(raw)
 
 

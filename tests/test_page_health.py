@@ -1,6 +1,7 @@
 """The page's health panel (lib/page/health.py) on real parts: a real supervisord with a program
 stopped and one that cannot start, producers' status files, the embedded transport's backlog,
 the store's status file; and sensor ages that are never negative."""
+
 import re
 from datetime import datetime, timedelta
 
@@ -8,9 +9,9 @@ import pandas as pd
 
 from lib.config import load_config
 from lib.ingest.status import CONNECTED, PORT_BUSY, WAITING, StatusWriter
+from lib.messages import json_message
 from lib.page import health
 from lib.store.status import StoreStatus
-from lib.messages import json_message
 from lib.transport.embedded import EmbeddedTransport
 from tests.supervised import SLEEPER, supervisord
 
@@ -21,15 +22,23 @@ def test_the_panel_names_a_stopped_producer_a_fatal_program_and_a_busy_port(tmp_
     status.set(PORT_BUSY, detail="held by pid 4242 (screen)")
     with supervisord(config.data_dir, {"store": SLEEPER, "producer": SLEEPER, "detector": "/bin/false"}) as ctl:
         ok = health.check(config)
-        assert {p.name: p.state for p in ok.programs} == {"detector": "FATAL", "producer": "RUNNING", "store": "RUNNING"}
+        assert {p.name: p.state for p in ok.programs} == {
+            "detector": "FATAL",
+            "producer": "RUNNING",
+            "store": "RUNNING",
+        }
         ctl.supervisor.stopProcess("producer")
         found = health.check(config)
     about_producer = [p for p in found.problems if "producer" in p]
-    assert len(about_producer) == 1 and re.fullmatch(r"program \*\*producer\*\* is stopped \(for \d+ s\)",
-                                                     about_producer[0])
+    assert len(about_producer) == 1 and re.fullmatch(
+        r"program \*\*producer\*\* is stopped \(for \d+ s\)", about_producer[0]
+    )
     assert any(p.startswith("program **detector** is FATAL: supervisord gave up starting it") for p in found.problems)
-    assert any("board **ttyACM0** (/dev/ttyACM0): the port is held by another program" in p
-               and "held by pid 4242 (screen)" in p for p in found.problems)
+    assert any(
+        "board **ttyACM0** (/dev/ttyACM0): the port is held by another program" in p
+        and "held by pid 4242 (screen)" in p
+        for p in found.problems
+    )
     # no supervisord (the page served alone): said, not raised
     alone = health.check(config)
     assert alone.programs is None and alone.supervisor_error
@@ -61,20 +70,33 @@ def test_boards_the_store_and_the_backlog_in_sentences(tmp_path):
     board.flush()
     StoreStatus(config.run_dir, clock=lambda: 1010.0).wrote(400)
     stuck = health.check(config, now=1030.0, transport=transport)
-    assert stuck.problems == ["the **store** has not written for 20 s while boards send lines (disk full, or "
-                              "the store stopped?)"]
+    assert stuck.problems == [
+        "the **store** has not written for 20 s while boards send lines (disk full, or the store stopped?)"
+    ]
     StoreStatus(config.run_dir, clock=lambda: 1029.5).wrote(500)
     assert health.check(config, now=1030.0, transport=transport).problems == []
-    assert health.problems(health.SystemHealth(now=0, programs=None, supervisor_error="x", boards=[],
-                                               backlog={"detectors": 25_000}, backlog_error=None,
-                                               store_last_write=None)) == [
-        "**detectors** is 25,000 messages behind on the transport"]
+    assert health.problems(
+        health.SystemHealth(
+            now=0,
+            programs=None,
+            supervisor_error="x",
+            boards=[],
+            backlog={"detectors": 25_000},
+            backlog_error=None,
+            store_last_write=None,
+        )
+    ) == ["**detectors** is 25,000 messages behind on the transport"]
 
 
 def test_a_sensors_age_is_never_negative():
     now = datetime(2026, 11, 30, 13, 51, 0, 200_000)
-    sensors = pd.DataFrame({"sensor": ["a", "b"], "last_ts": [now - timedelta(seconds=12), now + timedelta(seconds=0.5)],
-                            "per_s": [1.0, 20.0]})
+    sensors = pd.DataFrame(
+        {
+            "sensor": ["a", "b"],
+            "last_ts": [now - timedelta(seconds=12), now + timedelta(seconds=0.5)],
+            "per_s": [1.0, 20.0],
+        }
+    )
     aged = health.with_ages(sensors, now)
     assert list(aged["age_s"]) == [12.0, 0.0] and list(aged["ahead_s"]) == [0.0, 0.5]
     assert list(health.stale(aged)) == [True, False]

@@ -1,6 +1,7 @@
 """A distinct marker per algorithm that stays readable where several flag one reading: its own
 shape, colour and size, opaque and nested (largest under), never a blend; a ring where every
 algorithm of the sensor agrees, with its legend entry."""
+
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -12,9 +13,16 @@ T0 = datetime(2026, 11, 30, 13, 51)
 
 def marks() -> pd.DataFrame:
     rows = [(0, "dbscan"), (0, "iforest"), (0, "rule:range"), (1, "iforest"), (2, "dbscan"), (2, "iforest")]
-    df = pd.DataFrame({"ts": [T0 + timedelta(seconds=s) for s, _ in rows], "value": [90.0, 90.0, 90.0, 10.0, 80.0, 80.0],
-                       "detector": [d for _, d in rows], "score": 0.9, "session_id": "s1",
-                       "seq": [s for s, _ in rows]})
+    df = pd.DataFrame(
+        {
+            "ts": [T0 + timedelta(seconds=s) for s, _ in rows],
+            "value": [90.0, 90.0, 90.0, 10.0, 80.0, 80.0],
+            "detector": [d for _, d in rows],
+            "score": 0.9,
+            "session_id": "s1",
+            "seq": [s for s, _ in rows],
+        }
+    )
     df["flagged_by"] = df.groupby("seq")["detector"].transform(lambda d: ", ".join(sorted(d)))
     return df
 
@@ -33,8 +41,11 @@ def test_each_algorithm_has_its_own_shape_colour_and_size_and_none_is_blended():
     assert enc["color"]["scale"]["domain"] == ["cusum", "dbscan", "iforest", "rule:range"]
     assert enc["order"]["field"] == "rank" and enc["size"]["field"] == "size"
     # the same algorithm looks the same on a chart where fewer flagged
-    alone = spec(charts.marker_layers(marks()[marks()["detector"] == "iforest"], charts.UTC_CLOCK,
-                                      detectors=("cusum", "dbscan", "rule:range"))[0])
+    alone = spec(
+        charts.marker_layers(
+            marks()[marks()["detector"] == "iforest"], charts.UTC_CLOCK, detectors=("cusum", "dbscan", "rule:range")
+        )[0]
+    )
     assert alone["encoding"]["color"]["scale"] == enc["color"]["scale"]
 
 

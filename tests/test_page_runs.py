@@ -1,5 +1,6 @@
 """Where a chart's line breaks (lib/page/runs.py): at a new session, at a recorded gap, at a
 silence; never between the points of a steady line, thinned or not."""
+
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -10,8 +11,13 @@ T0 = datetime(2026, 11, 30, 13, 0)
 
 
 def line(seconds, sessions=None):
-    return pd.DataFrame({"ts": [T0 + timedelta(seconds=s) for s in seconds], "value": [float(s) for s in seconds],
-                         "session_id": sessions or ["s1"] * len(seconds)})
+    return pd.DataFrame(
+        {
+            "ts": [T0 + timedelta(seconds=s) for s in seconds],
+            "value": [float(s) for s in seconds],
+            "session_id": sessions or ["s1"] * len(seconds),
+        }
+    )
 
 
 def test_a_steady_line_is_one_run():
@@ -26,15 +32,21 @@ def test_a_steady_line_is_one_run():
 def test_a_silence_a_recorded_gap_and_a_new_session_each_start_a_run():
     seconds = [*range(0, 50), *range(80, 100), *range(104, 150), *range(150, 170)]
     sessions = ["s1"] * 116 + ["s2"] * 20
-    gaps = pd.DataFrame({"session_id": ["s1", "other"], "started_at": [T0 + timedelta(seconds=100.5)] * 2,
-                         "ended_at": [T0 + timedelta(seconds=103.5)] * 2, "reason": ["unplugged", "port lost"]})
+    gaps = pd.DataFrame(
+        {
+            "session_id": ["s1", "other"],
+            "started_at": [T0 + timedelta(seconds=100.5)] * 2,
+            "ended_at": [T0 + timedelta(seconds=103.5)] * 2,
+            "reason": ["unplugged", "port lost"],
+        }
+    )
     runs, breaks = split_runs(line(seconds, sessions), gaps)
-    assert list(runs.groupby("run")["ts"].min().dt.second) == [0, 20, 44, 30]   # 13:00:00, :01:20, :01:44, :02:30
+    assert list(runs.groupby("run")["ts"].min().dt.second) == [0, 20, 44, 30]  # 13:00:00, :01:20, :01:44, :02:30
     assert list(breaks["what"]) == ["silent", "gap: unplugged", "new session s2"]
     assert list(breaks["seconds"]) == [31.0, 5.0, 1.0]
     assert list(breaks["start"]) == [T0 + timedelta(seconds=s) for s in (49, 99, 149)]
 
 
 def test_a_slow_sensor_is_silent_only_after_five_of_its_intervals():
-    runs, breaks = split_runs(line([0, 60, 120, 180, 240, 300, 600, 1000]))   # 300 s: five intervals; 400 s
+    runs, breaks = split_runs(line([0, 60, 120, 180, 240, 300, 600, 1000]))  # 300 s: five intervals; 400 s
     assert list(runs["run"]) == [0, 0, 0, 0, 0, 0, 0, 1] and list(breaks["what"]) == ["silent"]

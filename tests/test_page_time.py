@@ -1,5 +1,6 @@
 """The operator's clock (lib/page/clock.py): times shown in `[app] timezone`, typed times back to UTC,
 across a daylight-saving change; an unknown zone stops start-up naming the key."""
+
 from datetime import date, datetime
 from pathlib import Path
 

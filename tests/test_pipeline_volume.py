@@ -2,6 +2,7 @@
 (in-process, no supervisord): every reading is stored exactly once and judged once by each
 detector, and replays (the store's or the detectors') add nothing. Behaviour only: the speed is
 measured by bench/bench_pipeline.py."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -16,18 +17,21 @@ from lib.detect.rules import rules_for
 from lib.ingest.producer import SerialProducer
 from lib.ingest.protocol import format_line
 from lib.ingest.serial_port import LineSplitter
-from lib.store.sink import run_store
+from lib.messages import INTERNAL
 from lib.store.reader import read_db
 from lib.store.schema import init_db
-from lib.messages import INTERNAL
+from lib.store.sink import run_store
 from lib.transport.embedded import EmbeddedTransport
 
 SENSORS = 120
 
 
 def lines_for(n_per_sensor: int) -> list[bytes]:
-    return [format_line(f"s{s:03d}", 20.0 + s % 7 + 0.1 * (i % 9) + (15.0 if i == n_per_sensor - 3 else 0.0))
-            for i in range(n_per_sensor) for s in range(SENSORS)]
+    return [
+        format_line(f"s{s:03d}", 20.0 + s % 7 + 0.1 * (i % 9) + (15.0 if i == n_per_sensor - 3 else 0.0))
+        for i in range(n_per_sensor)
+        for s in range(SENSORS)
+    ]
 
 
 def produce(transport, lines: list[bytes]) -> SerialProducer:
@@ -37,7 +41,7 @@ def produce(transport, lines: list[bytes]) -> SerialProducer:
     splitter = LineSplitter(512)
     data = b"".join(lines)
     for i in range(0, len(data), 8192):  # port reads return arbitrary chunks
-        for line, too_long in splitter.feed(data[i:i + 8192]):
+        for line, too_long in splitter.feed(data[i : i + 8192]):
             producer.handle_line(line, 1_700_000_000_000_000 + i, too_long=too_long)
         producer.maybe_flush(force=i % 65536 == 0)
     out.close()
@@ -66,8 +70,9 @@ def counts(db):
     with read_db(db) as conn:
         readings = conn.execute("SELECT count(*), count(DISTINCT (session_id, seq)) FROM readings").fetchone()
         states = dict(conn.execute("SELECT detector, count(*) FROM states GROUP BY 1").fetchall())
-        dup = conn.execute("SELECT count(*) FROM (SELECT session_id, seq, detector FROM states "
-                           "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+        dup = conn.execute(
+            "SELECT count(*) FROM (SELECT session_id, seq, detector FROM states GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchone()[0]
         per_sensor = Counter(dict(conn.execute("SELECT sensor, count(*) FROM readings GROUP BY 1").fetchall()))
     return readings, states, dup, per_sensor
 
@@ -77,8 +82,10 @@ def test_many_sensors_stored_once_judged_by_each_detector_and_replays_add_nothin
     # the plumbing is under test, not the calibration: raw decisions judge from the 21st reading,
     # so a few dozen readings per sensor already carry flags
     raw = {"calibrate": False}
-    overrides = {"paths": {"data_dir": str(tmp_path / "data")},
-                 "detection": {"params": {"dbscan": raw, "iforest": raw}}}
+    overrides = {
+        "paths": {"data_dir": str(tmp_path / "data")},
+        "detection": {"params": {"dbscan": raw, "iforest": raw}},
+    }
     if detectors:
         overrides["detection"]["detectors"] = detectors
     config = load_config(overrides=overrides)

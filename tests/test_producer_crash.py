@@ -3,6 +3,7 @@ for the new reader and sends again what the dead one had not acknowledged as sto
 the board wrote is lost. A line is stored twice only when the kill falls between the transport's
 commit and the acknowledgement (the few milliseconds of the commit's fsync): at most one flush's
 worth of lines per kill, rarely (a 3 ms fsync in every 200 ms flush)."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ def test_kill_9_of_the_producer_loses_and_duplicates_nothing(tmp_path):
             time.sleep(rnd.uniform(0.2, 1.0))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            time.sleep(rnd.uniform(0.2, 1.0))   # supervisord's restart delay
+            time.sleep(rnd.uniform(0.2, 1.0))  # supervisord's restart delay
             proc = rig.producer_process(board.link, "--ack")
         wait_for(lambda: len(ledger_lines(ledger)) == LINES, 60, 0.1, what=f"the board to write {LINES} lines")
         assert board.drain(10), "the last producer did not take every line"
@@ -51,6 +52,10 @@ def test_kill_9_of_the_producer_loses_and_duplicates_nothing(tmp_path):
     # One flush's worth (ACK_FLUSH_INTERVAL_S) plus the acknowledgement's way back, per kill, at most.
     assert sum(extra.values()) <= KILLS * RATE * (ACK_FLUSH_INTERVAL_S + 0.1), f"duplicated {sum(extra.values())} lines"
     assert len(rig.query("SELECT * FROM sessions")) == KILLS + 1
-    assert rig.query("SELECT count(*) FROM readings WHERE session_id NOT IN (SELECT session_id FROM sessions)") == [(0,)]
-    print(f"\n{KILLS} kills -9: {LINES} lines, none lost, {sum(extra.values())} stored twice; "
-          f"{board.resent} bytes sent again")
+    assert rig.query("SELECT count(*) FROM readings WHERE session_id NOT IN (SELECT session_id FROM sessions)") == [
+        (0,)
+    ]
+    print(
+        f"\n{KILLS} kills -9: {LINES} lines, none lost, {sum(extra.values())} stored twice; "
+        f"{board.resent} bytes sent again"
+    )

@@ -1,40 +1,47 @@
 """The line protocol: split at the last `!`, strip `\\r\\n`, reject with a reason, never raise."""
+
 import pytest
 
 from lib.ingest import protocol
 from lib.ingest.protocol import Parsed, Rejected, parse_line
 
 
-@pytest.mark.parametrize("line, expected", [
-    # The original program's examples: `humidite!42.7` with the board's \r\n.
-    (b"humidite!42.7\r\n", Parsed("humidite", 42.7)),
-    (b"humidite!42.7", Parsed("humidite", 42.7)),
-    (b"temperature!21.5\n", Parsed("temperature", 21.5)),
-    (b"  pression!1013.25 \r\n", Parsed("pression", 1013.25)),
-    (b"humidite!42,7\r\n", Parsed("humidite", 42.7)),        # French decimal comma
-    (b"t!-3\r\n", Parsed("t", -3.0)),
-    (b"t!1e3", Parsed("t", 1000.0)),
-    (b"capteur.salle-1_a!0.5", Parsed("capteur.salle-1_a", 0.5)),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        # The original program's examples: `humidite!42.7` with the board's \r\n.
+        (b"humidite!42.7\r\n", Parsed("humidite", 42.7)),
+        (b"humidite!42.7", Parsed("humidite", 42.7)),
+        (b"temperature!21.5\n", Parsed("temperature", 21.5)),
+        (b"  pression!1013.25 \r\n", Parsed("pression", 1013.25)),
+        (b"humidite!42,7\r\n", Parsed("humidite", 42.7)),  # French decimal comma
+        (b"t!-3\r\n", Parsed("t", -3.0)),
+        (b"t!1e3", Parsed("t", 1000.0)),
+        (b"capteur.salle-1_a!0.5", Parsed("capteur.salle-1_a", 0.5)),
+    ],
+)
 def test_good_lines(line, expected):
     assert parse_line(line) == expected
 
 
-@pytest.mark.parametrize("line, reason", [
-    (b"humidite 42.7\r\n", protocol.NO_SEPARATOR),
-    (b"!42.7", protocol.EMPTY_TOPIC),
-    (b"humidite!", protocol.EMPTY_VALUE),
-    (b"humidite!abc", protocol.NOT_A_NUMBER),
-    (b"humidite!42.7.1", protocol.NOT_A_NUMBER),
-    (b"humidite!nan", protocol.NOT_FINITE),
-    (b"humidite!inf", protocol.NOT_FINITE),
-    (b"humidite!1e999", protocol.NOT_FINITE),
-    (b"hum idite!4", protocol.BAD_TOPIC),
-    (b"a!b!3", protocol.BAD_TOPIC),            # split at the LAST "!": topic "a!b" is not a name
-    (b"_vigie.states!3", protocol.RESERVED_TOPIC),
-    (b"humidit\xe9!42", protocol.BAD_UTF8),
-    (b"x" * 600 + b"!1", protocol.TOO_LONG),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"humidite 42.7\r\n", protocol.NO_SEPARATOR),
+        (b"!42.7", protocol.EMPTY_TOPIC),
+        (b"humidite!", protocol.EMPTY_VALUE),
+        (b"humidite!abc", protocol.NOT_A_NUMBER),
+        (b"humidite!42.7.1", protocol.NOT_A_NUMBER),
+        (b"humidite!nan", protocol.NOT_FINITE),
+        (b"humidite!inf", protocol.NOT_FINITE),
+        (b"humidite!1e999", protocol.NOT_FINITE),
+        (b"hum idite!4", protocol.BAD_TOPIC),
+        (b"a!b!3", protocol.BAD_TOPIC),  # split at the LAST "!": topic "a!b" is not a name
+        (b"_vigie.states!3", protocol.RESERVED_TOPIC),
+        (b"humidit\xe9!42", protocol.BAD_UTF8),
+        (b"x" * 600 + b"!1", protocol.TOO_LONG),
+    ],
+)
 def test_rejected_lines_say_why(line, reason):
     result = parse_line(line)
     assert isinstance(result, Rejected)
@@ -90,7 +97,7 @@ def test_round_trip_of_valid_lines(topic, value, end, pad):
 
 
 @settings(max_examples=150, deadline=None)
-@given(TOPICS, st.integers(-10**6, 10**6), st.integers(0, 10**4))
+@given(TOPICS, st.integers(-(10**6), 10**6), st.integers(0, 10**4))
 def test_decimal_comma_reads_as_a_point(topic, whole, frac):
     assert parse_line(f"{topic}!{whole},{frac}".encode()) == parse_line(f"{topic}!{whole}.{frac}".encode())
 
@@ -106,10 +113,11 @@ def test_split_at_the_last_separator_keeps_every_earlier_one_in_the_topic(topic,
 @given(st.binary(max_size=3000), st.lists(st.integers(1, 700), max_size=20))
 def test_line_splitter_gives_the_same_lines_however_the_bytes_arrive(data, cuts):
     from lib.ingest.serial_port import LineSplitter
+
     whole = LineSplitter(512).feed(data)
     splitter, pos, pieces = LineSplitter(512), 0, []
     for n in cuts:
-        pieces += splitter.feed(data[pos:pos + n])
+        pieces += splitter.feed(data[pos : pos + n])
         pos += n
     pieces += splitter.feed(data[pos:])
     assert pieces == whole

@@ -5,13 +5,14 @@ The attacks are what an outside test did to the socket it found: a second proces
 the socket's place first. The store answers from its own writer connection, as it does in
 `workers/store.py`, on a real DuckDB file.
 """
+
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -20,12 +21,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from lib.page import queries
-from lib.page.queries import NAMED, Filters
 import lib.store.named  # noqa: F401  (registers the detectors' named reads, as the store worker does)
 from lib.detect.events import open_events
-from lib.store.readserver import ReadServer, RemoteConnection, SocketFolderError, socket_dir, socket_path
+from lib.page import queries
+from lib.page.queries import NAMED, Filters
 from lib.store.reader import read_db
+from lib.store.readserver import ReadServer, RemoteConnection, SocketFolderError, socket_dir, socket_path
 from lib.store.writer import Writer
 from tests.appdata import prepare
 
@@ -63,14 +64,26 @@ def test_the_page_queries_answer_the_same_through_the_socket(tmp_path):
     info = prepare(db)
     now = queries.utc_now()
     f = Filters(sessions=tuple(info["sessions"])[-1:], start=now - timedelta(days=2))
-    calls = [("sessions",), ("sensor_names",), ("detectors",), ("time_bounds", f), ("totals",),
-             ("anomalies", f, 50), ("per_detector", f), ("pair_counts", f), ("truth_available", f),
-             ("scores_vs_truth", f), ("live_fetch", (), now - timedelta(minutes=5), now),
-             # the page's long spans, from the rollups and flags; the Overview; breaks; health
-             ("live_fetch", ("humidite", "pression"), now - timedelta(days=30), now, 12, ("pression",), ()),
-             ("charts_fetch", ("humidite",), now - timedelta(days=3), now),
-             ("anomaly_strips", now - timedelta(days=7), 84 * 60, 120, ("temperature",)),
-             ("gaps", now - timedelta(days=7), now), ("health", now), ("detector_lag", now)]
+    calls = [
+        ("sessions",),
+        ("sensor_names",),
+        ("detectors",),
+        ("time_bounds", f),
+        ("totals",),
+        ("anomalies", f, 50),
+        ("per_detector", f),
+        ("pair_counts", f),
+        ("truth_available", f),
+        ("scores_vs_truth", f),
+        ("live_fetch", (), now - timedelta(minutes=5), now),
+        # the page's long spans, from the rollups and flags; the Overview; breaks; health
+        ("live_fetch", ("humidite", "pression"), now - timedelta(days=30), now, 12, ("pression",), ()),
+        ("charts_fetch", ("humidite",), now - timedelta(days=3), now),
+        ("anomaly_strips", now - timedelta(days=7), 84 * 60, 120, ("temperature",)),
+        ("gaps", now - timedelta(days=7), now),
+        ("health", now),
+        ("detector_lag", now),
+    ]
     with read_db(db) as local:
         want = [getattr(queries, name)(local, *args) for name, *args in calls]
     writer = Writer(db)
@@ -87,9 +100,12 @@ def test_the_page_queries_answer_the_same_through_the_socket(tmp_path):
 
 
 def _assert_same(a, b, where):
-    if isinstance(a, pd.DataFrame):   # same rows and types; some queries leave the row order open
-        pd.testing.assert_frame_equal(a.sort_values(list(a.columns)).reset_index(drop=True),
-                                      b.sort_values(list(b.columns)).reset_index(drop=True), obj=where)
+    if isinstance(a, pd.DataFrame):  # same rows and types; some queries leave the row order open
+        pd.testing.assert_frame_equal(
+            a.sort_values(list(a.columns)).reset_index(drop=True),
+            b.sort_values(list(b.columns)).reset_index(drop=True),
+            obj=where,
+        )
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -138,13 +154,16 @@ print("closed" if not chunks else "", end="")
 """
 
 
-@pytest.mark.parametrize("attempt", [
-    ("sql", "COPY (SELECT * FROM readings) TO '{out}'", []),
-    ("sql", "DROP TABLE labels", []),
-    ("name", "__import__", ["os"]),
-    ("name", "execute", ["SELECT * FROM read_csv('/etc/hostname')"]),
-    ("pickle", "", []),
-])
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        ("sql", "COPY (SELECT * FROM readings) TO '{out}'", []),
+        ("sql", "DROP TABLE labels", []),
+        ("name", "__import__", ["os"]),
+        ("name", "execute", ["SELECT * FROM read_csv('/etc/hostname')"]),
+        ("pickle", "", []),
+    ],
+)
 def test_a_second_process_cannot_send_sql_or_pickles(served, tmp_path, attempt):
     """A client of the same user sends SQL, a name that is not a query, or the old pickled request:
     nothing runs, no file is written, no table goes, and the store keeps answering."""
@@ -159,7 +178,7 @@ def test_a_second_process_cannot_send_sql_or_pickles(served, tmp_path, attempt):
     answer = subprocess.run(argv, cwd=socket_dir(db), capture_output=True, text=True, timeout=30)
     assert answer.returncode == 0, answer.stderr
     if kind == "pickle":
-        assert answer.stdout == "closed"   # not understood: the connection is dropped
+        assert answer.stdout == "closed"  # not understood: the connection is dropped
     else:
         reply = json.loads(answer.stdout)
         assert "ok" not in reply and "named read queries" in reply["message"], reply
@@ -187,10 +206,12 @@ def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
     def demote():
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+
     # The system's Python: the project's virtualenv may sit in a folder that user cannot enter.
     python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-    return subprocess.run([python, "-c", code, *args], preexec_fn=demote, capture_output=True,
-                          text=True, timeout=30, cwd="/")
+    return subprocess.run(
+        [python, "-c", code, *args], preexec_fn=demote, capture_output=True, text=True, timeout=30, cwd="/"
+    )
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a second user is simulated with setuid, which needs root")
@@ -207,7 +228,7 @@ def test_a_client_of_another_user_is_refused(served, caplog):
     code = CLIENT.replace('print("closed"', 'print("refused"')
     out = _as_nobody(code, str(socket_path(db)), "frame", "totals", "[]")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "refused", out.stdout   # closed without an answer
+    assert out.stdout == "refused", out.stdout  # closed without an answer
     assert f"refused a client of uid {NOBODY}" in caplog.text
 
 

@@ -1,4 +1,5 @@
 """The README keeps its top for the operator, and its links and pictures lead somewhere."""
+
 import re
 
 from lib.config import PROJECT_ROOT
@@ -8,7 +9,7 @@ README = PROJECT_ROOT / "README.md"
 
 def test_the_operators_part_comes_first_and_stays_short():
     lines = README.read_text().splitlines()
-    top = lines[:lines.index("## For developers")]
+    top = lines[: lines.index("## For developers")]
     assert len(top) < 150, f"the operator's part is {len(top)} lines"
     headings = [line for line in top if line.startswith("## ")]
     assert headings == ["## What each view answers", "## A real board", "## Configuration", "## Troubleshooting"]

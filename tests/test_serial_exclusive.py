@@ -4,21 +4,18 @@ real producer, real store).
 Before: a second reader (an IDE's serial monitor, another Vigie) took bytes from the stream (7 of
 3,987 readings lost in 20 s), and torn lines such as "emperature!21.5" became permanent sensors.
 """
+
 from __future__ import annotations
 
 import logging
 import subprocess
 import sys
 import threading
-import time
-
-import pytest
 
 from lib.config import PROJECT_ROOT
 from lib.ingest import protocol
 from lib.ingest.gate import SensorGate
 from lib.ingest.producer import SerialProducer
-from lib.ingest.serial_port import PortError, open_port
 from tests.serial_rig import Rig
 from tests.system import wait_for
 
@@ -50,10 +47,19 @@ def test_a_port_held_by_another_program_is_refused_naming_it_and_opened_once_fre
         # Free again: the producer opens it, and holds it exclusively from then on.
         wait_for(lambda: board.wait_for_reader(threading.Event(), timeout=0.1), 20, 0.2, what="the producer's open")
         second = subprocess.run(
-            [sys.executable, "-c", "import sys; from lib.ingest.serial_port import open_port, PortError\n"
-                                   "try:\n    open_port(sys.argv[1], 9600, 0.2)\nexcept PortError as e:\n"
-                                   "    print('busy' if e.busy else 'other', e)\nelse:\n    print('opened')",
-             str(board.link)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from lib.ingest.serial_port import open_port, PortError\n"
+                "try:\n    open_port(sys.argv[1], 9600, 0.2)\nexcept PortError as e:\n"
+                "    print('busy' if e.busy else 'other', e)\nelse:\n    print('opened')",
+                str(board.link),
+            ],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.stdout.startswith("busy") and "pytest" in second.stdout or "python" in second.stdout, second
 
 
@@ -62,17 +68,27 @@ def _producer_lines(tmp_path, lines: list[bytes], gate: SensorGate) -> Rig:
     producer = SerialProducer(rig.transport.producer(), "/dev/null", 9600, gate=gate)
     for i, line in enumerate(lines):
         producer.handle_line(line, 1_700_000_000_000_000 + i * 1000)
-    producer._expire_held(everything=True)   # what a stop does with names still unconfirmed
+    producer._expire_held(everything=True)  # what a stop does with names still unconfirmed
     producer.maybe_flush(force=True)
     rig.store()
     return rig
 
 
 def test_a_torn_name_is_a_reject_and_a_new_real_sensor_loses_nothing(tmp_path):
-    lines = [b"temperature!21.5", b"humidite!40.1", b"emperature!21.6",       # torn once by a second reader
-             b"temperature!21.7", b"humidite!40.2", b"temperature!21.8",
-             b"pression!1013.1", b"pression!1013.2", b"pression!1013.3", b"pression!1013.4",  # a new sensor
-             b"humidite!40.3", b"hmidite!40.4"]
+    lines = [
+        b"temperature!21.5",
+        b"humidite!40.1",
+        b"emperature!21.6",  # torn once by a second reader
+        b"temperature!21.7",
+        b"humidite!40.2",
+        b"temperature!21.8",
+        b"pression!1013.1",
+        b"pression!1013.2",
+        b"pression!1013.3",
+        b"pression!1013.4",  # a new sensor
+        b"humidite!40.3",
+        b"hmidite!40.4",
+    ]
     rig = _producer_lines(tmp_path, lines, SensorGate(confirm_lines=3))
     readings = rig.query("SELECT sensor, count(*) FROM readings GROUP BY 1 ORDER BY 1")
     assert readings == [("humidite", 3), ("pression", 4), ("temperature", 3)]
@@ -84,8 +100,10 @@ def test_with_a_sensor_list_any_other_name_is_a_reject_and_the_count_is_bounded(
     lines = [b"temperature!21.5", b"emperature!21.6", b"humidite!40", b"a!1", b"b!2"]
     rig = _producer_lines(tmp_path, lines, SensorGate(sensors=("temperature", "humidite", "a", "b"), max_sensors=3))
     assert rig.query("SELECT sensor FROM readings ORDER BY seq") == [("temperature",), ("humidite",), ("a",)]
-    assert rig.query("SELECT reason FROM rejects ORDER BY seq") == [(protocol.UNKNOWN_SENSOR,),
-                                                                  (protocol.TOO_MANY_SENSORS,)]
+    assert rig.query("SELECT reason FROM rejects ORDER BY seq") == [
+        (protocol.UNKNOWN_SENSOR,),
+        (protocol.TOO_MANY_SENSORS,),
+    ]
 
 
 def test_distinct_names_are_bounded_without_a_list_too(tmp_path):

@@ -1,4 +1,5 @@
 """Choosing a port: `--port auto` with serial.tools.list_ports, and what the operator is told."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,11 @@ def port(device: str, vid=None, description="n/a", manufacturer=None) -> ListPor
 
 
 def test_auto_prefers_an_official_arduino_and_says_which(caplog):
-    ports = [port("/dev/ttyS0"), port("/dev/ttyUSB0", 0x1A86, "USB2.0-Serial"),
-             port("/dev/ttyACM1", 0x2341, "Arduino Uno")]
+    ports = [
+        port("/dev/ttyS0"),
+        port("/dev/ttyUSB0", 0x1A86, "USB2.0-Serial"),
+        port("/dev/ttyACM1", 0x2341, "Arduino Uno"),
+    ]
     with caplog.at_level("INFO"):
         assert find_arduino(ports) == "/dev/ttyACM1"
     assert "chose /dev/ttyACM1 (Arduino Uno, USB 2341:0000 Arduino)" in caplog.text and "/dev/ttyUSB0" in caplog.text
@@ -47,9 +51,23 @@ def test_permission_denied_is_one_clear_line(tmp_path):
         name = os.ttyname(slave)
         os.chmod(name, 0)
         drop = "-dac_override,-dac_read_search"
-        r = subprocess.run(["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", sys.executable, "-m",
-                            "workers.producer", "--port", name], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                           timeout=30, env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(tmp_path)))
+        r = subprocess.run(
+            [
+                "setpriv",
+                f"--bounding-set={drop}",
+                f"--inh-caps={drop}",
+                sys.executable,
+                "-m",
+                "workers.producer",
+                "--port",
+                name,
+            ],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(os.environ, VIGIE_PATHS_DATA_DIR=str(tmp_path)),
+        )
     finally:
         os.close(slave)
         os.close(master)
@@ -58,8 +76,16 @@ def test_permission_denied_is_one_clear_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("vid, vendor", [(0x2A03, "Arduino (arduino.org)"), (0x1A86, "CH340/CH341"),
-                                         (0x0403, "FTDI"), (0x10C4, "CP210x"), (0x067B, "PL2303")])
+@pytest.mark.parametrize(
+    "vid, vendor",
+    [
+        (0x2A03, "Arduino (arduino.org)"),
+        (0x1A86, "CH340/CH341"),
+        (0x0403, "FTDI"),
+        (0x10C4, "CP210x"),
+        (0x067B, "PL2303"),
+    ],
+)
 def test_auto_knows_the_usual_usb_serial_chips_by_vendor_id_and_names_them(vid, vendor, caplog):
     """Found by vendor id alone (a device name and description that say nothing), and named."""
     with caplog.at_level("INFO"):

@@ -1,15 +1,14 @@
 """Serial ingestion on a real pseudo-terminal, checked in the real store (a DuckDB file): good and
 malformed lines, unplugs mid-stream, two boards at once."""
+
 from __future__ import annotations
 
 import time
 from collections import Counter
 
-import pytest
-
+from lib.config import PROJECT_ROOT
 from lib.ingest import protocol
 from lib.ingest.simulator import SignalModel, Unplug, load_scenario, scenario_from_dict, scenario_ticks
-from lib.config import PROJECT_ROOT
 from tests.serial_rig import Rig, expected
 from tests.system import wait_for
 
@@ -18,8 +17,12 @@ DEMO = PROJECT_ROOT / "data/scenarios/demo.toml"
 
 def stored_readings(rig: Rig, session: str | None = None) -> Counter:
     where, params = ("WHERE session_id = ?", (session,)) if session else ("", ())
-    return Counter({(s, v): n for s, v, n in rig.query(
-        f"SELECT sensor, value, count(*) FROM readings {where} GROUP BY ALL", params)})
+    return Counter(
+        {
+            (s, v): n
+            for s, v, n in rig.query(f"SELECT sensor, value, count(*) FROM readings {where} GROUP BY ALL", params)
+        }
+    )
 
 
 def test_n_good_and_m_malformed_lines_give_n_readings_and_m_rejects_with_their_reasons(tmp_path):
@@ -27,8 +30,13 @@ def test_n_good_and_m_malformed_lines_give_n_readings_and_m_rejects_with_their_r
     board = rig.board()
     ledger = tmp_path / "ledger"
     # Malformed lines of every form among the good ones, played fast.
-    scenario = scenario_from_dict({"sensors": {"humidite": {}, "temperature": {"base": 21.0}}, "quiet_s": 0,
-                                   "anomalies": [{"kind": "malformed", "sensor": "*", "every_s": 0.02}]})
+    scenario = scenario_from_dict(
+        {
+            "sensors": {"humidite": {}, "temperature": {"base": 21.0}},
+            "quiet_s": 0,
+            "anomalies": [{"kind": "malformed", "sensor": "*", "every_s": 0.02}],
+        }
+    )
     ticks = scenario_ticks(SignalModel(scenario, seed=3), rate=1500)
     rig.play(board, ticks, ledger, count=3000)
     producer = rig.producer_thread(board.link)
@@ -42,12 +50,12 @@ def test_n_good_and_m_malformed_lines_give_n_readings_and_m_rejects_with_their_r
     assert stored_readings(rig) == good
     assert Counter(dict(rig.query("SELECT reason, count(*) FROM rejects GROUP BY 1"))) == bad
     # Nothing else: one session, ended, no gap; sequence numbers 1..3000 shared by good and bad lines.
-    (session, ended), = rig.query("SELECT session_id, ended_at IS NOT NULL FROM sessions")
+    ((session, ended),) = rig.query("SELECT session_id, ended_at IS NOT NULL FROM sessions")
     assert ended
     assert rig.query("SELECT count(*) FROM gaps") == [(0,)]
     seqs = rig.query("SELECT seq FROM readings UNION ALL SELECT seq FROM rejects ORDER BY 1")
-    assert [s for s, in seqs] == list(range(1, 3001))
-    raws = [r for r, in rig.query("SELECT raw FROM rejects")]
+    assert [s for (s,) in seqs] == list(range(1, 3001))
+    raws = [r for (r,) in rig.query("SELECT raw FROM rejects")]
     assert all(r.isascii() and r.isprintable() for r in raws)
     assert any("\\xff" in r for r in raws), "bad UTF-8 kept, escaped"
 
@@ -85,8 +93,9 @@ def test_two_boards_two_producers_one_store_sessions_tell_them_apart(tmp_path):
     ledgers = [tmp_path / "ledger-a", tmp_path / "ledger-b"]
     producers = []
     for i, (board, ledger) in enumerate(zip(boards, ledgers)):
-        rig.play(board, scenario_ticks(SignalModel(load_scenario(DEMO), seed=10 + i), rate=300), ledger,
-                 count=600 + 100 * i)
+        rig.play(
+            board, scenario_ticks(SignalModel(load_scenario(DEMO), seed=10 + i), rate=300), ledger, count=600 + 100 * i
+        )
         producers.append(rig.producer_thread(board.link))
     wait_for(lambda: [p.counts["readings"] for p in producers] == [600, 700], 60, 0.1, what="both boards' lines")
     rig.stop_all()

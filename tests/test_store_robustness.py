@@ -1,6 +1,7 @@
 """The store's defences: a foreign or damaged database file is refused and left as it
 was; a failing write (full disk) is retried with the batch kept uncommitted; retention prunes
 and exports through the single writer."""
+
 from __future__ import annotations
 
 import errno
@@ -20,12 +21,12 @@ import pandas as pd
 import pytest
 
 from lib.config import PROJECT_ROOT, load_config
-from lib.store.retention import Retention, prune
-from lib.store.sink import write_until_done
 from lib.store.batch import Batch
 from lib.store.files import DatabaseFileError, error_cause
 from lib.store.reader import read_db
+from lib.store.retention import Retention, prune
 from lib.store.schema import init_db, open_checked
+from lib.store.sink import write_until_done
 from lib.store.writer import Writer, write_batch
 
 
@@ -70,8 +71,14 @@ def _foreign_files(tmp_path):
     write_batch(good, b)
     c = duckdb.connect(str(good))
     # Where the readings' values live: damage exactly those blocks (most of a DuckDB file is free blocks).
-    blocks = sorted({r[0] for r in c.execute("SELECT block_id FROM pragma_storage_info('readings') "
-                                              "WHERE segment_type = 'DOUBLE' AND block_id >= 0").fetchall()})
+    blocks = sorted(
+        {
+            r[0]
+            for r in c.execute(
+                "SELECT block_id FROM pragma_storage_info('readings') WHERE segment_type = 'DOUBLE' AND block_id >= 0"
+            ).fetchall()
+        }
+    )
     c.close()
     data = bytearray(good.read_bytes())
     last = 12288 + (max(blocks) + 1) * 262144
@@ -79,12 +86,18 @@ def _foreign_files(tmp_path):
     truncated.write_bytes(bytes(data[: last - 262144]))
     damaged = tmp_path / "damaged.duckdb"
     start = 12288 + blocks[-1] * 262144 + 100
-    data[start:start + 60_000] = os.urandom(60_000)
+    data[start : start + 60_000] = os.urandom(60_000)
     damaged.write_bytes(bytes(data))
-    return {"text": (text, "text file"), "random": (rnd, "not a DuckDB"), "empty": (empty, "empty file"),
-            "sqlite": (lite, "SQLite"), "other duckdb": (other, "something else"),
-            "other schema": (old, "lacks column"), "truncated": (truncated, "Vigie will not overwrite"),
-            "damaged": (damaged, "")}
+    return {
+        "text": (text, "text file"),
+        "random": (rnd, "not a DuckDB"),
+        "empty": (empty, "empty file"),
+        "sqlite": (lite, "SQLite"),
+        "other duckdb": (other, "something else"),
+        "other schema": (old, "lacks column"),
+        "truncated": (truncated, "Vigie will not overwrite"),
+        "damaged": (damaged, ""),
+    }
 
 
 def test_foreign_or_damaged_files_are_refused_and_left_untouched(tmp_path):
@@ -102,8 +115,14 @@ def test_store_exits_3_with_one_clear_line_on_a_foreign_file(tmp_path):
     config = load_config()
     config.data_dir.mkdir(parents=True)
     config.db_path.write_text("not a database\n")
-    out = subprocess.run([sys.executable, "-m", "workers.store"], cwd=PROJECT_ROOT, capture_output=True,
-                         text=True, timeout=120, env=dict(os.environ))
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.store"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert out.returncode == 3, out.stderr
     assert "is a text file" in out.stderr and "never overwrites" in out.stderr
     assert "Traceback" not in out.stderr
@@ -112,9 +131,9 @@ def test_store_exits_3_with_one_clear_line_on_a_foreign_file(tmp_path):
 
 def test_store_accepts_its_own_file_and_an_absent_one(tmp_path):
     path = tmp_path / "v.duckdb"
-    open_checked(path)          # created
+    open_checked(path)  # created
     write_batch(path, _batch(1, 10, 1_700_000_000_000_000))
-    open_checked(path)          # reopened
+    open_checked(path)  # reopened
     with read_db(path) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (10,)
 
@@ -131,6 +150,7 @@ def test_a_failing_write_is_retried_until_it_succeeds(tmp_path, caplog):
         write_batch(p, batch)
 
     import lib.store.sink as sink
+
     old = sink.WRITE_BACKOFF_START_S
     sink.WRITE_BACKOFF_START_S = 0.01
     try:
@@ -216,8 +236,9 @@ class _Consumer:
 
 
 def test_the_store_loop_runs_retention_between_batches_and_keeps_a_failed_batch_uncommitted(tmp_path, monkeypatch):
-    from lib.store import sink
     from lib.messages import reading_message
+    from lib.store import sink
+
     path = tmp_path / "v.duckdb"
     init_db(path)
     now_us = int(time.time() * 1e6)
@@ -264,6 +285,7 @@ def _store_trickle(path, consumer, settle_s, **kw) -> int:
     """Run the store until the consumer has handed out everything, then `settle_s` more; returns
     what `run_store` returns (messages stored)."""
     from lib.store import sink
+
     stop = threading.Event()
     done = []
     t = threading.Thread(target=lambda: done.append(sink.run_store(path, consumer, stop, **kw)))
@@ -281,8 +303,9 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
     """Ten readings 30 ms apart: with writes every 50 ms they take several writes; allowed to wait
     0.5 s (they are far under QUIET_ROWS), one write holds them all. A batch of QUIET_ROWS state
     rows is written at the usual interval."""
-    from lib.store import sink
     from lib.messages import Message, StatesBatch, reading_message
+    from lib.store import sink
+
     now_us = int(time.time() * 1e6)
     counts = {}
     for quiet in (0.0, 0.5):
@@ -302,10 +325,13 @@ def test_under_light_load_small_batches_wait_for_the_quiet_interval(tmp_path):
     n = sink.QUIET_ROWS
 
     def big(first):
-        readings = [Message("t", "t", "1.0", {"session": "s1", "seq": str(q), "ts_us": str(now_us + q)})
-                    for q in range(first, first + n)]
-        return StatesBatch.of_readings("t", readings, [now_us + q for q in range(first, first + n)],
-                                       {"dbscan": ("n" * n, [0.0] * n)}).message()
+        readings = [
+            Message("t", "t", "1.0", {"session": "s1", "seq": str(q), "ts_us": str(now_us + q)})
+            for q in range(first, first + n)
+        ]
+        return StatesBatch.of_readings(
+            "t", readings, [now_us + q for q in range(first, first + n)], {"dbscan": ("n" * n, [0.0] * n)}
+        ).message()
 
     consumer = _Trickle([big(1), big(1 + n)], every=0.2)
     assert _store_trickle(path, consumer, 0.3, flush_interval=0.05, quiet_flush_interval=0.5) == 2
@@ -318,62 +344,79 @@ def test_states_messages_replayed_inside_one_batch_are_stored_once(tmp_path):
     """A detector that restarts before the store wrote re-sends the states of readings already in
     the store's batch (a whole message, or its first part): each (reading, detector) is stored
     once, with the states and scores the message carried."""
-    from lib.store.sink import add_message
     from lib.messages import Message, StatesBatch
+    from lib.store.sink import add_message
 
     db = tmp_path / "v.duckdb"
     init_db(db)
 
     def message(seqs, sessions="s1"):
-        readings = [Message("hum", "hum", "1.0", {"session": s, "seq": str(q), "ts_us": str(1_000_000 * q)})
-                    for q, s in zip(seqs, [sessions] * len(seqs) if isinstance(sessions, str) else sessions)]
+        readings = [
+            Message("hum", "hum", "1.0", {"session": s, "seq": str(q), "ts_us": str(1_000_000 * q)})
+            for q, s in zip(seqs, [sessions] * len(seqs) if isinstance(sessions, str) else sessions)
+        ]
         codes = "".join("ian"[q % 3] for q in seqs)
         scores = [None if q % 3 == 0 else q / 100 for q in seqs]
-        return StatesBatch.of_readings("hum", readings, [1_000_000 * q for q in seqs],
-                                       {"dbscan": (codes, scores), "rule:range": ("n" * len(seqs), [0.0] * len(seqs))}
-                                       ).message()
+        return StatesBatch.of_readings(
+            "hum",
+            readings,
+            [1_000_000 * q for q in seqs],
+            {"dbscan": (codes, scores), "rule:range": ("n" * len(seqs), [0.0] * len(seqs))},
+        ).message()
 
     batch = Batch()
     for m in (message([1, 2, 3, 4]), message([1, 2, 3, 4]), message([3, 4, 5, 6]), message([7, 8], ["s1", "s2"])):
         add_message(batch, m)
     write_batch(db, batch)
     again = Batch()
-    add_message(again, message([5, 6, 7, 8, 9]))   # a replay across batches: the watermarks
+    add_message(again, message([5, 6, 7, 8, 9]))  # a replay across batches: the watermarks
     write_batch(db, again)
     with read_db(db) as conn:
-        rows = conn.execute("SELECT session_id, seq, state, score FROM states WHERE detector = 'dbscan'"
-                            " ORDER BY session_id, seq").fetchall()
-        rules = conn.execute("SELECT count(*), count(DISTINCT (session_id, seq)) FROM states"
-                             " WHERE detector = 'rule:range'").fetchone()
-    want = [("s1", q, ["initializing", "anomaly", "normal"][q % 3], None if q % 3 == 0 else q / 100)
-            for q in range(1, 10)] + [("s2", 8, "normal", 0.08)]
+        rows = conn.execute(
+            "SELECT session_id, seq, state, score FROM states WHERE detector = 'dbscan' ORDER BY session_id, seq"
+        ).fetchall()
+        rules = conn.execute(
+            "SELECT count(*), count(DISTINCT (session_id, seq)) FROM states WHERE detector = 'rule:range'"
+        ).fetchone()
+    want = [
+        ("s1", q, ["initializing", "anomaly", "normal"][q % 3], None if q % 3 == 0 else q / 100) for q in range(1, 10)
+    ] + [("s2", 8, "normal", 0.08)]
     assert rows == want
     assert rules == (10, 10)
 
 
-@pytest.mark.parametrize("exc, cause", [
-    (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
-    (OSError(errno.EACCES, "Permission denied"), "permission denied"),
-    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
-    # DuckDB gives no error number: its message quotes the system's text, and only that counts
-    (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": Permission denied'), "permission denied"),
-    (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": No space left on device'), "disk full"),
-    (duckdb.IOException("Could not truncate file: Read-only file system"), "read-only file system"),
-    (duckdb.TransactionException('Failed to commit: Could not write file "v.duckdb.wal": No space left on device'),
-     "disk full"),
-    (duckdb.CatalogException("Table with name labels does not exist!"), None),
-])
+@pytest.mark.parametrize(
+    "exc, cause",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+        (OSError(errno.EACCES, "Permission denied"), "permission denied"),
+        (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+        # DuckDB gives no error number: its message quotes the system's text, and only that counts
+        (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": Permission denied'), "permission denied"),
+        (duckdb.IOException('Could not write file "/data/vigie.duckdb.wal": No space left on device'), "disk full"),
+        (duckdb.IOException("Could not truncate file: Read-only file system"), "read-only file system"),
+        (
+            duckdb.TransactionException(
+                'Failed to commit: Could not write file "v.duckdb.wal": No space left on device'
+            ),
+            "disk full",
+        ),
+        (duckdb.CatalogException("Table with name labels does not exist!"), None),
+    ],
+)
 def test_write_errors_are_named_by_their_error_number_not_by_wording(exc, cause):
     assert error_cause(exc) == cause
 
 
 def test_a_read_only_disk_is_reported_as_such_not_as_a_full_disk(tmp_path, caplog):
     """A real DuckDB file refused by the file system (a tmpfs remounted read-only, the store then
-    reopening its file to write) is logged with its own cause; the message text used to make any "Could not write file" a full disk."""
+    reopening its file to write) is logged with its own cause; the message text used to make any "Could not write
+    file" a full disk."""
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
     try:
@@ -381,12 +424,12 @@ def test_a_read_only_disk_is_reported_as_such_not_as_a_full_disk(tmp_path, caplo
         init_db(db)
         writer = Writer(db)
         writer.write(_batch(1, 10, 1_700_000_000_000_000))
-        writer.close()   # a file open for writing would keep the remount from happening
+        writer.close()  # a file open for writing would keep the remount from happening
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         stop = threading.Event()
 
         def write(_path, batch):
-            stop.set()   # one failure is enough to read what was logged
+            stop.set()  # one failure is enough to read what was logged
             writer.write(batch)
 
         assert write_until_done(db, _batch(11, 10, 1_700_000_001_000_000), stop, write) is False
@@ -403,6 +446,7 @@ def test_a_database_deleted_under_the_store_is_noticed_and_a_new_file_takes_the_
     read socket, deleted with the files, is served again."""
     from lib.page import queries
     from lib.store.readserver import ReadServer, socket_dir
+
     db = tmp_path / "v.duckdb"
     init_db(db)
     writer = Writer(db)
@@ -415,7 +459,7 @@ def test_a_database_deleted_under_the_store_is_noticed_and_a_new_file_takes_the_
         assert writer.replaced == 1 and any("WAS DELETED" in r.getMessage() for r in caplog.records)
         assert server.check() is True and socket_dir(db).is_dir()
         with read_db(db) as conn:
-            assert queries.totals(conn)["readings"] == 5   # the new file: the later writes, whole
+            assert queries.totals(conn)["readings"] == 5  # the new file: the later writes, whole
         # replaced by someone else's file: the store stops rather than write into it
         db.unlink()
         db.write_bytes(b"SQLite format 3\0" + b"\0" * 100)

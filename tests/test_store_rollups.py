@@ -2,6 +2,7 @@
 in the transaction of the rows they come from (a replay adds nothing, a state stored before its
 reading gets the value later), built for files that lack them by the migration, and pruned with
 the readings."""
+
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,8 +36,12 @@ def readings(batch: Batch, seqs, session="s1", sensor="h"):
 def states(batch: Batch, seqs, session="s1", sensor="h"):
     for seq in seqs:
         flagged = seq % 5 == 0
-        batch.states[(session, seq, "dbscan")] = (sensor, us(T0 + timedelta(seconds=seq)),
-                                                  "anomaly" if flagged else "normal", 0.9 if flagged else 0.1)
+        batch.states[(session, seq, "dbscan")] = (
+            sensor,
+            us(T0 + timedelta(seconds=seq)),
+            "anomaly" if flagged else "normal",
+            0.9 if flagged else 0.1,
+        )
 
 
 def table(path, sql):
@@ -48,12 +53,12 @@ def test_the_writer_keeps_rollups_and_flags_equal_to_the_readings_and_states(tmp
     path = tmp_path / "vigie.duckdb"
     init_db(path)
     first = Batch()
-    readings(first, range(1, 100))           # 13:50:31 to 13:52:09: three minutes
+    readings(first, range(1, 100))  # 13:50:31 to 13:52:09: three minutes
     states(first, range(1, 60))
     write_batch(path, first)
-    write_batch(path, first)                 # a replay after a crash: dropped by the watermarks
+    write_batch(path, first)  # a replay after a crash: dropped by the watermarks
     later = Batch()
-    states(later, range(60, 130))            # flags of 100..129 come before their readings
+    states(later, range(60, 130))  # flags of 100..129 come before their readings
     write_batch(path, later)
     last = Batch()
     readings(last, range(100, 130))
@@ -62,7 +67,10 @@ def test_the_writer_keeps_rollups_and_flags_equal_to_the_readings_and_states(tmp
 
     assert table(path, "SELECT * FROM readings_1m ORDER BY ALL") == table(path, BY_HAND_1M)
     assert [r[3] for r in table(path, "SELECT * FROM readings_1m WHERE session_id = 's1' ORDER BY minute")] == [
-        29, 60, 40]
+        29,
+        60,
+        40,
+    ]
     assert table(path, "SELECT * FROM flags ORDER BY ALL") == table(path, BY_HAND_FLAGS)
     assert len(table(path, "SELECT * FROM flags")) == 25 and not table(path, "SELECT * FROM flags WHERE value IS NULL")
 
@@ -77,7 +85,7 @@ def test_the_migration_builds_them_for_an_older_file_and_retention_prunes_them(t
     assert flags and flags == table(path, BY_HAND_FLAGS)
 
     middle = table(path, "SELECT min(ts) + (max(ts) - min(ts)) / 2 FROM readings")[0][0]
-    assert middle.second or middle.microsecond   # the cut falls inside a minute
+    assert middle.second or middle.microsecond  # the cut falls inside a minute
     prune(path, middle, None, "none")
     assert table(path, "SELECT * FROM readings_1m ORDER BY ALL") == table(path, BY_HAND_1M)
     assert table(path, "SELECT * FROM flags ORDER BY ALL") == table(path, BY_HAND_FLAGS)
@@ -91,6 +99,7 @@ def test_a_long_span_chart_from_the_rollups_matches_the_readings(tmp_path):
     strongest flag of each bucket is drawn at its own reading, no other."""
     from lib.page import queries
     from tests.appdata import prepare
+
     path = tmp_path / "vigie.duckdb"
     now = datetime(2026, 11, 30, 12, 0)
     prepare(path, now=now)
@@ -100,7 +109,7 @@ def test_a_long_span_chart_from_the_rollups_matches_the_readings(tmp_path):
         every = conn.execute("SELECT ts, value, session_id FROM readings WHERE sensor = 'humidite'").df()
         flagged = conn.execute("""SELECT s.ts, r.value, s.detector, s.score, s.session_id, s.seq FROM states s
             JOIN readings r USING (session_id, seq) WHERE s.sensor = 'humidite' AND s.state = 'anomaly'""").df()
-    assert 0 < len(lines) <= 2 * 600 * 3          # (3 sessions: a bucket may hold two)
+    assert 0 < len(lines) <= 2 * 600 * 3  # (3 sessions: a bucket may hold two)
     stored = set(every[["ts", "value"]].itertuples(index=False, name=None))
     assert set(lines[["ts", "value"]].itertuples(index=False, name=None)) <= stored
     assert lines["value"].max() == every["value"].max() and lines["value"].min() == every["value"].min()
@@ -109,5 +118,6 @@ def test_a_long_span_chart_from_the_rollups_matches_the_readings(tmp_path):
     flagged["bucket"] = flagged["ts"].map(bucket)
     best = flagged.sort_values(["score", "ts"], ascending=[False, True]).groupby(["detector", "bucket"]).head(1)
     assert sorted(marks[["ts", "value", "detector", "seq"]].itertuples(index=False, name=None)) == sorted(
-        best[["ts", "value", "detector", "seq"]].itertuples(index=False, name=None))
+        best[["ts", "value", "detector", "seq"]].itertuples(index=False, name=None)
+    )
     assert len(marks) < len(flagged)

@@ -6,6 +6,7 @@ tests/fixtures/before-versions.duckdb was written by the store as it was before 
 into a file created with 16 KiB blocks (`ATTACH ... (BLOCK_SIZE 16384)`) to keep it small. It is
 never rewritten: each test works on a copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,31 +79,42 @@ def test_adding_a_table_and_a_column_is_one_migration(tmp_path, monkeypatch):
     """A migration appended to MIGRATIONS runs once on an old file and on a current one, after a
     copy of each; rows are kept and the new column has its default."""
     current = _copy_fixture(tmp_path)
-    init_db(current)   # now at the current version
+    init_db(current)  # now at the current version
     old = tmp_path / "old.duckdb"
     shutil.copyfile(FIXTURE, old)
     before = _rows(old)
     n = current_version() + 1
-    added = Migration(n, "rollups; readings.quality", """
+    added = Migration(
+        n,
+        "rollups; readings.quality",
+        """
         CREATE TABLE rollups (sensor VARCHAR NOT NULL, minute TIMESTAMP NOT NULL, n BIGINT NOT NULL,
                               PRIMARY KEY (sensor, minute));
         ALTER TABLE readings ADD COLUMN quality VARCHAR DEFAULT 'ok';
         INSERT INTO rollups SELECT sensor, date_trunc('minute', ts), count(*) FROM readings GROUP BY ALL;
-    """)
+    """,
+    )
     monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS + (added,))
     for path in (current, old):
         open_checked(path)
         assert _versions(path)[-1] == n
         with read_db(path) as conn:
             assert conn.execute("SELECT DISTINCT quality FROM readings").fetchall() == [("ok",)]
-            assert (conn.execute("SELECT sum(n) FROM rollups").fetchone()[0]
-                    == conn.execute("SELECT count(*) FROM readings").fetchone()[0] > 0)
+            assert (
+                conn.execute("SELECT sum(n) FROM rollups").fetchone()[0]
+                == conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+                > 0
+            )
     assert current.with_name(f"vigie.duckdb.pre-v{n}.bak").exists()
     assert old.with_name("old.duckdb.pre-v1.bak").exists()
     conn = duckdb.connect(str(old), read_only=True)
     try:
-        kept = {t: conn.execute(f"SELECT {'* EXCLUDE (quality)' if t == 'readings' else '*'} FROM {t} ORDER BY ALL")
-                .fetchall() for t in TABLES}
+        kept = {
+            t: conn.execute(
+                f"SELECT {'* EXCLUDE (quality)' if t == 'readings' else '*'} FROM {t} ORDER BY ALL"
+            ).fetchall()
+            for t in TABLES
+        }
     finally:
         conn.close()
     assert kept == before
@@ -120,11 +132,15 @@ def test_a_failing_migration_is_named_and_leaves_the_file_as_it_was(tmp_path, mo
     digests = (_digest(path), _digest(wal))
     n = current_version() + 1
     # Writes a good deal (DuckDB may put it in the file before the commit), then fails.
-    broken = Migration(n, "copy readings to history", """
+    broken = Migration(
+        n,
+        "copy readings to history",
+        """
         CREATE TABLE history AS SELECT * FROM readings;
         INSERT INTO history SELECT session_id, i, sensor, ts, value FROM readings, range(200) t(i);
         SELECT * FROM no_such_table;
-    """)
+    """,
+    )
     monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS + (broken,))
     with pytest.raises(DatabaseFileError) as err:
         open_checked(path)

@@ -1,6 +1,7 @@
 """The sliding window's states: initializing while the 20-reading window fills (and, calibrated,
 while the detector's own scores fill the calibration's memory), then normal or anomaly for each
 detector, each with a score."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,9 @@ SEED_WAY = {"dbscan": {"calibrate": False}, "iforest": {"calibrate": False}}
 
 
 def _judge(window=20, params=None):
-    overrides = {"detection": {"window": window, "detectors": ["dbscan", "iforest"], "params": params or {}, "rules": {}}}
+    overrides = {
+        "detection": {"window": window, "detectors": ["dbscan", "iforest"], "params": params or {}, "rules": {}}
+    }
     return Judge(load_config(env={}, overrides=overrides))
 
 

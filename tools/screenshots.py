@@ -6,6 +6,7 @@ detectors have something to flag, then opens the page in headless Chromium (Play
 tests/test_browser.py does) and saves one picture per view into `--out` (docs/screenshots).
 Nothing is prepared: what the pictures show is what a new user sees after that long.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,7 @@ VIEWS = ("Live", "Overview", "Health", "Events", "Compare", "Sessions", "Anomali
 def settle(page, timeout_s: float = 20) -> None:
     """Wait for a moment between two refreshes: while Streamlit reruns, it fades what it redraws
     and shows its running indicator."""
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                           timeout=timeout_s * 1000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_s * 1000)
 
 
 def main(argv=None) -> int:
@@ -49,12 +49,11 @@ def main(argv=None) -> int:
                     wait_for_charts(page, 2)
                 elif view == "Overview":
                     wait_for_charts(page, 1)
-                page.wait_for_timeout(3000)   # the rest of the view (tables, the health panel)
+                page.wait_for_timeout(3000)  # the rest of the view (tables, the health panel)
                 settle(page)
                 path = args.out / f"{view.lower()}.png"
                 page.screenshot(path=str(path))
-                print(f"  {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}",
-                      flush=True)
+                print(f"  {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}", flush=True)
         if system.stop() != 0:
             print(system.log()[-3000:])
             return 1

@@ -1,5 +1,6 @@
 """Labels: confirm or reject what an algorithm flagged, or mark an anomaly none flagged; the labels
 travel to the store and count as truth in Compare."""
+
 from datetime import datetime, timedelta
 
 import streamlit as st
@@ -24,8 +25,10 @@ def send(label: Label) -> None:
 
 st.title("Labels")
 views.as_of_bar(ctx.clock)
-st.caption("Confirm or reject what an algorithm flagged, or mark an anomaly none flagged. Labels go to "
-           "the store and count as truth in Compare's precision and recall.")
+st.caption(
+    "Confirm or reject what an algorithm flagged, or mark an anomaly none flagged. Labels go to "
+    "the store and count as truth in Compare's precision and recall."
+)
 flagged = reads.anomalies(db, f, 2000)
 c1, c2 = st.columns(2)
 with c1:
@@ -33,20 +36,37 @@ with c1:
     if flagged.empty:
         st.caption("No flagged reading for these filters.")
     else:
-        by_reading = flagged.groupby(["session_id", "seq"], sort=False).agg(
-            ts=("ts", "first"), sensor=("sensor", "first"), value=("value", "first"),
-            detectors=("detector", lambda d: ", ".join(sorted(d)))).reset_index()
+        by_reading = (
+            flagged.groupby(["session_id", "seq"], sort=False)
+            .agg(
+                ts=("ts", "first"),
+                sensor=("sensor", "first"),
+                value=("value", "first"),
+                detectors=("detector", lambda d: ", ".join(sorted(d))),
+            )
+            .reset_index()
+        )
         options = list(range(len(by_reading)))
-        pick = st.selectbox("Reading", options, key="label_pick", format_func=lambda i: (
-            f"{fmt_ts(by_reading.ts[i])}  {ctx.book.label(by_reading.sensor[i])} = {by_reading.value[i]:g}"
-            f"  ({by_reading.detectors[i]})"))
+        pick = st.selectbox(
+            "Reading",
+            options,
+            key="label_pick",
+            format_func=lambda i: (
+                f"{fmt_ts(by_reading.ts[i])}  {ctx.book.label(by_reading.sensor[i])} = {by_reading.value[i]:g}"
+                f"  ({by_reading.detectors[i]})"
+            ),
+        )
         note = st.text_input("Note (optional)", key="label_note")
         r = by_reading.iloc[pick]
         b1, b2 = st.columns(2)
-        for verdict, col, label in ((CONFIRMED, b1, "Confirm: a real anomaly"), (REJECTED, b2, "Reject: a false alarm")):
+        for verdict, col, label in (
+            (CONFIRMED, b1, "Confirm: a real anomaly"),
+            (REJECTED, b2, "Reject: a false alarm"),
+        ):
             if col.button(label, key=f"label_{verdict}"):
-                send(Label(r.session_id, int(r.seq), r.sensor, r.ts.to_pydatetime(), verdict,
-                           r.detectors, note or None))
+                send(
+                    Label(r.session_id, int(r.seq), r.sensor, r.ts.to_pydatetime(), verdict, r.detectors, note or None)
+                )
                 st.success(f"{verdict}: {r.sensor} at {fmt_ts(r.ts)}. Sent to the store.")
 with c2:
     st.subheader("A missed anomaly")
@@ -59,8 +79,12 @@ with c2:
         st.error("Write the time as YYYY-MM-DD HH:MM:SS.")
         at = None
     if at is not None:
-        near = reads.readings(db, Filters(sessions=f.sessions, sensors=(sensor,),
-                                          start=at - timedelta(seconds=30), end=at + timedelta(seconds=30)))
+        near = reads.readings(
+            db,
+            Filters(
+                sessions=f.sessions, sensors=(sensor,), start=at - timedelta(seconds=30), end=at + timedelta(seconds=30)
+            ),
+        )
         if near.empty:
             st.caption("No reading of this sensor within 30 s of that time.")
         else:
@@ -75,8 +99,12 @@ pending = len(st.session_state.get("sent_labels", []))
 if stored.empty:
     st.caption("No label stored yet." + (f" {pending} sent, on their way to the store." if pending else ""))
 else:
-    st.dataframe(clock.local_frame(stored, ("ts", "made_at")), hide_index=True, key="labels_table",
-                 column_config={"ts": st.column_config.DatetimeColumn(f"time ({clock.name})",
-                                                                      format="YYYY-MM-DD HH:mm:ss.SSS"),
-                                "made_at": st.column_config.DatetimeColumn(f"labelled ({clock.name})",
-                                                                           format="YYYY-MM-DD HH:mm:ss")})
+    st.dataframe(
+        clock.local_frame(stored, ("ts", "made_at")),
+        hide_index=True,
+        key="labels_table",
+        column_config={
+            "ts": st.column_config.DatetimeColumn(f"time ({clock.name})", format="YYYY-MM-DD HH:mm:ss.SSS"),
+            "made_at": st.column_config.DatetimeColumn(f"labelled ({clock.name})", format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )

@@ -1,5 +1,6 @@
 """Overview: a strip per sensor over the chosen span, a cell per stretch of time, red where
 readings were flagged; a click on a cell opens Live on that sensor at that time."""
+
 import math
 from datetime import timedelta
 
@@ -12,15 +13,17 @@ TITLE = "Overview"
 ORDER = 12
 
 SPANS = {"1 h": 60, "6 h": 360, "24 h": 1440, "7 d": 10080, "30 d": 43200}
-BINS = 120   # cells per strip
+BINS = 120  # cells per strip
 
 ctx = views.current()
 book, clock = ctx.book, ctx.clock
 st.title("Overview")
 c1, c2 = st.columns([2, 5])
 span = c1.selectbox("Span", list(SPANS), index=2, key="overview_span")
-c2.caption("Each row is a sensor, each cell a stretch of time: light green, readings and no anomaly; red, "
-           "readings flagged (darker: more); blank, nothing stored. Click a cell to open it in Live.")
+c2.caption(
+    "Each row is a sensor, each cell a stretch of time: light green, readings and no anomaly; red, "
+    "readings flagged (darker: more); blank, nothing stored. Click a cell to open it in Live."
+)
 # whole minutes (the store's rollups), aligned so that the cells stay put from one refresh to the next
 bin_s = max(60, math.ceil(SPANS[span] * 60 / BINS / 60) * 60)
 
@@ -55,15 +58,25 @@ def strips() -> None:
         st.info(f"No reading stored in the last {span}.")
         return
     order = book.shown(cells["sensor"].unique())
-    cells = cells.assign(start=start + cells["bin"].map(lambda b: width * int(b)),
-                         cell=range(len(cells)), name=cells["sensor"],
-                         sensor=cells["sensor"].map(book.label))
+    cells = cells.assign(
+        start=start + cells["bin"].map(lambda b: width * int(b)),
+        cell=range(len(cells)),
+        name=cells["sensor"],
+        sensor=cells["sensor"].map(book.label),
+    )
     flagged = cells.groupby("name")["flagged"].sum()
-    st.caption(f"{int((flagged > 0).sum())} of {len(order)} sensors had flagged readings in the last {span} "
-               f"({int(flagged.sum()):,} readings flagged); cells of {bin_s // 60} min, as of "
-               f"{clock.text(now)} ({clock.name}).")
-    event = st.altair_chart(charts.overview_strips(cells, clock, [book.label(s) for s in order], bin_s),
-                            width="stretch", key="overview_chart", on_select="rerun", selection_mode="cell")
+    st.caption(
+        f"{int((flagged > 0).sum())} of {len(order)} sensors had flagged readings in the last {span} "
+        f"({int(flagged.sum()):,} readings flagged); cells of {bin_s // 60} min, as of "
+        f"{clock.text(now)} ({clock.name})."
+    )
+    event = st.altair_chart(
+        charts.overview_strips(cells, clock, [book.label(s) for s in order], bin_s),
+        width="stretch",
+        key="overview_chart",
+        on_select="rerun",
+        selection_mode="cell",
+    )
     picked = (event or {}).get("selection", {}).get("cell") or []
     if picked:
         row = cells[cells["cell"] == picked[0]["cell"]].iloc[0]

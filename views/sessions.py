@@ -1,5 +1,6 @@
 """Sessions: the sessions between two dates; selecting one opens it in the views that use the
 shared filters."""
+
 import streamlit as st
 
 from lib.page import reads, views
@@ -33,21 +34,26 @@ found = reads.sessions(ctx.db, start, end)
 if found.empty:
     st.info(f"No session between {d0} and {d1}." if not ctx.sessions.empty else "No session yet.")
     views.stop()
-st.caption(f"{len(found)} session(s) between {d0} and {d1}. Select one to open it in Compare, "
-           "Anomalies and Labels.")
+st.caption(f"{len(found)} session(s) between {d0} and {d1}. Select one to open it in Compare, Anomalies and Labels.")
 ids = list(found["session_id"])
 found = clock.local_frame(found, ("started_at", "ended_at"))
 per_algo = [c for c in found.columns if c.startswith("anomalies ")]
-found = found.assign(flagged=[" · ".join(f"{c.removeprefix('anomalies ')} {row[c]}" for c in per_algo)
-                              for _, row in found.iterrows()])
-st.dataframe(found, hide_index=True, key="sessions_table", on_select=lambda: open_session(ids),
-             selection_mode="single-row",
-             column_order=["session_id", "port", "started_at", "duration_s", "readings", "rejects", "gaps",
-                           "flagged"],
-             column_config={"session_id": st.column_config.TextColumn("session"),
-                            "started_at": st.column_config.DatetimeColumn(f"started ({clock.name})",
-                                                                          format="YYYY-MM-DD HH:mm"),
-                            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
-                            "flagged": st.column_config.TextColumn("anomalies per algorithm", width="large")})
+found = found.assign(
+    flagged=[" · ".join(f"{c.removeprefix('anomalies ')} {row[c]}" for c in per_algo) for _, row in found.iterrows()]
+)
+st.dataframe(
+    found,
+    hide_index=True,
+    key="sessions_table",
+    on_select=lambda: open_session(ids),
+    selection_mode="single-row",
+    column_order=["session_id", "port", "started_at", "duration_s", "readings", "rejects", "gaps", "flagged"],
+    column_config={
+        "session_id": st.column_config.TextColumn("session"),
+        "started_at": st.column_config.DatetimeColumn(f"started ({clock.name})", format="YYYY-MM-DD HH:mm"),
+        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+        "flagged": st.column_config.TextColumn("anomalies per algorithm", width="large"),
+    },
+)
 if st.session_state.get("session") in ids:
     st.success(f"Open: **{st.session_state['session']}** (sidebar filters).")

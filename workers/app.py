@@ -1,5 +1,6 @@
 """Serve the operator page: `python -m workers.app` runs `streamlit run app.py` with the address
 and port from the configuration."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,14 +31,28 @@ def main(argv=None) -> int:
         log.error("%s", exc)
         return 2
     if not is_loopback(config.app.address) and not config.app.password:
-        log.warning("serving the page on %s without a password: anyone who can reach this machine sees "
-                    "the data. Set [app] password to turn the gate on.", config.app.address)
+        log.warning(
+            "serving the page on %s without a password: anyone who can reach this machine sees "
+            "the data. Set [app] password to turn the gate on.",
+            config.app.address,
+        )
     streamlit = os.path.join(os.path.dirname(sys.executable), "streamlit")
     # page_server.py serves app.py behind the download gate (lib.page.auth.MediaGate).
-    args = [streamlit, "run", str(PROJECT_ROOT / "page_server.py"),
-            "--server.address", config.app.address, "--server.port", str(config.app.port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
+    args = [
+        streamlit,
+        "run",
+        str(PROJECT_ROOT / "page_server.py"),
+        "--server.address",
+        config.app.address,
+        "--server.port",
+        str(config.app.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
     # uvicorn (which serves an st.App) stops gracefully on SIGTERM, then raises the signal again
     # with the handler it found at start: ignored here (an ignored signal survives exec), so a
     # stop ends with exit status 0 instead of "terminated by SIGTERM".

@@ -1,5 +1,6 @@
 """A detector worker: `python -m workers.detector`. Judges every reading with the configured
 detectors and hands the states to the store through the transport."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,18 @@ def open_events_from_store(config, log):
             with read_db(config.db_path, wait_s=30) as conn:
                 found = open_events(conn, sensors)
         except duckdb.CatalogException:
-            return []    # a file the store is creating right now: no event yet
+            return []  # a file the store is creating right now: no event yet
         except (duckdb.Error, OSError) as exc:
-            log.warning("cannot read the open events from the store (%s): an event open before this start "
-                        "will be told again as a new one", exc)
+            log.warning(
+                "cannot read the open events from the store (%s): an event open before this start "
+                "will be told again as a new one",
+                exc,
+            )
             return []
         if found:
             log.info("carrying on %d open event(s): %s", len(found), ", ".join(e.id for e in found[:5]))
         return found
+
     return restore
 
 
@@ -55,10 +60,11 @@ def rejections_from_store(config, log):
             with read_db(config.db_path, wait_s=5) as conn:
                 return rejected_floors(conn)
         except duckdb.CatalogException:
-            return None    # a file the store is creating right now
+            return None  # a file the store is creating right now
         except (duckdb.Error, OSError) as exc:
             log.warning("cannot read the operator's labels from the store (%s); trying again shortly", exc)
             return None
+
     return feedback
 
 

@@ -5,6 +5,7 @@ programs, then runs supervisord in the foreground with the data folder in its en
 Ctrl-C stops everything cleanly: launch asks supervisord to shut down over its control socket,
 and supervisord stops each program in turn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ from lib.supervision import die_with_parent, rpc, running_programs
 def main(argv=None) -> int:
     log = setup_logging("launch")
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--check-stopped", action="store_true",
-                    help="only check that no Vigie program runs on the data folder (exit 1 if one does)")
+    ap.add_argument(
+        "--check-stopped",
+        action="store_true",
+        help="only check that no Vigie program runs on the data folder (exit 1 if one does)",
+    )
     args = ap.parse_args(argv)
     try:
         config = load_config()
@@ -44,9 +48,12 @@ def main(argv=None) -> int:
         # A second system on the same folder would fight the first for the serial port, the
         # database file and the page's port (and programs orphaned by a killed supervisord
         # would outlive the new one's Ctrl-C).
-        log.error("Vigie already runs on %s: %s. Stop it first (Ctrl-C in its terminal, or "
-                  "`kill %s`), then start again.", data, ", ".join(f"{n} (pid {p})" for n, p in running),
-                  " ".join(str(p) for _, p in running))
+        log.error(
+            "Vigie already runs on %s: %s. Stop it first (Ctrl-C in its terminal, or `kill %s`), then start again.",
+            data,
+            ", ".join(f"{n} (pid {p})" for n, p in running),
+            " ".join(str(p) for _, p in running),
+        )
         return 1
     if args.check_stopped:
         return 0
@@ -63,10 +70,13 @@ def main(argv=None) -> int:
     if not supervisord:
         log.error("supervisord not found: run `make run` (it installs the requirements)")
         return 2
-    print(f"\n  Vigie operator page: http://{config.app.address}:{config.app.port}\n"
-          f"  data: {data}   transport: {config.transport.kind}\n"
-          f"  boards: {', '.join(b.name if b.name == b.entry else f'{b.name} ({b.entry})' for b in board_list)}\n"
-          f"  Ctrl-C stops everything.\n", flush=True)
+    print(
+        f"\n  Vigie operator page: http://{config.app.address}:{config.app.port}\n"
+        f"  data: {data}   transport: {config.transport.kind}\n"
+        f"  boards: {', '.join(b.name if b.name == b.entry else f'{b.name} ({b.entry})' for b in board_list)}\n"
+        f"  Ctrl-C stops everything.\n",
+        flush=True,
+    )
     # Kafka mode runs several detector workers in one group (supervisord-kafka.conf, docs/kafka.md).
     conf = "supervisord-kafka.conf" if config.transport.kind == "kafka" else "supervisord.conf"
     # --user: the user running launch, said outright; as root, supervisord otherwise logs a CRIT

@@ -1,5 +1,6 @@
 """The notifier: `python -m workers.notifier`. Tells operators about anomaly events on the
 channels `[alerts]` configures (lib/alerts/), from a durable outbox in the data folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,10 @@ import sys
 from lib.alerts.notifier import Notifier, outbox_path
 from lib.alerts.settings import AlertsConfigError, load_alerts
 from lib.config import ConfigError, load_config
+from lib.messages import EVENTS
 from lib.runtime import setup_logging, stop_event
 from lib.supervision import die_with_supervisor
 from lib.transport import open_transport
-from lib.messages import EVENTS
 
 
 def main(argv=None) -> int:

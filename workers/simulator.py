@@ -6,6 +6,7 @@ One simulator plays one simulated board of `[serial] port` (lib.ingest.boards): 
 
 SIGUSR1 unplugs the board for `[simulator] unplug_s` seconds, as pulling the USB cable would.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,20 @@ import time
 
 from lib.config import ConfigError, load_config
 from lib.ingest.boards import SIM, board_for
+from lib.ingest.simulator import (
+    PseudoBoard,
+    ScenarioError,
+    SignalModel,
+    Unplug,
+    load_scenario,
+    replay_ticks,
+    run_board,
+    scenario_ticks,
+)
+from lib.messages import Truth
 from lib.runtime import setup_logging, stop_event
 from lib.supervision import die_with_supervisor
-from lib.ingest.simulator import (PseudoBoard, ScenarioError, SignalModel, Unplug, load_scenario, replay_ticks, run_board,
-                           scenario_ticks)
 from lib.transport import open_transport
-from lib.messages import Truth
 
 
 def parse_unplug(text: str) -> tuple[int, Unplug]:
@@ -37,19 +46,31 @@ def main(argv=None) -> int:
     log = setup_logging("simulator")
     die_with_supervisor()
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", help="the simulated board of [serial] port to play: sim or sim:NAME "
-                                   "(default: sim, when [serial] port lists it)")
+    ap.add_argument(
+        "--port",
+        help="the simulated board of [serial] port to play: sim or sim:NAME "
+        "(default: sim, when [serial] port lists it)",
+    )
     ap.add_argument("--scenario", help="scenario TOML (default: the board's, or [simulator] scenario)")
     ap.add_argument("--replay", help="play a NAB-format CSV (timestamp,value) as one sensor instead of a scenario")
     ap.add_argument("--sensor", help="the replayed sensor's name (default: from the file name)")
     ap.add_argument("--speed", type=float, help="replay speed: 1 is the file's real pace (default: [simulator] speed)")
-    ap.add_argument("--rate", type=float, help="lines per second in total (default: [simulator] rate; "
-                                               "for a replay, overrides its timestamps)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        help="lines per second in total (default: [simulator] rate; for a replay, overrides its timestamps)",
+    )
     ap.add_argument("--seed", type=int)
     ap.add_argument("--count", type=int, help="stop writing after this many lines (the port stays open)")
     ap.add_argument("--ledger", help="append every line written to this file (for tests)")
-    ap.add_argument("--unplug", type=parse_unplug, action="append", default=[], metavar="LINES:SECONDS[:partial]",
-                    help="unplug for SECONDS after LINES lines (repeatable)")
+    ap.add_argument(
+        "--unplug",
+        type=parse_unplug,
+        action="append",
+        default=[],
+        metavar="LINES:SECONDS[:partial]",
+        help="unplug for SECONDS after LINES lines (repeatable)",
+    )
     args = ap.parse_args(argv)
     try:
         config = load_config()
@@ -70,8 +91,11 @@ def main(argv=None) -> int:
             run_id = f"replay-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{sensor}"
             what = f"replay of {path} as {sensor!r}"
         else:
-            scenario = load_scenario(config.resolve(args.scenario) if args.scenario else
-                                     spec.scenario(config) or config.resolve(sim.scenario))
+            scenario = load_scenario(
+                config.resolve(args.scenario)
+                if args.scenario
+                else spec.scenario(config) or config.resolve(sim.scenario)
+            )
             rate = args.rate or scenario.rate or sim.rate
             ticks = scenario_ticks(SignalModel(scenario, seed), rate)
             run_id = f"sim-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{seed}"
@@ -90,8 +114,17 @@ def main(argv=None) -> int:
     out = transport.producer()
 
     def on_injection(inj, start_wall):
-        out.send([Truth(run_id, inj.sensor, inj.kind, int(start_wall * 1e6),
-                        int((start_wall + max(inj.end - inj.start, 0.0)) * 1e6)).message()])
+        out.send(
+            [
+                Truth(
+                    run_id,
+                    inj.sensor,
+                    inj.kind,
+                    int(start_wall * 1e6),
+                    int((start_wall + max(inj.end - inj.start, 0.0)) * 1e6),
+                ).message()
+            ]
+        )
         out.flush()
 
     def all_ticks():
@@ -109,8 +142,7 @@ def main(argv=None) -> int:
     try:
         if not board.wait_for_reader(stop):
             return 0
-        n = run_board(board, all_ticks(), stop, on_injection, ledger, count, dict(args.unplug), requests,
-                      linger=True)
+        n = run_board(board, all_ticks(), stop, on_injection, ledger, count, dict(args.unplug), requests, linger=True)
         log.info("wrote %d lines (%d bytes sent again after a reader crashed)", n, board.resent)
     finally:
         if ledger:

@@ -4,6 +4,7 @@ Each program's state from supervisord (RUNNING, STARTING, BACKOFF, FATAL, ...) a
 from its producer's status file: the same facts as the page's health, for when the page itself
 does not answer. Exit code 1 when the system is not running.
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,8 +41,10 @@ def main(argv=None) -> int:
     for s in read_statuses(config.run_dir):
         state = s.state if s.alive or s.state == STOPPED else f"{s.state} (its producer is gone)"
         detail = f" - {s.detail}" if s.detail else ""
-        print(f"  {s.name:<22} {state}{detail}\n  {'':<22} port {s.port}, {s.lines_read} lines,"
-              f" last {_ago(s.last_line_at)}, in this state since {_ago(s.since)}")
+        print(
+            f"  {s.name:<22} {state}{detail}\n  {'':<22} port {s.port}, {s.lines_read} lines,"
+            f" last {_ago(s.last_line_at)}, in this state since {_ago(s.since)}"
+        )
     return 0 if programs is not None else 1
 
 

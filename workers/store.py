@@ -1,4 +1,5 @@
 """The store: `python -m workers.store`. The only process that writes the DuckDB file."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,20 +7,19 @@ import os
 import sys
 import threading
 
-from lib.config import ConfigError, load_config
 # The named reads the store's socket answers: the page's queries and the detectors' open events.
 import lib.page.queries  # noqa: F401
 import lib.store.named  # noqa: F401
-from lib.runtime import setup_logging, stop_event
-from lib.supervision import die_with_supervisor
-from lib.store.retention import Retention
-from lib.store.sink import run_store
-from lib.store.files import DatabaseFileError
-from lib.store.schema import open_checked
-from lib.store.status import StoreStatus
-from lib.transport import open_transport
+from lib.config import ConfigError, load_config
 from lib.messages import INTERNAL
-
+from lib.runtime import setup_logging, stop_event
+from lib.store.files import DatabaseFileError
+from lib.store.retention import Retention
+from lib.store.schema import open_checked
+from lib.store.sink import run_store
+from lib.store.status import StoreStatus
+from lib.supervision import die_with_supervisor
+from lib.transport import open_transport
 
 # A foreign or damaged database file: supervisord is told (exitcodes) not to restart the store
 # in a loop; the operator reads the one clear line in the log and moves the file.
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_DATABASE
     transport = open_transport(config)
     consumer = transport.consumer("store", topics=INTERNAL, sensors=True)
+
     # The transport only needs to keep what detectors may re-read to rebuild windows (a Kafka
     # broker keeps its own retention: pruning there does nothing).
     def prune_loop():
@@ -53,14 +54,27 @@ def main(argv=None) -> int:
             n = transport.prune(config.store.bus_retention_s)
             if n:
                 log.info("pruned %d old messages from the bus", n)
+
     threading.Thread(target=prune_loop, daemon=True, name="prune").start()
     log.info("writing %s", config.db_path)
     try:
-        retention = Retention(config.db_path, config.store.retention_days, config.data_dir / "export",
-                              config.store.retention_export, config.store.retention_check_s)
-        n = run_store(config.db_path, consumer, stop, config.store.flush_interval, config.store.max_batch,
-                      on_flush=StoreStatus(config.run_dir).wrote, maintenance=retention,
-                      quiet_flush_interval=config.store.quiet_flush_interval)
+        retention = Retention(
+            config.db_path,
+            config.store.retention_days,
+            config.data_dir / "export",
+            config.store.retention_export,
+            config.store.retention_check_s,
+        )
+        n = run_store(
+            config.db_path,
+            consumer,
+            stop,
+            config.store.flush_interval,
+            config.store.max_batch,
+            on_flush=StoreStatus(config.run_dir).wrote,
+            maintenance=retention,
+            quiet_flush_interval=config.store.quiet_flush_interval,
+        )
         log.info("stopped after storing %d messages", n)
     except DatabaseFileError as exc:
         log.error("%s", exc)

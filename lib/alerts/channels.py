@@ -6,6 +6,7 @@ Every message carries its idempotency key: the `Idempotency-Key` header on a web
 `Message-ID` on an e-mail. A retry after a crash sends the same key and the same body, so a
 receiver that saw the first try can recognise the second.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from lib.alerts.settings import Channel
 KIND_WORDS = {"opened": "anomaly", "escalated": "escalated", "resolved": "resolved"}
 NTFY_PRIORITY = {"info": 3, "warning": 4, "critical": 5}
 NTFY_TAGS = {"opened": "warning", "escalated": "rotating_light", "resolved": "white_check_mark"}
-SLACK_MAX_BLOCKS = 45     # Slack takes 50 blocks per message: the rest are summed up in one line
+SLACK_MAX_BLOCKS = 45  # Slack takes 50 blocks per message: the rest are summed up in one line
 
 
 class DeliveryError(Exception):
@@ -57,12 +58,16 @@ def line(n: dict, page_url: str) -> str:
     if n["kind"] == "resolved":
         how = f"by {n['by']}" if n.get("by") else "by itself"
         end = iso(e.get("closed_ts_us")) if not n.get("by") else iso(n.get("made_us"))
-        text = (f"[resolved] {e['sensor']}: the {e['severity']} anomaly from {iso(e['start_ts_us'])} is resolved "
-                f"{how}{' at ' + end if end else ''} ({e['n_flagged']} flagged, peak {_num(e['peak_value'])}; {who})")
+        text = (
+            f"[resolved] {e['sensor']}: the {e['severity']} anomaly from {iso(e['start_ts_us'])} is resolved "
+            f"{how}{' at ' + end if end else ''} ({e['n_flagged']} flagged, peak {_num(e['peak_value'])}; {who})"
+        )
     else:
         verb = "anomaly" if n["kind"] == "opened" else "anomaly escalated"
-        text = (f"[{sev}] {e['sensor']}: {verb} at {iso(e['start_ts_us'])}, value {_num(e['start_value'])}"
-                f" (peak {_num(e['peak_value'])}), flagged by {who}")
+        text = (
+            f"[{sev}] {e['sensor']}: {verb} at {iso(e['start_ts_us'])}, value {_num(e['start_value'])}"
+            f" (peak {_num(e['peak_value'])}), flagged by {who}"
+        )
     return f"{text} {event_link(page_url, e)}"
 
 
@@ -71,8 +76,9 @@ def summary(notes: list[dict]) -> str:
         n = notes[0]
         return f"Vigie: {n['event']['sensor']} {KIND_WORDS[n['kind']]} ({n['event']['severity']})"
     sensors = sorted({n["event"]["sensor"] for n in notes})
-    return f"Vigie: {len(notes)} notifications on {len(sensors)} sensor(s): {', '.join(sensors[:8])}" + \
-        ("…" if len(sensors) > 8 else "")
+    return f"Vigie: {len(notes)} notifications on {len(sensors)} sensor(s): {', '.join(sensors[:8])}" + (
+        "…" if len(sensors) > 8 else ""
+    )
 
 
 def json_body(key: str, notes: list[dict], page_url: str) -> dict:
@@ -80,31 +86,62 @@ def json_body(key: str, notes: list[dict], page_url: str) -> dict:
     out = []
     for n in notes:
         e = n["event"]
-        out.append({"key": n["key"], "kind": n["kind"], "event_id": e["id"], "sensor": e["sensor"],
-                    "severity": e["severity"], "time": iso(e["start_ts_us"]), "time_us": e["start_ts_us"],
-                    "value": e["start_value"], "peak_value": e["peak_value"], "peak_time": iso(e["peak_ts_us"]),
-                    "peak_score": e["peak_score"], "detectors": list(e["members"]), "n_flagged": e["n_flagged"],
-                    "closed_at": iso(e.get("closed_ts_us")) or None, "resolved_by": n.get("by"),
-                    "note": n.get("note"), "link": event_link(page_url, e), "text": line(n, page_url)})
+        out.append(
+            {
+                "key": n["key"],
+                "kind": n["kind"],
+                "event_id": e["id"],
+                "sensor": e["sensor"],
+                "severity": e["severity"],
+                "time": iso(e["start_ts_us"]),
+                "time_us": e["start_ts_us"],
+                "value": e["start_value"],
+                "peak_value": e["peak_value"],
+                "peak_time": iso(e["peak_ts_us"]),
+                "peak_score": e["peak_score"],
+                "detectors": list(e["members"]),
+                "n_flagged": e["n_flagged"],
+                "closed_at": iso(e.get("closed_ts_us")) or None,
+                "resolved_by": n.get("by"),
+                "note": n.get("note"),
+                "link": event_link(page_url, e),
+                "text": line(n, page_url),
+            }
+        )
     return {"source": "vigie", "idempotency_key": key, "text": summary(notes), "notifications": out}
 
 
 def slack_body(key: str, notes: list[dict], page_url: str) -> dict:
     """Slack's incoming-webhook shape (`text`, `blocks`), which Mattermost and others also take."""
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": line(n, page_url)}}
-              for n in notes[:SLACK_MAX_BLOCKS]]
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": line(n, page_url)}} for n in notes[:SLACK_MAX_BLOCKS]
+    ]
     if len(notes) > SLACK_MAX_BLOCKS:
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": f"and {len(notes) - SLACK_MAX_BLOCKS} more: see the Events page {page_url}/events"}]})
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"and {len(notes) - SLACK_MAX_BLOCKS} more: see the Events page {page_url}/events",
+                    }
+                ],
+            }
+        )
     return {"text": summary(notes), "blocks": blocks}
 
 
 def ntfy_body(key: str, notes: list[dict], page_url: str, topic: str) -> dict:
     """ntfy's JSON publishing shape (POST to the server's root URL)."""
     top = max(notes, key=lambda n: NTFY_PRIORITY[n["event"]["severity"]] if n["kind"] != "resolved" else 0)
-    return {"topic": topic, "title": summary(notes), "message": "\n".join(line(n, page_url) for n in notes),
-            "priority": NTFY_PRIORITY[top["event"]["severity"]] if top["kind"] != "resolved" else 3,
-            "tags": sorted({NTFY_TAGS[n["kind"]] for n in notes}), "click": event_link(page_url, top["event"])}
+    return {
+        "topic": topic,
+        "title": summary(notes),
+        "message": "\n".join(line(n, page_url) for n in notes),
+        "priority": NTFY_PRIORITY[top["event"]["severity"]] if top["kind"] != "resolved" else 3,
+        "tags": sorted({NTFY_TAGS[n["kind"]] for n in notes}),
+        "click": event_link(page_url, top["event"]),
+    }
 
 
 def _scrub(text: str, channel: Channel) -> str:

@@ -8,6 +8,7 @@ tries each due message; a failed try is retried with a doubling wait up to `retr
 `give_up_s` after it was made, or failed at once when the receiver refused it for good. One slow
 channel never holds up intake: the transport and the outbox keep everything meanwhile.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,13 +82,19 @@ class Notifier:
                 else:
                     wait = retry_wait(tries, self.settings.retry_max_s)
                     (log.warning if tries == 1 else log.info)(
-                        "%s: delivery %s failed (%s); try %d in %.0fs", channel_name, key, exc, tries + 1, wait)
+                        "%s: delivery %s failed (%s); try %d in %.0fs", channel_name, key, exc, tries + 1, wait
+                    )
                     outbox.record_failure(self.deliver_conn, key, str(exc), now + wait)
                 continue
             outbox.record_sent(self.deliver_conn, key, self.clock())
             self.sent += 1
-            log.info("%s: sent %d notification(s) as %s%s", channel_name, len(notes), key,
-                     f" after {attempts + 1} tries" if attempts else "")
+            log.info(
+                "%s: sent %d notification(s) as %s%s",
+                channel_name,
+                len(notes),
+                key,
+                f" after {attempts + 1} tries" if attempts else "",
+            )
         retry = outbox.next_try(self.deliver_conn)
         return min([t for t in (next_group, retry) if t is not None], default=None)
 

@@ -10,6 +10,7 @@ Tables: `events` (the latest snapshot of each event seen), `marks` (per event an
 highest severity told, and whether its resolution was told), `notifications` (one per event,
 kind and channel), `deliveries` (one per message sent on a channel: one or more notifications).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,23 +112,27 @@ class Planner:
                 return 0
             event = json.loads(row[0])
             if event.get("closed_ts_us") is not None:
-                return 0     # it had resolved by itself: that was told
+                return 0  # it had resolved by itself: that was told
             return self._resolved(event, payload.get("by"), payload.get("note"), payload.get("made_us"))
         return 0
 
     def _snapshot(self, p: dict) -> int:
         old = self.conn.execute("SELECT rev FROM events WHERE event_id = ?", (p["id"],)).fetchone()
         if old is not None and p["rev"] < old[0]:
-            return 0      # an older change arriving late: what it says was already handled
-        self.conn.execute("INSERT INTO events VALUES (?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET"
-                          " rev = excluded.rev, payload = excluded.payload", (p["id"], p["rev"], json.dumps(p)))
+            return 0  # an older change arriving late: what it says was already handled
+        self.conn.execute(
+            "INSERT INTO events VALUES (?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET"
+            " rev = excluded.rev, payload = excluded.payload",
+            (p["id"], p["rev"], json.dumps(p)),
+        )
         added = 0
         rank = SEVERITY_RANK[p["severity"]]
         changed_us = p.get("closed_ts_us") or p["end_ts_us"]
         too_old = self.clock() - changed_us / 1e6 > self.settings.give_up_s
         for channel in self.settings.channels_for(p["sensor"], p["severity"]):
-            mark = self.conn.execute("SELECT told_rank FROM marks WHERE event_id = ? AND channel = ?",
-                                     (p["id"], channel)).fetchone()
+            mark = self.conn.execute(
+                "SELECT told_rank FROM marks WHERE event_id = ? AND channel = ?", (p["id"], channel)
+            ).fetchone()
             told = mark[0] if mark else -1
             if rank <= told:
                 continue
@@ -141,31 +146,47 @@ class Planner:
             key = f"{p['id']}|{kind}:{p['severity']}|{channel}" if kind == ESCALATED else f"{p['id']}|{kind}|{channel}"
             added += self._insert(key, channel, p, kind, arrived, held)
             if held is None:
-                self.conn.execute("INSERT INTO marks VALUES (?, ?, ?, 0) ON CONFLICT (event_id, channel) DO UPDATE"
-                                  " SET told_rank = excluded.told_rank", (p["id"], channel, rank))
+                self.conn.execute(
+                    "INSERT INTO marks VALUES (?, ?, ?, 0) ON CONFLICT (event_id, channel) DO UPDATE"
+                    " SET told_rank = excluded.told_rank",
+                    (p["id"], channel, rank),
+                )
         if p.get("closed_ts_us") is not None:
             added += self._resolved(p, None, None, None)
         return added
 
     def _resolved(self, event: dict, by, note, made_us) -> int:
         added = 0
-        for (channel,) in self.conn.execute("SELECT channel FROM marks WHERE event_id = ? AND resolved = 0",
-                                            (event["id"],)).fetchall():
+        for (channel,) in self.conn.execute(
+            "SELECT channel FROM marks WHERE event_id = ? AND resolved = 0", (event["id"],)
+        ).fetchall():
             arrived = made_us if by else event.get("closed_ts_us")
-            added += self._insert(f"{event['id']}|{RESOLVED}|{channel}", channel, event, RESOLVED, arrived, None,
-                                  by=by, note=note, made_us=made_us)
-            self.conn.execute("UPDATE marks SET resolved = 1 WHERE event_id = ? AND channel = ?", (event["id"], channel))
+            added += self._insert(
+                f"{event['id']}|{RESOLVED}|{channel}",
+                channel,
+                event,
+                RESOLVED,
+                arrived,
+                None,
+                by=by,
+                note=note,
+                made_us=made_us,
+            )
+            self.conn.execute(
+                "UPDATE marks SET resolved = 1 WHERE event_id = ? AND channel = ?", (event["id"], channel)
+            )
         return added
 
     def _insert(self, key, channel, event, kind, arrived_us, held, **extra) -> int:
         body = {"key": key, "kind": kind, "event": event, **extra}
         # A notification held back earlier (quiet hours) is released by a later change that may go.
-        cur = self.conn.execute("INSERT INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
-                                " ON CONFLICT (key) DO UPDATE SET held = NULL, body = excluded.body, severity = excluded.severity,"
-                                " created = excluded.created, arrived_us = excluded.arrived_us WHERE notifications.held IS NOT NULL"
-                                " AND excluded.held IS NULL AND notifications.delivery IS NULL",
-                                (key, channel, event["id"], kind, event["severity"], json.dumps(body), self.clock(),
-                                 arrived_us, held))
+        cur = self.conn.execute(
+            "INSERT INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+            " ON CONFLICT (key) DO UPDATE SET held = NULL, body = excluded.body, severity = excluded.severity,"
+            " created = excluded.created, arrived_us = excluded.arrived_us WHERE notifications.held IS NOT NULL"
+            " AND excluded.held IS NULL AND notifications.delivery IS NULL",
+            (key, channel, event["id"], kind, event["severity"], json.dumps(body), self.clock(), arrived_us, held),
+        )
         return cur.rowcount
 
 
@@ -180,11 +201,12 @@ def group_due(conn: sqlite3.Connection, settings, now: float) -> tuple[list[str]
     `group_interval_s` (a storm becomes one message per channel per interval). Returns the new
     deliveries' keys and when the next one falls due (None: nothing waits)."""
     made, next_due = [], None
-    waiting = conn.execute("SELECT channel, min(created) FROM notifications WHERE delivery IS NULL AND held IS NULL"
-                           " GROUP BY channel").fetchall()
+    waiting = conn.execute(
+        "SELECT channel, min(created) FROM notifications WHERE delivery IS NULL AND held IS NULL GROUP BY channel"
+    ).fetchall()
     for channel, first in waiting:
         if channel not in settings.channels:
-            continue     # a channel taken out of the configuration: its rows stay as they are
+            continue  # a channel taken out of the configuration: its rows stay as they are
         last = conn.execute("SELECT max(created) FROM deliveries WHERE channel = ?", (channel,)).fetchone()[0]
         due = first + settings.group_wait_s
         if last is not None:
@@ -193,11 +215,16 @@ def group_due(conn: sqlite3.Connection, settings, now: float) -> tuple[list[str]
             next_due = due if next_due is None else min(next_due, due)
             continue
         with transaction(conn):
-            rows = conn.execute("SELECT key, body FROM notifications WHERE channel = ? AND delivery IS NULL"
-                                " AND held IS NULL ORDER BY created, rowid", (channel,)).fetchall()
+            rows = conn.execute(
+                "SELECT key, body FROM notifications WHERE channel = ? AND delivery IS NULL"
+                " AND held IS NULL ORDER BY created, rowid",
+                (channel,),
+            ).fetchall()
             key = delivery_key([k for k, _ in rows])
-            conn.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL)",
-                         (key, channel, json.dumps([json.loads(b) for _, b in rows]), len(rows), PENDING, now, now))
+            conn.execute(
+                "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL)",
+                (key, channel, json.dumps([json.loads(b) for _, b in rows]), len(rows), PENDING, now, now),
+            )
             conn.executemany("UPDATE notifications SET delivery = ? WHERE key = ?", [(key, k) for k, _ in rows])
         made.append(key)
     return made, next_due
@@ -205,8 +232,11 @@ def group_due(conn: sqlite3.Connection, settings, now: float) -> tuple[list[str]
 
 def due_deliveries(conn: sqlite3.Connection, now: float) -> list[tuple[str, str, list[dict], int, float]]:
     """(key, channel, notifications, attempts, created) of deliveries to try now, oldest first."""
-    rows = conn.execute("SELECT key, channel, body, attempts, created FROM deliveries WHERE state IN (?, ?)"
-                        " AND next_try <= ? ORDER BY created, key", (PENDING, RETRYING, now)).fetchall()
+    rows = conn.execute(
+        "SELECT key, channel, body, attempts, created FROM deliveries WHERE state IN (?, ?)"
+        " AND next_try <= ? ORDER BY created, key",
+        (PENDING, RETRYING, now),
+    ).fetchall()
     return [(k, c, json.loads(b), a, t) for k, c, b, a, t in rows]
 
 
@@ -231,8 +261,10 @@ def record_failure(conn, key: str, reason: str, retry_at: float | None) -> None:
         if retry_at is None:
             conn.execute("UPDATE deliveries SET state = ?, last_error = ? WHERE key = ?", (FAILED, reason, key))
         else:
-            conn.execute("UPDATE deliveries SET state = ?, last_error = ?, next_try = ? WHERE key = ?",
-                         (RETRYING, reason, retry_at, key))
+            conn.execute(
+                "UPDATE deliveries SET state = ?, last_error = ?, next_try = ? WHERE key = ?",
+                (RETRYING, reason, retry_at, key),
+            )
 
 
 def delivery_states(path: Path, event_ids: list[str] | None = None):
@@ -243,8 +275,10 @@ def delivery_states(path: Path, event_ids: list[str] | None = None):
         return []
     conn = connect(path, read_only=True)
     try:
-        sql = ("SELECT n.event_id, n.channel, n.kind, n.severity, n.created, n.held, d.state, d.attempts,"
-               " d.last_error, d.sent_at, d.key FROM notifications n LEFT JOIN deliveries d ON d.key = n.delivery")
+        sql = (
+            "SELECT n.event_id, n.channel, n.kind, n.severity, n.created, n.held, d.state, d.attempts,"
+            " d.last_error, d.sent_at, d.key FROM notifications n LEFT JOIN deliveries d ON d.key = n.delivery"
+        )
         params: list = []
         if event_ids is not None:
             if not event_ids:
@@ -253,6 +287,6 @@ def delivery_states(path: Path, event_ids: list[str] | None = None):
             params = list(event_ids)
         return conn.execute(sql + " ORDER BY n.created DESC LIMIT 5000", params).fetchall()
     except sqlite3.OperationalError:
-        return []     # a file being created right now, without its tables yet
+        return []  # a file being created right now, without its tables yet
     finally:
         conn.close()

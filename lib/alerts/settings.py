@@ -9,6 +9,7 @@ Secrets (a webhook's token or secret URL, an SMTP login) never sit in vigie.toml
 that only its owner may read (mode 0600 or 0400); the same for `url` and `password`. A plain
 `token` or `password` in the file stops start-up with a message saying where to put it.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ from lib.detect.events import SEVERITIES, SEVERITY_RANK
 
 WEBHOOK_FORMATS = ("json", "slack", "ntfy")
 EMAIL_SECURITY = ("none", "starttls", "ssl")
-SECRET_KEYS = ("token", "password")          # never given in the file itself
+SECRET_KEYS = ("token", "password")  # never given in the file itself
 FROM_ENV_OR_FILE = ("url", "token", "password", "username")
 _KNOWN = {
     "webhook": {"kind", "url", "format", "topic", "token"},
@@ -51,7 +52,7 @@ class Channel:
     token: str = field(default="", repr=False)
     username: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
-    secrets: tuple[str, ...] = field(default=(), repr=False)   # every secret value, to scrub from errors
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # every secret value, to scrub from errors
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,16 @@ class Route:
     min_severity: str = "warning"
 
     def matches(self, sensor: str, severity: str) -> bool:
-        return ("*" in self.sensors or sensor in self.sensors) and \
-            SEVERITY_RANK[severity] >= SEVERITY_RANK[self.min_severity]
+        return ("*" in self.sensors or sensor in self.sensors) and SEVERITY_RANK[severity] >= SEVERITY_RANK[
+            self.min_severity
+        ]
 
 
 @dataclass(frozen=True)
 class QuietHours:
     """A daily span of local time ("22:00-07:00" crosses midnight) when only events of at least
     `min_severity` are sent; the others are recorded as held back."""
+
     start: time
     end: time
     min_severity: str = "critical"
@@ -116,8 +119,9 @@ def _secret_from(where: str, key: str, table: Mapping[str, Any], env: Mapping[st
         except OSError as exc:
             raise AlertsConfigError(f"{where} {key}_file: cannot read {path} ({exc.strerror})") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise AlertsConfigError(f"{where} {key}_file: {path} is readable by others (mode "
-                                    f"{stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+            raise AlertsConfigError(
+                f"{where} {key}_file: {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it"
+            )
         if st.st_uid != os.getuid():
             raise AlertsConfigError(f"{where} {key}_file: {path} belongs to another user")
         return path.read_text(encoding="utf-8").strip()
@@ -134,8 +138,10 @@ def _channel(name: str, table: Any, env: Mapping[str, str]) -> Channel:
     known = _KNOWN[kind] | {f"{k}_{s}" for k in FROM_ENV_OR_FILE if k in _KNOWN[kind] for s in ("env", "file")}
     for key in SECRET_KEYS:
         if key in table:
-            raise AlertsConfigError(f"{where} {key}: a secret does not belong in the configuration file; "
-                                    f"use {key}_env (an environment variable) or {key}_file (a file only you can read)")
+            raise AlertsConfigError(
+                f"{where} {key}: a secret does not belong in the configuration file; "
+                f"use {key}_env (an environment variable) or {key}_file (a file only you can read)"
+            )
     bad = set(table) - known
     if bad:
         allowed = ", ".join(sorted(known - set(SECRET_KEYS)))
@@ -160,8 +166,15 @@ def _channel(name: str, table: Any, env: Mapping[str, str]) -> Channel:
             raise AlertsConfigError(f"{where} format: must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}")
         if fmt == "ntfy" and not table.get("topic"):
             raise AlertsConfigError(f"{where} topic: the ntfy format needs a topic")
-        return Channel(name, kind, url=url, format=fmt, topic=table.get("topic", ""), token=values.get("token", ""),
-                       secrets=tuple(s for s in secrets if s))
+        return Channel(
+            name,
+            kind,
+            url=url,
+            format=fmt,
+            topic=table.get("topic", ""),
+            token=values.get("token", ""),
+            secrets=tuple(s for s in secrets if s),
+        )
     host, port, security = table.get("host", ""), table.get("port", 25), table.get("security", "none")
     to = table.get("to", [])
     if not host:
@@ -179,9 +192,19 @@ def _channel(name: str, table: Any, env: Mapping[str, str]) -> Channel:
         raise AlertsConfigError(f"{where} from: expected the sender's e-mail address, got {sender!r}")
     if values.get("password") and not values.get("username"):
         raise AlertsConfigError(f"{where}: a password without a username")
-    return Channel(name, kind, host=host, port=port, security=security, sender=sender, to=tuple(to),
-                   ca_file=table.get("ca_file", ""), username=values.get("username", ""),
-                   password=values.get("password", ""), secrets=tuple(s for s in secrets if s))
+    return Channel(
+        name,
+        kind,
+        host=host,
+        port=port,
+        security=security,
+        sender=sender,
+        to=tuple(to),
+        ca_file=table.get("ca_file", ""),
+        username=values.get("username", ""),
+        password=values.get("password", ""),
+        secrets=tuple(s for s in secrets if s),
+    )
 
 
 def _severity(where: str, value: Any) -> str:
@@ -210,18 +233,28 @@ def load_alerts(config, env: Mapping[str, str] | None = None) -> AlertSettings:
             raise AlertsConfigError(f"{where}: expected a table, got {table!r}")
         bad = set(table) - {"channels", "sensors", "min_severity"}
         if bad:
-            raise AlertsConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))} "
-                                    "(known: channels, min_severity, sensors)")
+            raise AlertsConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(bad))} (known: channels, min_severity, sensors)"
+            )
         chans, sensors = table.get("channels", []), table.get("sensors", ["*"])
         for key, value in (("channels", chans), ("sensors", sensors)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise AlertsConfigError(f"{where} {key}: expected a list of names, got {value!r}")
         missing = [c for c in chans if c not in channels]
         if missing or not chans:
-            raise AlertsConfigError(f"{where} channels: no channel named {', '.join(missing)}" if missing
-                                    else f"{where} channels: name at least one channel")
-        routes.append(Route(name, tuple(chans), tuple(sensors),
-                            _severity(f"{where} min_severity", table.get("min_severity", a.min_severity))))
+            raise AlertsConfigError(
+                f"{where} channels: no channel named {', '.join(missing)}"
+                if missing
+                else f"{where} channels: name at least one channel"
+            )
+        routes.append(
+            Route(
+                name,
+                tuple(chans),
+                tuple(sensors),
+                _severity(f"{where} min_severity", table.get("min_severity", a.min_severity)),
+            )
+        )
     if not routes and channels:
         routes.append(Route("default", tuple(channels), ("*",), a.min_severity))
     quiet = None
@@ -229,8 +262,16 @@ def load_alerts(config, env: Mapping[str, str] | None = None) -> AlertSettings:
         if "-" not in a.quiet_hours:
             raise AlertsConfigError(f"[alerts] quiet_hours: expected HH:MM-HH:MM, got {a.quiet_hours!r}")
         lo, hi = a.quiet_hours.split("-", 1)
-        quiet = QuietHours(_clock("[alerts] quiet_hours", lo), _clock("[alerts] quiet_hours", hi),
-                           a.quiet_min_severity)
+        quiet = QuietHours(_clock("[alerts] quiet_hours", lo), _clock("[alerts] quiet_hours", hi), a.quiet_min_severity)
     page_url = (a.page_url or f"http://{config.app.address}:{config.app.port}").rstrip("/")
-    return AlertSettings(channels, tuple(routes), page_url, quiet, a.group_wait_s, a.group_interval_s,
-                         a.retry_max_s, a.give_up_s, a.timeout_s)
+    return AlertSettings(
+        channels,
+        tuple(routes),
+        page_url,
+        quiet,
+        a.group_wait_s,
+        a.group_interval_s,
+        a.retry_max_s,
+        a.give_up_s,
+        a.timeout_s,
+    )

@@ -5,6 +5,7 @@ Agreement is measured on readings both detectors judged (initializing readings a
 Jaccard = both flagged / either flagged; Cohen's kappa corrects raw agreement for what two
 detectors flagging at their own rates would agree on by chance.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -76,19 +77,32 @@ def replay(values: list[float], name: str, params: Mapping[str, Any] | None = No
     per reading."""
     det, decision = detectors.build(name, params)
     out = det.score_learn_many(list(map(float, values)))
-    return pd.DataFrame({"state": [decision.state(ready, score) for ready, score in out],
-                         "score": [score if ready else None for ready, score in out]})
+    return pd.DataFrame(
+        {
+            "state": [decision.state(ready, score) for ready, score in out],
+            "score": [score if ready else None for ready, score in out],
+        }
+    )
 
 
 def replay_vs_live(series: pd.DataFrame, replayed: pd.DataFrame, live: pd.DataFrame) -> dict[str, Any]:
     """Compare a replay's verdicts with what was flagged live on the same readings (by seq)."""
-    rep = series[["seq", "ts", "value"]].reset_index(drop=True).assign(
-        replay=replayed["state"].values, replay_score=replayed["score"].values)
+    rep = (
+        series[["seq", "ts", "value"]]
+        .reset_index(drop=True)
+        .assign(replay=replayed["state"].values, replay_score=replayed["score"].values)
+    )
     merged = rep.merge(live.rename(columns={"state": "live", "score": "live_score"}), on="seq", how="left")
     judged = merged[(merged["replay"] != "initializing") & merged["live"].notna() & (merged["live"] != "initializing")]
     a = judged["replay"] == STATE_ANOMALY
     b = judged["live"] == STATE_ANOMALY
     counts = dict(n11=int((a & b).sum()), n10=int((a & ~b).sum()), n01=int((~a & b).sum()), n00=int((~a & ~b).sum()))
-    return {"rows": merged, "replay_flagged": int((merged["replay"] == STATE_ANOMALY).sum()),
-            "live_flagged": int((merged["live"] == STATE_ANOMALY).sum()),
-            "judged": len(judged), **counts, "jaccard": jaccard(**counts), "kappa": kappa(**counts)}
+    return {
+        "rows": merged,
+        "replay_flagged": int((merged["replay"] == STATE_ANOMALY).sum()),
+        "live_flagged": int((merged["live"] == STATE_ANOMALY).sum()),
+        "judged": len(judged),
+        **counts,
+        "jaccard": jaccard(**counts),
+        "kappa": kappa(**counts),
+    }

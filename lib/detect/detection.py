@@ -4,14 +4,15 @@
 a sensor is seen, and optionally warmed from history so that a restarted worker does not put the
 sensor back into "initializing".
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from typing import Any, Iterable, Mapping
 
-from lib.detect import detectors
 from lib.config import Config, ConfigError
+from lib.detect import detectors
 from lib.detect.events import EventBook, check_events_config, event_messages
 from lib.detect.feedback import FEEDBACK_S, raised_threshold
 from lib.detect.plan import sensor_plan
@@ -69,7 +70,7 @@ class Judge:
         self._sensors: dict[str, list[tuple[str, detectors.Detector, detectors.Decision]]] = {}
         # the operator's rejected flags, {(sensor, detector): highest rejected score} (lib.detect.feedback)
         self._floors: dict[tuple[str, str], float] = {}
-        self._configured: dict[tuple[str, str], float] = {}   # each decision's threshold before them
+        self._configured: dict[tuple[str, str], float] = {}  # each decision's threshold before them
         self._rules: dict[str, RuleState] = {}
         # the last reading of each sensor, (session, seq, ts_us), and whether its silence was told
         self._last: dict[str, tuple[str, int, int]] = {}
@@ -140,7 +141,7 @@ class Judge:
         groups: dict[type, list] = {}
         for k, (sensor, values, _) in enumerate(batch):
             for name, det, decision in self._setup(sensor):
-                out[k][name] = None    # the plan's order
+                out[k][name] = None  # the plan's order
                 groups.setdefault(type(det), []).append((k, name, det, decision, values))
         for cls, items in groups.items():
             results = cls.score_learn_groups([(det, values) for _, _, det, _, values in items])
@@ -153,13 +154,16 @@ class Judge:
                 out[k].update(judged)
         return out
 
-    def judge_many(self, sensor: str, values: list[float],
-                   ts_us: list[int] | None = None) -> list[list[tuple[str, str, float | None]]]:
+    def judge_many(
+        self, sensor: str, values: list[float], ts_us: list[int] | None = None
+    ) -> list[list[tuple[str, str, float | None]]]:
         """For each value in order: [(detector or "rule:<name>", state, score)] (one sensor;
         `judge_sensors` column by column)."""
         cols = self.judge_sensors([(sensor, values, ts_us)])[0]
-        return [[(name, STATE_CODES[codes[i]], scores[i]) for name, (codes, scores) in cols.items()]
-                for i in range(len(values))]
+        return [
+            [(name, STATE_CODES[codes[i]], scores[i]) for name, (codes, scores) in cols.items()]
+            for i in range(len(values))
+        ]
 
     def note_last(self, sensor: str, session: str, seq: int, ts_us: int) -> None:
         """Remember the sensor's latest reading, the anchor of a "no data" row should it go silent."""
@@ -213,8 +217,9 @@ def judge_messages(judge: Judge, consumer, messages) -> list:
         msgs = by_sensor[sensor]
         states = StatesBatch.of_readings(sensor, msgs, ts, judged)
         outputs.append(states.message())
-        outputs += event_messages(judge.events.tracker(sensor).feed_columns(
-            Reading.sessions(msgs), states.seq, ts, values, judged))
+        outputs += event_messages(
+            judge.events.tracker(sensor).feed_columns(Reading.sessions(msgs), states.seq, ts, values, judged)
+        )
         last = Reading.parse(msgs[-1])
         judge.note_last(sensor, last.session, last.seq, ts[-1])
     return outputs
@@ -250,15 +255,22 @@ def _owned(consumer) -> set[str] | None:
 BATCH_SECONDS = 0.5
 
 
-def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_timeout: float = 0.2,
-                 count: int | None = None, feedback=None) -> int:
+def run_detector(
+    judge: Judge,
+    consumer,
+    stop,
+    max_records: int = 5000,
+    poll_timeout: float = 0.2,
+    count: int | None = None,
+    feedback=None,
+) -> int:
     """Poll readings, judge them, and commit the states with the consumer's position (one
     transaction on the embedded transport). `feedback`, when given, returns the operator's
     rejected flags (lib.detect.feedback.rejected_floors), read at start and every FEEDBACK_S.
     Returns the number of readings judged."""
     done = 0
     next_feedback = 0.0
-    data_now = 0   # the latest reading time seen: the clock for silences while readings flow
+    data_now = 0  # the latest reading time seen: the clock for silences while readings flow
     # A stop is seen between polls, so a poll takes BATCH_SECONDS' worth of judging at the rate
     # just measured: a worker catching up on a backlog still stops (and commits) promptly.
     limit = max_records
@@ -269,8 +281,12 @@ def run_detector(judge: Judge, consumer, stop, max_records: int = 5000, poll_tim
             floors = feedback()
             if floors is not None:
                 for sensor, name, threshold in judge.apply_floors(floors):
-                    log.info("%s: %s now flags only scores above %.6g (the operator rejected a flag)",
-                             sensor, name, threshold)
+                    log.info(
+                        "%s: %s now flags only scores above %.6g (the operator rejected a flag)",
+                        sensor,
+                        name,
+                        threshold,
+                    )
         messages = consumer.poll(limit, poll_timeout)
         if not messages:
             # caught up: wall-clock time is now the right clock for a silent sensor

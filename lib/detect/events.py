@@ -32,6 +32,7 @@ replay updates them instead of adding new ones.
 >>> e.closed, e.peak_value, e.members, e.severity
 (True, 90.0, ('dbscan', 'iforest'), 'critical')
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,6 +60,7 @@ class Policy:
     says so: "agree" (at least `critical_agree` detectors flagged one reading), "score" (the peak
     score reached `critical_score`; 0 turns it off), "rule" (a rule in `critical_rules` fired,
     named without the "rule:" prefix)."""
+
     min_agree: int = 1
     quiet_s: float = 30.0
     quiet_n: int = 0
@@ -69,12 +71,14 @@ class Policy:
     critical_rules: tuple[str, ...] = ("range", "no_data")
 
     def severity(self, max_agree: int, peak_score: float, members: Sequence[str]) -> str:
-        critical = (("agree" in self.severity_from and max_agree >= self.critical_agree)
-                    or ("score" in self.severity_from and self.critical_score > 0
-                        and peak_score >= self.critical_score)
-                    or ("rule" in self.severity_from
-                        and any(m[len(RULE_PREFIX):] in self.critical_rules for m in members
-                                if m.startswith(RULE_PREFIX))))
+        critical = (
+            ("agree" in self.severity_from and max_agree >= self.critical_agree)
+            or ("score" in self.severity_from and self.critical_score > 0 and peak_score >= self.critical_score)
+            or (
+                "rule" in self.severity_from
+                and any(m[len(RULE_PREFIX) :] in self.critical_rules for m in members if m.startswith(RULE_PREFIX))
+            )
+        )
         return "critical" if critical else self.base_severity
 
 
@@ -96,9 +100,11 @@ def check_policy(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{where} {key}: expected a list of names, got {value!r}")
             value = tuple(value)
             if key == "severity_from" and set(value) - set(SEVERITY_SOURCES):
-                raise ValueError(f"{where} severity_from: unknown source(s) "
-                                 f"{', '.join(sorted(set(value) - set(SEVERITY_SOURCES)))} "
-                                 f"(known: {', '.join(SEVERITY_SOURCES)})")
+                raise ValueError(
+                    f"{where} severity_from: unknown source(s) "
+                    f"{', '.join(sorted(set(value) - set(SEVERITY_SOURCES)))} "
+                    f"(known: {', '.join(SEVERITY_SOURCES)})"
+                )
         elif isinstance(default, str):
             if value not in SEVERITIES:
                 raise ValueError(f"{where} {key}: must be one of {', '.join(SEVERITIES)}, got {value!r}")
@@ -161,11 +167,12 @@ def decide(judged: Mapping[str, tuple[str, Sequence]], n: int, min_agree: int):
 class Event:
     """One event as it stands; the payload of an `_vigie.events` message (`payload`/`from_payload`).
     Times are microseconds since the epoch (UTC), as the readings carry them."""
+
     sensor: str
     session: str
     start_seq: int
     start_ts_us: int
-    start_value: float | None     # None: opened by a silence (no reading to show)
+    start_value: float | None  # None: opened by a silence (no reading to show)
     end_seq: int
     end_ts_us: int
     peak_seq: int
@@ -177,9 +184,9 @@ class Event:
     max_agree: int
     severity: str
     closed_ts_us: int | None = None
-    baseline: float | None = None # the last unflagged reading before it opened (None: none seen)
-    silent: bool = False          # open on a silent sensor: only a reading can end the silence
-    rev: int = 0                  # increases with every change sent: the store keeps the highest
+    baseline: float | None = None  # the last unflagged reading before it opened (None: none seen)
+    silent: bool = False  # open on a silent sensor: only a reading can end the silence
+    rev: int = 0  # increases with every change sent: the store keeps the highest
 
     @property
     def id(self) -> str:
@@ -211,22 +218,28 @@ class EventTracker:
     batch as the detector worker has it (states as letters, lib.states.STATE_CODES); `feed` one
     reading. Both return the events that changed, at most one snapshot per event per call, in
     the order they changed."""
+
     sensor: str
     policy: Policy = field(default_factory=Policy)
     current: Event | None = None
-    since_flag: int = 0           # unflagged readings since the open event's last flagged one
-    quiet_from_ts: int = 0        # when the open event's quiet period started (its last flag)
+    since_flag: int = 0  # unflagged readings since the open event's last flagged one
+    quiet_from_ts: int = 0  # when the open event's quiet period started (its last flag)
     last_normal: float | None = None  # the latest unflagged reading's value
 
     # -- feeding -------------------------------------------------------------------------------
-    def feed(self, session: str, seq: int, ts_us: int, value: float,
-             flags: Mapping[str, float | None]) -> list[Event]:
+    def feed(self, session: str, seq: int, ts_us: int, value: float, flags: Mapping[str, float | None]) -> list[Event]:
         """One reading; `flags` maps each detector or "rule:<name>" that said "anomaly" to its score."""
         judged = {name: ("a", [score]) for name, score in flags.items()}
         return self.feed_columns([session], [seq], [ts_us], [value], judged)
 
-    def feed_columns(self, sessions: str | Sequence[str], seqs: Sequence[int], ts_us: Sequence[int],
-                     values: Sequence[float], judged: Mapping[str, tuple[str, Sequence]]) -> list[Event]:
+    def feed_columns(
+        self,
+        sessions: str | Sequence[str],
+        seqs: Sequence[int],
+        ts_us: Sequence[int],
+        values: Sequence[float],
+        judged: Mapping[str, tuple[str, Sequence]],
+    ) -> list[Event]:
         """Many readings of the sensor, in order. `judged`: {detector or "rule:<name>": (a state
         letter per reading, a score per reading)}, as lib.detect.detection.Judge returns them."""
         n = len(seqs)
@@ -238,7 +251,7 @@ class EventTracker:
         vals = np.asarray(values, dtype=float)
         # for each reading, the index of the latest unflagged one up to it (-1: none in this batch)
         normal_at = np.maximum.accumulate(np.where(flagged, -1, np.arange(n)))
-        at = 0    # the next reading not yet accounted for
+        at = 0  # the next reading not yet accounted for
         if self.current is not None and self.current.silent:
             # The first reading after a silence ends it; the quiet period counts from it.
             ev = self.current
@@ -254,10 +267,16 @@ class EventTracker:
             if normal_at[i] >= 0:
                 self.last_normal = float(vals[normal_at[i]])
             self._maybe_close(ts, at, i, changed)
-            self._flag(_session(sessions, i), int(seqs[i]), int(ts[i]), float(values[i]),
-                       [(name, _score(scores[i])) for name, hit, scores in det_flags if hit[i]],
-                       [(name, _score(scores[i], 1.0)) for name, hit, scores in rule_flags if hit[i]],
-                       int(agree[i]), changed)
+            self._flag(
+                _session(sessions, i),
+                int(seqs[i]),
+                int(ts[i]),
+                float(values[i]),
+                [(name, _score(scores[i])) for name, hit, scores in det_flags if hit[i]],
+                [(name, _score(scores[i], 1.0)) for name, hit, scores in rule_flags if hit[i]],
+                int(agree[i]),
+                changed,
+            )
             at = i + 1
         self._maybe_close(ts, at, n, changed)
         if normal_at[-1] >= 0:
@@ -303,8 +322,24 @@ class EventTracker:
 
     # -- the event's life ------------------------------------------------------------------------
     def _open(self, session: str, seq: int, ts: int, value: float | None) -> Event:
-        self.current = Event(self.sensor, session, seq, ts, value, seq, ts, seq, ts, value, -1.0, (), 0, 0,
-                             self.policy.base_severity, baseline=self.last_normal)
+        self.current = Event(
+            self.sensor,
+            session,
+            seq,
+            ts,
+            value,
+            seq,
+            ts,
+            seq,
+            ts,
+            value,
+            -1.0,
+            (),
+            0,
+            0,
+            self.policy.base_severity,
+            baseline=self.last_normal,
+        )
         return self.current
 
     def _flag(self, session, seq, ts, value, dets, rules, agree, changed) -> None:
@@ -312,8 +347,12 @@ class EventTracker:
         if ev is None:
             ev = self._open(session, seq, ts, value)
         score = max([s for _, s in dets + rules], default=0.0)
-        if score > ev.peak_score or (score == ev.peak_score and ev.baseline is not None and ev.peak_value is not None
-                                     and abs(value - ev.baseline) > abs(ev.peak_value - ev.baseline)):
+        if score > ev.peak_score or (
+            score == ev.peak_score
+            and ev.baseline is not None
+            and ev.peak_value is not None
+            and abs(value - ev.baseline) > abs(ev.peak_value - ev.baseline)
+        ):
             ev.peak_seq, ev.peak_ts_us, ev.peak_value, ev.peak_score = seq, ts, value, score
         ev.end_seq, ev.end_ts_us = seq, ts
         ev.n_flagged += 1
@@ -358,7 +397,7 @@ class EventTracker:
         out = []
         for ev in changed.values():
             ev.rev += 1
-            out.append(dataclasses.replace(ev))   # a snapshot: later changes do not alter it
+            out.append(dataclasses.replace(ev))  # a snapshot: later changes do not alter it
         return out
 
 
@@ -415,10 +454,51 @@ def event_messages(events: Sequence[Event]) -> list:
 def open_events(conn, sensors=None) -> list:
     """Events the detectors have not closed, read from the store's `events` table on `conn`
     (lib.store.reader.read_db): what a restarted detector worker carries on."""
-    from lib.store.named import open_event_rows   # a named read: a running store answers it
+    from lib.store.named import open_event_rows  # a named read: a running store answers it
+
     out = []
-    for (_, sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score, members, n, agree,
-         severity, silent, rev, baseline) in open_event_rows(conn, sensors):
-        out.append(Event(sensor, session, s_seq, s_ts, s_val, e_seq, e_ts, p_seq, p_ts, p_val, p_score,
-                         tuple(m for m in members.split(",") if m), n, agree, severity, None, baseline, silent, rev))
+    for (
+        _,
+        sensor,
+        session,
+        s_seq,
+        s_ts,
+        s_val,
+        e_seq,
+        e_ts,
+        p_seq,
+        p_ts,
+        p_val,
+        p_score,
+        members,
+        n,
+        agree,
+        severity,
+        silent,
+        rev,
+        baseline,
+    ) in open_event_rows(conn, sensors):
+        out.append(
+            Event(
+                sensor,
+                session,
+                s_seq,
+                s_ts,
+                s_val,
+                e_seq,
+                e_ts,
+                p_seq,
+                p_ts,
+                p_val,
+                p_score,
+                tuple(m for m in members.split(",") if m),
+                n,
+                agree,
+                severity,
+                None,
+                baseline,
+                silent,
+                rev,
+            )
+        )
     return out

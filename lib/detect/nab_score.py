@@ -17,6 +17,7 @@ The raw scores of all files are summed, one threshold is chosen for the whole co
 with the best total), and the total is normalised to 0..100 between the null detector (never
 detects: every window missed) and the perfect one (every window detected at its left edge).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,11 @@ import numpy as np
 #: NAB's application profiles (numenta/NAB config/profiles.json): the standard one, one that
 #: doubles the cost of a false alarm, one that doubles the cost of a missed window
 STANDARD = {"tp": 1.0, "fp": 0.11, "fn": 1.0, "tn": 1.0}
-PROFILES = {"standard": STANDARD,
-            "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0, "tn": 1.0},
-            "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0, "tn": 1.0}}
+PROFILES = {
+    "standard": STANDARD,
+    "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0, "tn": 1.0},
+    "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0, "tn": 1.0},
+}
 PROBATION_PERCENT = 0.15
 
 
@@ -58,6 +61,7 @@ def window_rows(timestamps: list, windows: list) -> list[tuple[int, int]]:
 @dataclass
 class FileScorer:
     """Everything threshold-independent about one file, so many thresholds score cheaply."""
+
     name: str
     n: int
     windows: list[tuple[int, int]]
@@ -66,7 +70,7 @@ class FileScorer:
     def __post_init__(self):
         n, prob = self.n, probationary_length(self.n)
         self.row_weight = np.empty(n)
-        self.row_window = np.full(n, -1)       # index of the window the row is in, -1 outside
+        self.row_window = np.full(n, -1)  # index of the window the row is in, -1 outside
         max_tp = scaled_sigmoid(-1.0)
         prev_right, prev_width = None, None
         wins = sorted(self.windows)
@@ -123,8 +127,10 @@ class FileScorer:
             gain = np.where(hit, self.row_weight[rows][np.minimum(first, len(rows) - 1)], -self.profile["fn"])
             total = total + gain
             tp += hit
-        return [{"raw": float(total[k]), "tp_windows": int(tp[k]), "windows": self.n_windows,
-                 "fp_rows": int(n_fp[k])} for k in range(len(thresholds))]
+        return [
+            {"raw": float(total[k]), "tp_windows": int(tp[k]), "windows": self.n_windows, "fp_rows": int(n_fp[k])}
+            for k in range(len(thresholds))
+        ]
 
     @property
     def null_score(self) -> float:
@@ -142,7 +148,7 @@ def candidate_thresholds(all_scores: list[np.ndarray], limit: int = 2000) -> np.
     if len(s) <= limit:
         return np.concatenate((s, [1.1]))
     qs = np.quantile(s, np.linspace(0, 1, limit // 2))
-    return np.unique(np.concatenate((qs, s[-limit // 2:], [1.1])))
+    return np.unique(np.concatenate((qs, s[-limit // 2 :], [1.1])))
 
 
 def normalised(raw: float, null: float, perfect: float) -> float:
@@ -154,8 +160,7 @@ def normalised(raw: float, null: float, perfect: float) -> float:
 def corpus_score(files: list[tuple[FileScorer, np.ndarray]], threshold: float | None = None) -> dict:
     """NAB-style score of a corpus: the best single threshold (unless one is given), the
     normalised total, and per-file raw scores at that threshold."""
-    thresholds = (np.array([threshold]) if threshold is not None
-                  else candidate_thresholds([s for _, s in files]))
+    thresholds = np.array([threshold]) if threshold is not None else candidate_thresholds([s for _, s in files])
     per_file = [fs.score_many(s, thresholds) for fs, s in files]
     totals = np.array([sum(pf[k]["raw"] for pf in per_file) for k in range(len(thresholds))])
     best = int(np.argmax(totals))

@@ -1,5 +1,6 @@
 """Which detectors run on a sensor, with which parameters: the configuration's plan, read by the
 judging (lib.detect.detection) and by the events' policy (lib.detect.events) alike."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -21,6 +21,7 @@ since none arrives: the detector worker emits it once per silence as a state row
 last reading before the silence (its session, seq and time), so the chart can draw the silent
 span from that reading to the next. `rules_for(config, sensor)` is what the app draws as bands.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,13 +43,14 @@ INTERVALS, NO_DATA_MIN_S = 64, 1.0
 @dataclass(frozen=True)
 class Rules:
     """One sensor's rules; None (or 0 for the counts and seconds) means the rule is off."""
+
     min: float | None = None
     max: float | None = None
-    max_rate: float | None = None      # units per second
-    stuck_n: int = 0                   # identical readings in a row
-    stuck_factor: float = 0.0          # times the longest recent run of identical readings
-    no_data_s: float = 0.0             # seconds of silence
-    no_data_factor: float = 0.0        # times the sensor's usual interval between readings
+    max_rate: float | None = None  # units per second
+    stuck_n: int = 0  # identical readings in a row
+    stuck_factor: float = 0.0  # times the longest recent run of identical readings
+    no_data_s: float = 0.0  # seconds of silence
+    no_data_factor: float = 0.0  # times the sensor's usual interval between readings
 
     @property
     def active(self) -> list[str]:
@@ -69,8 +71,13 @@ class Rules:
     @property
     def history_needed(self) -> int:
         """Readings of history that restore the rules' memory after a restart."""
-        return max(self.stuck_n - 1, 1 if self.max_rate is not None else 0, 0,
-                   STUCK_MEMORY if self.stuck_factor else 0, INTERVALS + 1 if self.no_data_factor else 0)
+        return max(
+            self.stuck_n - 1,
+            1 if self.max_rate is not None else 0,
+            0,
+            STUCK_MEMORY if self.stuck_factor else 0,
+            INTERVALS + 1 if self.no_data_factor else 0,
+        )
 
 
 def _check(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,12 +131,12 @@ class RuleState:
         self.rules = rules
         self.prev: float | None = None
         self.prev_ts: int | None = None
-        self.run = 0           # identical readings in a row, ending with `prev`
+        self.run = 0  # identical readings in a row, ending with `prev`
         self.seen = 0
         # completed runs (end index, length), lengths decreasing: the longest of the last
         # STUCK_MEMORY readings at the front
         self._runs: deque[tuple[int, int]] = deque()
-        self._gaps: deque[int] = deque(maxlen=INTERVALS)    # µs between readings
+        self._gaps: deque[int] = deque(maxlen=INTERVALS)  # µs between readings
 
     def learn(self, x: float, ts_us: int | None = None) -> None:
         self.judge_columns([x], None if ts_us is None else [ts_us])
@@ -171,7 +178,7 @@ class RuleState:
         if r.max_rate is not None:
             if t is not None:
                 dt = np.diff(t, prepend=np.nan if self.prev_ts is None else float(self.prev_ts)) / 1e6
-                dt[np.isnan(dt)] = 1.0     # no previous time: one second per reading
+                dt[np.isnan(dt)] = 1.0  # no previous time: one second per reading
             else:
                 dt = np.ones(n)
             step = np.abs(x - prev)

@@ -15,6 +15,7 @@ An entry of `[serial] port` is:
 the plain names `producer` and `simulator`, several get `producer-<name>` and `simulator-<name>`.
 Each producer reports its state in `<data>/run/producer-<name>.json` (lib.ingest.status).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,14 +31,14 @@ from lib.ingest.status import safe_name
 log = logging.getLogger(__name__)
 
 SIM, AUTO = "sim", "auto"
-SIM_LINK_NAME = "arduino"   # the plain "sim" board's link in the run folder
+SIM_LINK_NAME = "arduino"  # the plain "sim" board's link in the run folder
 SCENARIOS = PROJECT_ROOT / "data" / "scenarios"
 
 
 @dataclass(frozen=True)
 class Board:
-    entry: str      # the `[serial] port` entry, given to the producer as --port
-    name: str       # unique and file-safe: status file, program names, a simulated board's link
+    entry: str  # the `[serial] port` entry, given to the producer as --port
+    name: str  # unique and file-safe: status file, program names, a simulated board's link
 
     @property
     def simulated(self) -> bool:
@@ -51,7 +52,7 @@ class Board:
         """A simulated board's scenario file; None for the plain "sim" board ([simulator] scenario)."""
         if not self.entry.startswith(SIM + ":"):
             return None
-        spec = self.entry[len(SIM) + 1:]
+        spec = self.entry[len(SIM) + 1 :]
         if "/" in spec or spec.endswith(".toml"):
             return config.resolve(spec)
         return SCENARIOS / f"{spec}.toml"
@@ -62,7 +63,7 @@ def board_for(entry: str) -> Board:
     if entry == SIM:
         return Board(entry, SIM_LINK_NAME)
     if entry.startswith(SIM + ":"):
-        spec = entry[len(SIM) + 1:]
+        spec = entry[len(SIM) + 1 :]
         if not spec:
             raise ConfigError(f"[serial] port: {entry!r} names no scenario (sim:NAME)")
         return Board(entry, safe_name(Path(spec).stem))
@@ -79,8 +80,11 @@ def boards(config: Config, find=find_boards) -> list[Board]:
         for p in found:
             log.info("--port auto found %s (%s)", p.device, describe(p))
         if not found:
-            log.info("--port auto: no %sboard plugged in%s", "other " if out else "",
-                     "" if out else " yet; the producer waits for one")
+            log.info(
+                "--port auto: no %sboard plugged in%s",
+                "other " if out else "",
+                "" if out else " yet; the producer waits for one",
+            )
         if not out and len(found) <= 1:
             # One board or none yet: the producer looks for it itself, so it also finds a board
             # plugged in later or replugged under another name.
@@ -91,8 +95,10 @@ def boards(config: Config, find=find_boards) -> list[Board]:
     for name in names:
         if names.count(name) > 1:
             dup = [b.entry for b in out if b.name == name]
-            raise ConfigError(f"[serial] port: {' and '.join(dup)} would both be called {name!r}"
-                              f" (status file, program name): give one another name or path")
+            raise ConfigError(
+                f"[serial] port: {' and '.join(dup)} would both be called {name!r}"
+                f" (status file, program name): give one another name or path"
+            )
     return out
 
 
@@ -120,7 +126,8 @@ stopasgroup=true
 killasgroup=true
 """
 
-# A simulator that exits 0 (it was stopped) stays stopped. It stops before the producer (a higher priority stops first): lines the board sent are then all read before the
+# A simulator that exits 0 (it was stopped) stays stopped. It stops before the producer (a higher priority stops
+# first): lines the board sent are then all read before the
 # producer stops, at the cost of a short "board gone" gap closing each session.
 SIMULATOR_OPTIONS = """\
 autorestart=unexpected
@@ -139,11 +146,23 @@ def program_sections(board_list: list[Board], python: str) -> str:
     for b in board_list:
         suffix = f"-{b.name}" if several else ""
         args = ["--port", b.entry, "--name", b.name]
-        parts.append(PROGRAM.format(
-            program=f"producer{suffix}", root=PROJECT_ROOT, priority=30, options=PRODUCER_OPTIONS,
-            command=" ".join(_quote(a) for a in [python, "-m", "workers.producer", *args])))
+        parts.append(
+            PROGRAM.format(
+                program=f"producer{suffix}",
+                root=PROJECT_ROOT,
+                priority=30,
+                options=PRODUCER_OPTIONS,
+                command=" ".join(_quote(a) for a in [python, "-m", "workers.producer", *args]),
+            )
+        )
         if b.simulated:
-            parts.append(PROGRAM.format(
-                program=f"simulator{suffix}", root=PROJECT_ROOT, priority=40, options=SIMULATOR_OPTIONS,
-                command=" ".join(_quote(a) for a in [python, "-m", "workers.simulator", "--port", b.entry])))
+            parts.append(
+                PROGRAM.format(
+                    program=f"simulator{suffix}",
+                    root=PROJECT_ROOT,
+                    priority=40,
+                    options=SIMULATOR_OPTIONS,
+                    command=" ".join(_quote(a) for a in [python, "-m", "workers.simulator", "--port", b.entry]),
+                )
+            )
     return "\n".join(parts)

@@ -15,6 +15,7 @@ which does not come back, ends as rejects (`unconfirmed_sensor`) after `unconfir
 >>> SensorGate(sensors=("humidite",)).admit("hmidite", 1)
 ('unknown_sensor', [1])
 """
+
 from __future__ import annotations
 
 import time
@@ -24,13 +25,19 @@ from lib.ingest.protocol import TOO_MANY_SENSORS, UNKNOWN_SENSOR
 
 
 class SensorGate:
-    def __init__(self, sensors: tuple[str, ...] = (), confirm_lines: int = 3, unconfirmed_after_s: float = 30.0,
-                 max_sensors: int = 1000, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        sensors: tuple[str, ...] = (),
+        confirm_lines: int = 3,
+        unconfirmed_after_s: float = 30.0,
+        max_sensors: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.listed = frozenset(sensors)
         self.confirm_lines, self.unconfirmed_after_s = confirm_lines, unconfirmed_after_s
         self.max_sensors, self.clock = max_sensors, clock
         self.known: set[str] = set()
-        self._held: dict[str, tuple[float, list]] = {}   # name -> (first seen, its lines so far)
+        self._held: dict[str, tuple[float, list]] = {}  # name -> (first seen, its lines so far)
 
     @property
     def holding(self) -> int:
@@ -64,8 +71,11 @@ class SensorGate:
         """Names held longer than `unconfirmed_after_s` (all of them with `everything`, at a
         stop), with their lines; they are forgotten."""
         now = self.clock()
-        out = [(name, items) for name, (since, items) in self._held.items()
-               if everything or now - since >= self.unconfirmed_after_s]
+        out = [
+            (name, items)
+            for name, (since, items) in self._held.items()
+            if everything or now - since >= self.unconfirmed_after_s
+        ]
         for name, _ in out:
             del self._held[name]
         return out

@@ -5,6 +5,7 @@ readings sharing a receive time keep their order and replays are recognised down
 malformed line becomes a reject with its reason; an unplugged board becomes a gap in the session
 and a reconnect loop with backoff; nothing stops the producer but a stop signal.
 """
+
 from __future__ import annotations
 
 import errno
@@ -53,12 +54,19 @@ def write_error_cause(exc: BaseException) -> str:
     """What a refused flush means, by SQLite's result code or the system's error number."""
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return {sqlite3.SQLITE_FULL: "disk full", sqlite3.SQLITE_IOERR: "I/O error",
-                sqlite3.SQLITE_READONLY: "read-only", sqlite3.SQLITE_CANTOPEN: "cannot open"}.get(code & 0xFF,
-                                                                                                 "write failed")
-    return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full", errno.EIO: "I/O error",
-            errno.EROFS: "read-only", errno.EACCES: "permission denied"}.get(getattr(exc, "errno", None),
-                                                                             "write failed")
+        return {
+            sqlite3.SQLITE_FULL: "disk full",
+            sqlite3.SQLITE_IOERR: "I/O error",
+            sqlite3.SQLITE_READONLY: "read-only",
+            sqlite3.SQLITE_CANTOPEN: "cannot open",
+        }.get(code & 0xFF, "write failed")
+    return {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk full",
+        errno.EIO: "I/O error",
+        errno.EROFS: "read-only",
+        errno.EACCES: "permission denied",
+    }.get(getattr(exc, "errno", None), "write failed")
 
 
 def new_session_id() -> str:
@@ -76,10 +84,20 @@ class SerialProducer:
     resends whatever a producer killed with -9 had read but not stored. Off for real boards.
     `status`, when given, is kept up to date for the page (lib.ingest.status)."""
 
-    def __init__(self, out: Producer, port: str, baud: int, timeout: float = 0.5,
-                 max_line: int = protocol.MAX_LINE, session_id: str | None = None,
-                 find_port: Callable[[], str] | None = None, ack: bool = False,
-                 status: StatusWriter | None = None, max_held: int = 200_000, gate: SensorGate | None = None):
+    def __init__(
+        self,
+        out: Producer,
+        port: str,
+        baud: int,
+        timeout: float = 0.5,
+        max_line: int = protocol.MAX_LINE,
+        session_id: str | None = None,
+        find_port: Callable[[], str] | None = None,
+        ack: bool = False,
+        status: StatusWriter | None = None,
+        max_held: int = 200_000,
+        gate: SensorGate | None = None,
+    ):
         self.out, self.port, self.baud, self.timeout, self.max_line = out, port, baud, timeout, max_line
         self.find_port = find_port
         self.ack = ack
@@ -96,17 +114,20 @@ class SerialProducer:
         # Which names become sensors (lib.ingest.gate); the worker passes [serial]'s. By default
         # every valid name at once, as a library caller expects.
         self.gate = gate or SensorGate(confirm_lines=1)
-        self._chunk_start = 0                 # bytes of the port's stream before the lines being handled
-        self._ack_cap: int | None = None      # while lines are held: acknowledge no further than this
-        self._failing: dict | None = None   # while flushes fail: since, cause, next retry, backoff
+        self._chunk_start = 0  # bytes of the port's stream before the lines being handled
+        self._ack_cap: int | None = None  # while lines are held: acknowledge no further than this
+        self._failing: dict | None = None  # while flushes fail: since, cause, next retry, backoff
 
     # -- what goes out ------------------------------------------------------------------
     def _send(self, message) -> None:
         if self._held >= self.max_held:
             self.counts["dropped"] += 1
             if self.counts["dropped"] == 1:
-                log.error("%d lines held in memory while the transport cannot write: further lines are DROPPED "
-                          "until it can (raise [serial] max_held_lines for longer outages)", self._held)
+                log.error(
+                    "%d lines held in memory while the transport cannot write: further lines are DROPPED "
+                    "until it can (raise [serial] max_held_lines for longer outages)",
+                    self._held,
+                )
             return
         self.out.send([message])
         self._held += 1
@@ -156,8 +177,12 @@ class SerialProducer:
         if not self.gate.holding:
             return
         for name, items in self.gate.expired(everything):
-            log.info("sensor name %r sent %d line(s) and no more: stored as %s rejects", name, len(items),
-                     protocol.UNCONFIRMED_SENSOR)
+            log.info(
+                "sensor name %r sent %d line(s) and no more: stored as %s rejects",
+                name,
+                len(items),
+                protocol.UNCONFIRMED_SENSOR,
+            )
             for item in items:
                 self._reject(item[2], item[3], protocol.UNCONFIRMED_SENSOR, item[4])
 
@@ -180,10 +205,14 @@ class SerialProducer:
         self._last_flush = now
         if failing is not None:
             self._failing = None
-            log.warning("the transport writes again after %.1fs: %d lines held in memory are stored%s",
-                        now - failing["since"], self._held,
-                        f"; {self.counts['dropped']} were dropped when the memory bound was reached"
-                        if self.counts["dropped"] else "")
+            log.warning(
+                "the transport writes again after %.1fs: %d lines held in memory are stored%s",
+                now - failing["since"],
+                self._held,
+                f"; {self.counts['dropped']} were dropped when the memory bound was reached"
+                if self.counts["dropped"]
+                else "",
+            )
             self._held = 0
             self._set_status(CONNECTED, "")
         self._held = 0
@@ -194,9 +223,15 @@ class SerialProducer:
         if failing is None:
             cause = write_error_cause(exc)
             self._failing = failing = {"since": now, "cause": cause, "backoff": FLUSH_RETRY_START_S}
-            log.error("%s: cannot write to the transport (%s); reading the port on, holding lines in memory (at "
-                      "most %d) and retrying every %.1f-%.0fs", cause, exc, self.max_held, FLUSH_RETRY_START_S,
-                      FLUSH_RETRY_MAX_S)
+            log.error(
+                "%s: cannot write to the transport (%s); reading the port on, holding lines in memory (at "
+                "most %d) and retrying every %.1f-%.0fs",
+                cause,
+                exc,
+                self.max_held,
+                FLUSH_RETRY_START_S,
+                FLUSH_RETRY_MAX_S,
+            )
             self._held_status()
         else:
             log.debug("transport still refuses (%s); %d lines held", exc, self._held)
@@ -208,12 +243,20 @@ class SerialProducer:
         """Read until `stop`. Raises PortError only for a lasting problem (permission denied, bad
         settings) on the first open; an absent or vanished port is waited for."""
         log.info("session %s: port %s at %d baud", self.session, self.port, self.baud)
-        self._event(SessionStart(session=self.session, port=self.port, baud=self.baud, host=socket.gethostname(),
-                                 ts_us=now_us(), pid=os.getpid()))
+        self._event(
+            SessionStart(
+                session=self.session,
+                port=self.port,
+                baud=self.baud,
+                host=socket.gethostname(),
+                ts_us=now_us(),
+                pid=os.getpid(),
+            )
+        )
         self.maybe_flush(force=True)
-        gap_start: int | None = None   # while the port is away, after a stream was read from it
+        gap_start: int | None = None  # while the port is away, after a stream was read from it
         backoff = BACKOFF_START_S
-        opened_once = warned = False   # warned: the log told the operator the port stays away
+        opened_once = warned = False  # warned: the log told the operator the port stays away
         away_since: float | None = None  # monotonic time the port became unavailable
         try:
             while not stop.is_set():
@@ -227,13 +270,11 @@ class SerialProducer:
                     if exc.lasting and not opened_once:
                         self._set_status(FAILED, str(exc))
                         raise
-                    self._set_status(PORT_BUSY if exc.busy else RECONNECTING if opened_once else WAITING,
-                                     str(exc))
+                    self._set_status(PORT_BUSY if exc.busy else RECONNECTING if opened_once else WAITING, str(exc))
                     now = time.monotonic()
                     if away_since is None:
                         away_since = now
-                        log.info("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S,
-                                 BACKOFF_MAX_S)
+                        log.info("%s; waiting for it (retrying every %.1f-%.1fs)", exc, BACKOFF_START_S, BACKOFF_MAX_S)
                     elif not warned and now - away_since >= WARN_AFTER_S:
                         log.warning("%s; still waiting after %.0f s", exc, now - away_since)
                         warned = True
@@ -278,15 +319,19 @@ class SerialProducer:
     def _set_status(self, state: str, detail: str) -> None:
         if self.status is not None:
             if self._failing is not None and state == CONNECTED:
-                self._held_status()   # reading the port, but holding what it reads
+                self._held_status()  # reading the port, but holding what it reads
                 return
             self.status.set(state, detail=detail, port=self.port)
 
     def _held_status(self) -> None:
         if self.status is not None and self._failing is not None:
-            self.status.set(BUFFERING, detail=f"{self._failing['cause']}: {self._held} lines held in memory"
-                            + (f", {self.counts['dropped']} dropped" if self.counts["dropped"] else ""),
-                            buffered_lines=self._held, port=self.port)
+            self.status.set(
+                BUFFERING,
+                detail=f"{self._failing['cause']}: {self._held} lines held in memory"
+                + (f", {self.counts['dropped']} dropped" if self.counts["dropped"] else ""),
+                buffered_lines=self._held,
+                port=self.port,
+            )
 
     def _acknowledge(self, port: serial.Serial, done: int) -> int:
         """Tell the board that `done` bytes are stored; 0 when the board did not take it."""
@@ -332,8 +377,11 @@ class SerialProducer:
                     next_holder_check = time.monotonic() + HOLDER_CHECK_S
                     others = port_holders(self.port)
                     if others and others != intruders:
-                        log.warning("%s is also open in %s: a second reader takes lines from Vigie; close it",
-                                    self.port, describe_holders(others))
+                        log.warning(
+                            "%s is also open in %s: a second reader takes lines from Vigie; close it",
+                            self.port,
+                            describe_holders(others),
+                        )
                         self._set_status(PORT_BUSY, f"also open in {describe_holders(others)}")
                     elif intruders and not others:
                         self._set_status(CONNECTED, "")

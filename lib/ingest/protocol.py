@@ -4,6 +4,7 @@
 `parse_line` never raises: any bytes give either a `Parsed` (sensor, value) or a `Rejected` with a
 reason code, so that the producer can store bad lines instead of crashing on them.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,11 +29,24 @@ BAD_UTF8 = "bad_utf8"
 TOO_LONG = "too_long"
 PARTIAL_LINE = "partial_line"
 # Given by the producer, not by the line alone (see lib.ingest.producer.SensorGate):
-UNKNOWN_SENSOR = "unknown_sensor"          # not in [serial] sensors
+UNKNOWN_SENSOR = "unknown_sensor"  # not in [serial] sensors
 UNCONFIRMED_SENSOR = "unconfirmed_sensor"  # a new name that never sent [serial] new_sensor_lines lines
-TOO_MANY_SENSORS = "too_many_sensors"      # past [serial] max_sensors distinct names
-REASONS = (NO_SEPARATOR, EMPTY_TOPIC, BAD_TOPIC, RESERVED_TOPIC, EMPTY_VALUE, NOT_A_NUMBER,
-           NOT_FINITE, BAD_UTF8, TOO_LONG, PARTIAL_LINE, UNKNOWN_SENSOR, UNCONFIRMED_SENSOR, TOO_MANY_SENSORS)
+TOO_MANY_SENSORS = "too_many_sensors"  # past [serial] max_sensors distinct names
+REASONS = (
+    NO_SEPARATOR,
+    EMPTY_TOPIC,
+    BAD_TOPIC,
+    RESERVED_TOPIC,
+    EMPTY_VALUE,
+    NOT_A_NUMBER,
+    NOT_FINITE,
+    BAD_UTF8,
+    TOO_LONG,
+    PARTIAL_LINE,
+    UNKNOWN_SENSOR,
+    UNCONFIRMED_SENSOR,
+    TOO_MANY_SENSORS,
+)
 
 _NUMBER_RE = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
 
@@ -103,7 +117,7 @@ def parse_line(line: bytes, max_line: int = MAX_LINE) -> Parsed | Rejected:
     idx = text.rfind("!")
     if idx < 0:
         return Rejected(NO_SEPARATOR, raw)
-    topic, value_text = text[:idx].strip(), text[idx + 1:].strip()
+    topic, value_text = text[:idx].strip(), text[idx + 1 :].strip()
     reason = valid_topic(topic)
     if reason:
         return Rejected(reason, raw)

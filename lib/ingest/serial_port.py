@@ -3,6 +3,7 @@
 The port is opened with pyserial exactly as a real Arduino would be: the simulated board is a
 pseudo-terminal and nothing here knows the difference.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,10 +21,16 @@ log = logging.getLogger(__name__)
 # USB vendor ids of Arduino boards, of the USB-serial chips their clones use, and of boards that
 # print to a serial port the same way. Official Arduino boards come first when choosing.
 USB_VENDORS = {
-    0x2341: "Arduino", 0x2A03: "Arduino (arduino.org)",
-    0x1A86: "CH340/CH341 USB-serial (clone boards)", 0x0403: "FTDI USB-serial",
-    0x10C4: "CP210x USB-serial (Silicon Labs)", 0x067B: "PL2303 USB-serial (Prolific)",
-    0x239A: "Adafruit", 0x1B4F: "SparkFun", 0x2E8A: "Raspberry Pi Pico", 0x303A: "Espressif (ESP32)",
+    0x2341: "Arduino",
+    0x2A03: "Arduino (arduino.org)",
+    0x1A86: "CH340/CH341 USB-serial (clone boards)",
+    0x0403: "FTDI USB-serial",
+    0x10C4: "CP210x USB-serial (Silicon Labs)",
+    0x067B: "PL2303 USB-serial (Prolific)",
+    0x239A: "Adafruit",
+    0x1B4F: "SparkFun",
+    0x2E8A: "Raspberry Pi Pico",
+    0x303A: "Espressif (ESP32)",
     0x16C0: "Teensy (PJRC)",
 }
 OFFICIAL_VIDS = {0x2341, 0x2A03}
@@ -43,8 +50,11 @@ class PortError(RuntimeError):
 
 def arduino_like(port) -> bool:
     """A `list_ports` entry that looks like an Arduino or one of its clones' USB-serial chips."""
-    return (port.vid in USB_VENDORS or "arduino" in f"{port.description} {port.manufacturer}".lower()
-            or port.device.startswith(("/dev/ttyACM", "/dev/ttyUSB")))
+    return (
+        port.vid in USB_VENDORS
+        or "arduino" in f"{port.description} {port.manufacturer}".lower()
+        or port.device.startswith(("/dev/ttyACM", "/dev/ttyUSB"))
+    )
 
 
 def describe(port) -> str:
@@ -60,8 +70,10 @@ def find_boards(ports=None) -> list:
     """Every Arduino-like port (`list_ports` entries), official Arduino boards first, then known
     USB-serial chips, then by name; each group by device path."""
     ports = list(list_ports.comports() if ports is None else ports)
-    return sorted((p for p in ports if arduino_like(p)),
-                  key=lambda p: (p.vid not in OFFICIAL_VIDS, p.vid not in USB_VENDORS, p.device))
+    return sorted(
+        (p for p in ports if arduino_like(p)),
+        key=lambda p: (p.vid not in OFFICIAL_VIDS, p.vid not in USB_VENDORS, p.device),
+    )
 
 
 def find_arduino(ports=None) -> str:
@@ -105,7 +117,7 @@ def port_holders(path: str) -> list[tuple[int, str]]:
                 cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
                 found.append((int(proc.name), cmd[:120] or proc.name))
         except OSError:
-            continue   # gone, or not ours to look at
+            continue  # gone, or not ours to look at
     return found
 
 
@@ -127,14 +139,18 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
         port = serial.Serial(port=path, baudrate=baud, timeout=timeout, exclusive=True)
     except serial.SerialException as exc:
         if "exclusively lock" in str(exc):
-            raise PortError(f"{path} is locked by another program ({describe_holders(port_holders(path)) or 'unknown'})"
-                            "; Vigie opens the port once it is free", busy=True) from None
+            raise PortError(
+                f"{path} is locked by another program ({describe_holders(port_holders(path)) or 'unknown'})"
+                "; Vigie opens the port once it is free",
+                busy=True,
+            ) from None
         err = exc.errno if isinstance(exc.errno, int) else getattr(exc.__cause__, "errno", None)
         if err == errno.ENOENT or (not os.path.exists(path) and err is None):
             raise PortError(f"no such port: {path}") from None
         if err == errno.EACCES:
-            raise PortError(f"permission denied on {path} (is the user in the 'dialout' group?)",
-                            lasting=True) from None
+            raise PortError(
+                f"permission denied on {path} (is the user in the 'dialout' group?)", lasting=True
+            ) from None
         if err == errno.ENOTTY or isinstance(exc.__context__, Exception) and "Inappropriate ioctl" in str(exc):
             raise PortError(f"{path} is not a serial device", lasting=True) from None
         raise PortError(f"cannot open {path} at {baud} baud: {exc}") from None
@@ -143,12 +159,14 @@ def open_port(path: str, baud: int, timeout: float) -> serial.Serial:
     holders = port_holders(path)
     if holders:
         port.close()
-        raise PortError(f"{path} is in use by {describe_holders(holders)}: a second reader takes lines from "
-                        "Vigie. Close it (an IDE's serial monitor?); Vigie opens the port once it is free.",
-                        busy=True)
+        raise PortError(
+            f"{path} is in use by {describe_holders(holders)}: a second reader takes lines from "
+            "Vigie. Close it (an IDE's serial monitor?); Vigie opens the port once it is free.",
+            busy=True,
+        )
     try:
         fcntl.ioctl(port.fileno(), termios.TIOCEXCL)
-    except OSError as exc:   # not a terminal device after all: the flock above still holds
+    except OSError as exc:  # not a terminal device after all: the flock above still holds
         log.debug("TIOCEXCL on %s: %s", path, exc)
     return port
 
@@ -171,7 +189,7 @@ class LineSplitter:
             if i < 0:
                 if len(self._buf) > self.max_line:
                     self._overflow += len(self._buf) - self.max_line
-                    del self._buf[self.max_line:]
+                    del self._buf[self.max_line :]
                 return out
             line = bytes(self._buf[:i])
             del self._buf[: i + 1]

@@ -5,6 +5,7 @@ A scenario (TOML) names the sensors, their signals, the total line rate and the 
 injected anomaly's truth (sensor, kind, start, end) is published, so detections can be checked.
 The same seed gives the same lines.
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,31 +59,32 @@ class SensorSpec:
       converter (10 bits: an Arduino's analogRead, codes 0..1023) and maps the code to units,
       `adc_min` at code 0 and `adc_max` at full scale, so readings move in steps.
     """
+
     name: str
     base: float = 50.0
-    amplitude: float = 5.0      # of the slow cycle
-    period_s: float = 600.0     # of the slow cycle (a "day", compressed for demos)
-    noise: float = 0.2          # standard deviation of the reading noise
+    amplitude: float = 5.0  # of the slow cycle
+    period_s: float = 600.0  # of the slow cycle (a "day", compressed for demos)
+    noise: float = 0.2  # standard deviation of the reading noise
     decimals: int = 2
-    harmonic: float = 0.0       # second harmonic of the cycle, as a share of `amplitude`
-    phase_s: float = 0.0        # seconds into its cycle the sensor starts
-    drift_sd: float = 0.0       # slow wander of the level, standard deviation in units (0: none)
-    drift_s: float = 3600.0     # ... and its time constant in seconds
-    setpoints: tuple[float, ...] = ()   # legitimate levels, offsets from `base`; the first at the start
-    setpoint_every_s: float = 0.0       # mean seconds between set-point changes (0: never)
-    setpoint_ramp_s: float = 0.0        # time constant of the process following a new set-point
-    adc_bits: int = 0           # the converter's resolution (0: readings are not quantised)
-    adc_min: float = 0.0        # units at code 0
-    adc_max: float = 0.0        # units at full scale
+    harmonic: float = 0.0  # second harmonic of the cycle, as a share of `amplitude`
+    phase_s: float = 0.0  # seconds into its cycle the sensor starts
+    drift_sd: float = 0.0  # slow wander of the level, standard deviation in units (0: none)
+    drift_s: float = 3600.0  # ... and its time constant in seconds
+    setpoints: tuple[float, ...] = ()  # legitimate levels, offsets from `base`; the first at the start
+    setpoint_every_s: float = 0.0  # mean seconds between set-point changes (0: never)
+    setpoint_ramp_s: float = 0.0  # time constant of the process following a new set-point
+    adc_bits: int = 0  # the converter's resolution (0: readings are not quantised)
+    adc_min: float = 0.0  # units at code 0
+    adc_max: float = 0.0  # units at full scale
 
 
 @dataclass(frozen=True)
 class AnomalySpec:
     kind: str
-    sensor: str               # a sensor name, or "*" for any
-    every_s: float = 30.0     # mean time between injections
-    duration_s: float = 0.0   # 0: one reading
-    magnitude: float = 8.0    # in units of the sensor's noise
+    sensor: str  # a sensor name, or "*" for any
+    every_s: float = 30.0  # mean time between injections
+    duration_s: float = 0.0  # 0: one reading
+    magnitude: float = 8.0  # in units of the sensor's noise
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Scenario:
     sensors: tuple[SensorSpec, ...]
     anomalies: tuple[AnomalySpec, ...] = ()
     rate: float | None = None  # total lines/s; the configuration's rate when None
-    quiet_s: float = 5.0       # no anomaly before this, so the detectors' windows fill first
+    quiet_s: float = 5.0  # no anomaly before this, so the detectors' windows fill first
     # At least this many seconds between the end of one injection on a sensor and the start of the
     # next one there (0: injections may overlap). A due injection whose sensor is busy waits.
     spacing_s: float = 0.0
@@ -115,7 +117,8 @@ def _build(cls, where: str, values: dict, **fixed):
         if isinstance(cls.__dataclass_fields__[name].default, tuple):
             # a list of finite numbers (the only list a scenario has)
             if not isinstance(value, list) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            ):
                 raise ScenarioError(f"{where}: {name} must be a list of finite numbers, got {value!r}")
             values[name] = tuple(float(v) for v in value)
     try:
@@ -130,8 +133,11 @@ def _build(cls, where: str, values: dict, **fixed):
                 raise ScenarioError(f"{where}: {name} must be a finite number, got {value!r}")
             if isinstance(default, int) and not isinstance(value, int):
                 raise ScenarioError(f"{where}: {name} must be a whole number, got {value!r}")
-            if ((name in _NON_NEGATIVE and value < 0) or (name in _POSITIVE and value <= 0)
-                    or (name in _AT_MOST and value > _AT_MOST[name])):
+            if (
+                (name in _NON_NEGATIVE and value < 0)
+                or (name in _POSITIVE and value <= 0)
+                or (name in _AT_MOST and value > _AT_MOST[name])
+            ):
                 raise ScenarioError(f"{where}: {name} out of range, got {value!r}")
         elif isinstance(default, str) and not isinstance(value, str):
             raise ScenarioError(f"{where}: {name} must be a string, got {value!r}")
@@ -145,8 +151,16 @@ def _build(cls, where: str, values: dict, **fixed):
 
 # Checked by _build (fuzzing found each of the first ones as a crash while playing).
 _POSITIVE = {"period_s", "every_s", "drift_s"}
-_NON_NEGATIVE = {"noise", "duration_s", "decimals", "harmonic", "drift_sd", "setpoint_every_s", "setpoint_ramp_s",
-                 "adc_bits"}
+_NON_NEGATIVE = {
+    "noise",
+    "duration_s",
+    "decimals",
+    "harmonic",
+    "drift_sd",
+    "setpoint_every_s",
+    "setpoint_ramp_s",
+    "adc_bits",
+}
 _AT_MOST = {"decimals": 10, "adc_bits": 24}
 
 
@@ -184,15 +198,16 @@ def scenario_from_dict(raw: dict, where: str = "scenario") -> Scenario:
     for key, value in (("quiet_s", quiet), ("spacing_s", spacing)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise ScenarioError(f"{where}: {key} must be a number >= 0")
-    return Scenario(tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None, float(quiet),
-                    float(spacing))
+    return Scenario(
+        tuple(sensors), tuple(anomalies), float(rate) if rate is not None else None, float(quiet), float(spacing)
+    )
 
 
 @dataclass
 class Injection:
     sensor: str
     kind: str
-    start: float      # simulated seconds since the run started
+    start: float  # simulated seconds since the run started
     end: float
     magnitude: float
 
@@ -200,25 +215,28 @@ class Injection:
 @dataclass
 class SetpointChange:
     """A legitimate change of a sensor's level (normal operation, not an anomaly)."""
+
     sensor: str
-    at: float         # simulated seconds since the run started
-    old: float        # the set-point before, an offset from the sensor's base
+    at: float  # simulated seconds since the run started
+    old: float  # the set-point before, an offset from the sensor's base
     new: float
 
 
 @dataclass
 class _Normal:
     """One sensor's slowly changing normal state: its wander and its set-point."""
-    t: float | None = None    # when it was last advanced
+
+    t: float | None = None  # when it was last advanced
     wander: float = 0.0
-    setpoint: float = 0.0     # the level asked for ...
-    level: float = 0.0        # ... and the one the process has reached
+    setpoint: float = 0.0  # the level asked for ...
+    level: float = 0.0  # ... and the one the process has reached
     next_change: float = math.inf
 
 
 @dataclass
 class SignalModel:
     """Generates the lines of a scenario at simulated times; pure given its seed."""
+
     scenario: Scenario
     seed: int = 0
     rng: np.random.Generator = field(init=False)
@@ -237,7 +255,7 @@ class SignalModel:
         # Leave the start quiet so the windows fill before the first anomaly.
         self.next_due = [self.scenario.quiet_s + a.every_s * self.rng.random() for a in self.scenario.anomalies]
         self._flat: dict[str, float] = {}
-        self._free_at: dict[str, float] = {}   # with spacing_s: when each sensor may take a new injection
+        self._free_at: dict[str, float] = {}  # with spacing_s: when each sensor may take a new injection
         self._normal: dict[str, _Normal] = {}
         for spec in self.scenario.sensors:
             n = self._normal[spec.name] = _Normal()
@@ -252,10 +270,13 @@ class SignalModel:
         spacing = self.scenario.spacing_s
         for i, a in enumerate(self.scenario.anomalies):
             if t >= self.next_due[i]:
-                free = [n for n in (names if a.sensor == "*" else [a.sensor])
-                        if not spacing or self._free_at.get(n, -math.inf) <= t]
+                free = [
+                    n
+                    for n in (names if a.sensor == "*" else [a.sensor])
+                    if not spacing or self._free_at.get(n, -math.inf) <= t
+                ]
                 if not free:
-                    continue    # every sensor it may go to is busy: it waits for the next line
+                    continue  # every sensor it may go to is busy: it waits for the next line
                 sensor = a.sensor if a.sensor != "*" else free[int(self.rng.integers(len(free)))]
                 inj = Injection(sensor, a.kind, t, t + a.duration_s, a.magnitude)
                 self.active.append(inj)
@@ -273,11 +294,12 @@ class SignalModel:
         n.t = t
         if spec.drift_sd:
             if first:
-                n.wander = spec.drift_sd * float(self.normal_rng.standard_normal())   # its stationary spread
+                n.wander = spec.drift_sd * float(self.normal_rng.standard_normal())  # its stationary spread
             else:
                 keep = math.exp(-dt / spec.drift_s)
                 n.wander = n.wander * keep + spec.drift_sd * math.sqrt(1 - keep * keep) * float(
-                    self.normal_rng.standard_normal())
+                    self.normal_rng.standard_normal()
+                )
         if t >= n.next_change:
             # at most one change a reading, however short setpoint_every_s is
             others = [v for v in spec.setpoints if v != n.setpoint]
@@ -342,24 +364,25 @@ class SignalModel:
         """One of the ways a real board's line goes wrong (noisy cable, new firmware, a debug
         print); each maps to one reject reason."""
         forms = (
-            f"{name}!{value:.2f}x?".encode(),              # not_a_number
-            f"{name} {value:.2f}".encode(),                # no_separator
-            f"{name}!nan".encode(),                        # not_finite
-            f"{name}!".encode(),                           # empty_value
-            f"!{value:.2f}".encode(),                      # empty_topic
-            f"{name} debug!{value:.2f}".encode(),          # bad_topic
-            name.encode() + b"!\xff\xfe" + b"42",          # bad_utf8
-            b"#" * 600 + f"!{value:.2f}".encode(),         # too_long
+            f"{name}!{value:.2f}x?".encode(),  # not_a_number
+            f"{name} {value:.2f}".encode(),  # no_separator
+            f"{name}!nan".encode(),  # not_finite
+            f"{name}!".encode(),  # empty_value
+            f"!{value:.2f}".encode(),  # empty_topic
+            f"{name} debug!{value:.2f}".encode(),  # bad_topic
+            name.encode() + b"!\xff\xfe" + b"42",  # bad_utf8
+            b"#" * 600 + f"!{value:.2f}".encode(),  # too_long
         )
         return forms[int(self.rng.integers(len(forms)))] + b"\r\n"
 
 
 # -- what the board plays: a paced sequence of lines --------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Tick:
-    due_s: float                      # when the line is due, in seconds of playing (pauses excluded)
-    line: bytes | None                # None: silence (a dropout)
+    due_s: float  # when the line is due, in seconds of playing (pauses excluded)
+    line: bytes | None  # None: silence (a dropout)
     started: tuple[Injection, ...] = ()
 
 
@@ -389,8 +412,13 @@ def nab_windows(csv_path: str | os.PathLike) -> list[tuple[float, float]]:
     return [(_nab_time(a), _nab_time(b)) for a, b in json.loads(windows.read_text()).get(key, [])]
 
 
-def replay_ticks(path: str | os.PathLike, sensor: str, speed: float = 1.0, rate: float | None = None,
-                 windows: list[tuple[float, float]] | None = None) -> Iterator[Tick]:
+def replay_ticks(
+    path: str | os.PathLike,
+    sensor: str,
+    speed: float = 1.0,
+    rate: float | None = None,
+    windows: list[tuple[float, float]] | None = None,
+) -> Iterator[Tick]:
     """A NAB-format CSV (`timestamp,value`) as one sensor: at the file's own pace divided by `speed`
     (1: real time), or at `rate` lines/s when given. Each labelled window becomes a truth
     injection of kind `nab_window`. The value text is sent as written in the file."""
@@ -433,6 +461,7 @@ def replay_ticks(path: str | os.PathLike, sensor: str, speed: float = 1.0, rate:
 
 # -- the pseudo-terminal ------------------------------------------------------------------------
 
+
 class PseudoBoard:
     """A pseudo-terminal standing in for the board's USB serial port, published at `link`.
 
@@ -450,20 +479,20 @@ class PseudoBoard:
     reader killed between reading lines and storing them loses none of them either.
     """
 
-    TAIL_MAX = 1 << 20       # recent bytes kept to resend from; far more than a terminal buffers
-    FLUSH_GRACE_S = 1.0      # a reader that never flushes (not pyserial) is taken as ready after this
+    TAIL_MAX = 1 << 20  # recent bytes kept to resend from; far more than a terminal buffers
+    FLUSH_GRACE_S = 1.0  # a reader that never flushes (not pyserial) is taken as ready after this
 
     def __init__(self, link: str | os.PathLike):
         self.link = Path(link)
         self.master: int | None = None
         self.name: str | None = None
-        self._tail = bytearray()     # bytes handed to the terminal lately (a suffix of the stream)
-        self._tail_base = 0          # stream offset of _tail[0]
-        self._conn_base = 0          # stream offset where the current reader's bytes start
+        self._tail = bytearray()  # bytes handed to the terminal lately (a suffix of the stream)
+        self._tail_base = 0  # stream offset of _tail[0]
+        self._conn_base = 0  # stream offset where the current reader's bytes start
         self._acked: int | None = None  # stream offset up to which the current reader acknowledged
         self._ack_buf = bytearray()
         self._backlog = bytearray()  # bytes to write before anything new
-        self.resent = 0              # bytes sent again after a reader's crash
+        self.resent = 0  # bytes sent again after a reader's crash
 
     # -- cable ------------------------------------------------------------------------------
     def plug(self) -> str:
@@ -541,8 +570,10 @@ class PseudoBoard:
             else:
                 flags |= packet[0]
         if not opening and flags & termios.TIOCPKT_FLUSHREAD:
-            log.warning("a new reader opened the port before the board saw the last one go; "
-                        "what that one left unread was flushed")
+            log.warning(
+                "a new reader opened the port before the board saw the last one go; "
+                "what that one left unread was flushed"
+            )
             self._connected()
         return flags
 
@@ -645,8 +676,9 @@ class PseudoBoard:
             os.close(fd)
         cut = len(self._tail) - len(left)
         if cut < 0 or self._tail[cut:] != left:
-            log.warning("%d unread bytes do not match what was sent; resending from the last acknowledgement",
-                        len(left))
+            log.warning(
+                "%d unread bytes do not match what was sent; resending from the last acknowledgement", len(left)
+            )
             cut = len(self._tail)
         start = self._tail.rfind(b"\n", 0, cut) + 1 if left else cut
         if self._acked is not None:
@@ -698,13 +730,21 @@ class PseudoBoard:
 @dataclass(frozen=True)
 class Unplug:
     seconds: float
-    partial: bool = False   # cut a line in the middle as the cable goes
+    partial: bool = False  # cut a line in the middle as the cable goes
 
 
-def run_board(board: PseudoBoard, ticks: Iterator[Tick], stop, on_injection=None, ledger=None,
-              count: int | None = None, unplugs: dict[int, Unplug] | None = None,
-              requests: "queue.SimpleQueue[Unplug] | None" = None, linger: bool = False,
-              clock=time.monotonic) -> int:
+def run_board(
+    board: PseudoBoard,
+    ticks: Iterator[Tick],
+    stop,
+    on_injection=None,
+    ledger=None,
+    count: int | None = None,
+    unplugs: dict[int, Unplug] | None = None,
+    requests: "queue.SimpleQueue[Unplug] | None" = None,
+    linger: bool = False,
+    clock=time.monotonic,
+) -> int:
     """Play `ticks` on `board`, paced, until `stop`, the end of `ticks` or `count` lines; lines due
     together go out in one write. Pauses while no reader has the port open, without catching up
     afterwards. `unplugs` maps a number of lines written to an unplug after them; `requests`

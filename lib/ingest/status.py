@@ -28,6 +28,7 @@ status that cannot be written (full disk) is logged once and retried at the next
 >>> [(s.name, s.state, s.lines_read, s.alive) for s in read_statuses(d)]
 [('arduino', 'connected', 3, True)]
 """
+
 from __future__ import annotations
 
 import errno
@@ -41,13 +42,13 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CONNECTED = "connected"              # the port is open and being read
-WAITING = "waiting for board"        # no such port yet (not plugged in, simulator starting)
-PORT_BUSY = "port busy"              # another program holds the port (detail names it)
-RECONNECTING = "reconnecting"        # the port was lost after lines were read from it
+CONNECTED = "connected"  # the port is open and being read
+WAITING = "waiting for board"  # no such port yet (not plugged in, simulator starting)
+PORT_BUSY = "port busy"  # another program holds the port (detail names it)
+RECONNECTING = "reconnecting"  # the port was lost after lines were read from it
 BUFFERING = "buffering (disk full)"  # lines held in memory while the transport cannot take them
-FAILED = "failed"                    # a lasting problem (permission denied, not a serial device)
-STOPPED = "stopped"                  # the producer ended cleanly
+FAILED = "failed"  # a lasting problem (permission denied, not a serial device)
+STOPPED = "stopped"  # the producer ended cleanly
 STATES = (CONNECTED, WAITING, PORT_BUSY, RECONNECTING, BUFFERING, FAILED, STOPPED)
 
 # Counters change with every line; the page refreshes every 2 s, so once a second is enough.
@@ -75,24 +76,33 @@ class ProducerStatus:
     last_line_at: float | None = None
     buffered_lines: int = 0
     pid: int = 0
-    program: str = ""        # the supervisord program running the producer
+    program: str = ""  # the supervisord program running the producer
     session: str = ""
     updated_at: float = 0.0
-    alive: bool = True       # computed by the reader: the writing process still runs
+    alive: bool = True  # computed by the reader: the writing process still runs
 
 
 class StatusWriter:
     """The producer's side: keeps the current status and writes it (see the module docstring)."""
 
-    def __init__(self, run_dir: str | os.PathLike, name: str, port: str, session: str = "",
-                 clock=time.time):
+    def __init__(self, run_dir: str | os.PathLike, name: str, port: str, session: str = "", clock=time.time):
         self.path = status_path(run_dir, name)
         self.clock = clock
         now = clock()
-        self._status = {"name": safe_name(name), "port": port, "state": WAITING, "since": now,
-                        "detail": "", "lines_read": 0, "last_line_at": None, "buffered_lines": 0,
-                        "pid": os.getpid(), "program": os.environ.get("SUPERVISOR_PROCESS_NAME", ""),
-                        "session": session, "updated_at": now}
+        self._status = {
+            "name": safe_name(name),
+            "port": port,
+            "state": WAITING,
+            "since": now,
+            "detail": "",
+            "lines_read": 0,
+            "last_line_at": None,
+            "buffered_lines": 0,
+            "pid": os.getpid(),
+            "program": os.environ.get("SUPERVISOR_PROCESS_NAME", ""),
+            "session": session,
+            "updated_at": now,
+        }
         self._written = 0.0
         self._dirty = True
         self._failing = False
@@ -101,8 +111,15 @@ class StatusWriter:
     def state(self) -> str:
         return self._status["state"]
 
-    def set(self, state: str | None = None, *, detail: str | None = None, port: str | None = None,
-            buffered_lines: int | None = None, session: str | None = None) -> None:
+    def set(
+        self,
+        state: str | None = None,
+        *,
+        detail: str | None = None,
+        port: str | None = None,
+        buffered_lines: int | None = None,
+        session: str | None = None,
+    ) -> None:
         """Change what the page shows and write it now (when anything changed)."""
         if state is not None and state not in STATES:
             raise ValueError(f"unknown producer state {state!r}")
@@ -111,8 +128,12 @@ class StatusWriter:
         if state is not None and state != s["state"]:
             s["state"], s["since"] = state, self.clock()
             changed = True
-        for key, value in (("detail", detail), ("port", port), ("buffered_lines", buffered_lines),
-                           ("session", session)):
+        for key, value in (
+            ("detail", detail),
+            ("port", port),
+            ("buffered_lines", buffered_lines),
+            ("session", session),
+        ):
             if value is not None and value != s[key]:
                 s[key] = value
                 changed = True
@@ -176,7 +197,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True          # someone else's process with that id: it exists
+        return True  # someone else's process with that id: it exists
     # A dead child not yet reaped by its supervisor is a zombie: gone for our purposes.
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
@@ -190,15 +211,23 @@ def read_statuses(run_dir: str | os.PathLike) -> list[ProducerStatus]:
     known = {f.name for f in fields(ProducerStatus)} - {"alive"}
     out = []
     for path in sorted(Path(run_dir).glob(f"{PREFIX}*{SUFFIX}")):
-        name = path.name[len(PREFIX):-len(SUFFIX)]
+        name = path.name[len(PREFIX) : -len(SUFFIX)]
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             status = ProducerStatus(**{k: v for k, v in raw.items() if k in known})
         except FileNotFoundError:
-            continue             # removed between the listing and the read
+            continue  # removed between the listing and the read
         except (OSError, ValueError, TypeError) as exc:
-            out.append(ProducerStatus(name=name, port="", state=FAILED, since=0.0,
-                                      detail=f"unreadable status file {path.name}: {exc}", alive=False))
+            out.append(
+                ProducerStatus(
+                    name=name,
+                    port="",
+                    state=FAILED,
+                    since=0.0,
+                    detail=f"unreadable status file {path.name}: {exc}",
+                    alive=False,
+                )
+            )
             continue
         out.append(ProducerStatus(**{**status.__dict__, "alive": _alive(status.pid)}))
     return out

@@ -4,6 +4,7 @@ Off when the password is empty (the page is then served on 127.0.0.1 only, by de
 comparison runs in constant time (hmac.compare_digest on UTF-8 bytes), so response times do not
 reveal how much of a guess was right.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,7 @@ FREE_GUESSES, FIRST_WAIT_S, MAX_WAIT_S = 3, 1.0, 60.0
 class Guesses:
     def __init__(self, clock=time.monotonic):
         self.clock = clock
-        self._failed: dict[str, tuple[int, float]] = {}   # client -> (wrong guesses, may guess again at)
+        self._failed: dict[str, tuple[int, float]] = {}  # client -> (wrong guesses, may guess again at)
         self._lock = threading.Lock()
 
     def wait_s(self, client: str) -> float:
@@ -50,7 +51,7 @@ class Guesses:
             n += 1
             wait = 0.0 if n < FREE_GUESSES else min(FIRST_WAIT_S * 2 ** (n - FREE_GUESSES), MAX_WAIT_S)
             self._failed[client] = (n, self.clock() + wait)
-            if len(self._failed) > 10_000:   # a bound on memory: the oldest clients are forgotten
+            if len(self._failed) > 10_000:  # a bound on memory: the oldest clients are forgotten
                 for old in list(self._failed)[:1000]:
                     del self._failed[old]
 
@@ -71,7 +72,7 @@ GUESSES = Guesses()
 COOKIE = "vigie_auth"
 TOKEN_TTL_S = 12 * 3600.0
 LOGIN_PATH = "/_vigie/login/"
-_tokens: dict[str, float] = {}   # sha256 of a token -> when it expires (monotonic)
+_tokens: dict[str, float] = {}  # sha256 of a token -> when it expires (monotonic)
 _tokens_lock = threading.Lock()
 
 
@@ -116,7 +117,7 @@ class MediaGate:
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if self.enabled and path.startswith(LOGIN_PATH):
-            token = path[len(LOGIN_PATH):]
+            token = path[len(LOGIN_PATH) :]
             if not token_valid(token):
                 return await _respond(send, 403)
             cookie = (f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={int(TOKEN_TTL_S)}").encode()
@@ -127,6 +128,11 @@ class MediaGate:
 
 
 async def _respond(send, status: int, headers=()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), (b"cache-control", b"no-store"), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"0"), (b"cache-control", b"no-store"), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})

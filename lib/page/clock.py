@@ -5,6 +5,7 @@ keeps them). Times typed or picked on the page are the operator's and go back to
 Charts get the operator's wall-clock times marked as UTC and draw them on a UTC scale, so the
 browser's own time zone never shifts them (Vega knows only "local" and UTC).
 """
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,7 @@ def machine_zone(tz_env: str | None = None, localtime: Path = Path("/etc/localti
 @dataclass(frozen=True)
 class Clock:
     zone: ZoneInfo
-    name: str        # what the page calls the zone: "Europe/Paris", "UTC"
+    name: str  # what the page calls the zone: "Europe/Paris", "UTC"
 
     @classmethod
     def from_setting(cls, setting: str) -> "Clock":
@@ -86,8 +87,10 @@ class Clock:
     def offset_ms(self, ts: pd.Series) -> pd.Series:
         """Per stored UTC time, the zone's offset from UTC in milliseconds (at that time)."""
         aware = ts.dt.tz_localize("UTC")
-        return ((aware.dt.tz_convert(self.zone).dt.tz_localize(None) - aware.dt.tz_localize(None))
-                // pd.Timedelta(milliseconds=1)).astype("int64")
+        return (
+            (aware.dt.tz_convert(self.zone).dt.tz_localize(None) - aware.dt.tz_localize(None))
+            // pd.Timedelta(milliseconds=1)
+        ).astype("int64")
 
     # --- typed or picked (operator's) -> stored ---------------------------------------------------
 

@@ -5,6 +5,7 @@ Like labels (lib.page.labels), these travel on the transport to the store, the s
 the action on `_vigie.events` (where the notifier also hears of an operator's resolution), the
 labels on `_vigie.labels`, both in one flush.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,15 @@ from lib.transport import open_transport
 __all__ = ["ACK", "RESOLVE", "CONFIRMED", "REJECTED", "action_messages", "send_actions"]
 
 
-def action_messages(event_ids, action: str, by: str, note: str | None = None, verdict: str | None = None,
-                    readings=None, made_us: int | None = None) -> list:
+def action_messages(
+    event_ids,
+    action: str,
+    by: str,
+    note: str | None = None,
+    verdict: str | None = None,
+    readings=None,
+    made_us: int | None = None,
+) -> list:
     """The messages for `action` ("ack" or "resolve") on `event_ids` by `by`, and with `verdict`
     (confirmed or rejected) a label for each of `readings` (rows with session_id, seq, sensor,
     ts, detector)."""
@@ -31,8 +39,15 @@ def action_messages(event_ids, action: str, by: str, note: str | None = None, ve
     out = [EventAction(e, action, by.strip(), note or None, made_us).message() for e in event_ids]
     if verdict is not None and readings is not None:
         for r in readings.itertuples():
-            label = Label(r.session_id, int(r.seq), r.sensor, r.ts.to_pydatetime(), verdict, r.detector,
-                          note or f"event {action} by {by.strip()}")
+            label = Label(
+                r.session_id,
+                int(r.seq),
+                r.sensor,
+                r.ts.to_pydatetime(),
+                verdict,
+                r.detector,
+                note or f"event {action} by {by.strip()}",
+            )
             out.append(label.message(made_us))
     return out
 

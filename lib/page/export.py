@@ -5,6 +5,7 @@ LibreOffice and Google Sheets as a formula (OWASP "CSV injection"); sensor and s
 from the wire, so such a cell is prefixed with a single quote, which makes it plain text. Numbers
 are written as numbers (a negative reading stays a negative number).
 """
+
 from __future__ import annotations
 
 import csv

@@ -12,6 +12,7 @@ Four sources, each read without the database (a stuck store must not hide its ow
 `check` gathers them; `problems` turns them into sentences for the operator, worst first. Times
 are Unix seconds from this machine's clock, compared with `now` from the same clock.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,9 +22,16 @@ from lib.ingest import status as producer_status
 from lib.ingest.status import ProducerStatus, read_statuses
 
 # supervisord's state names, as an operator reads them
-PROGRAM_WORDS = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "restarting (it exited; retrying)",
-                 "STOPPING": "stopping", "STOPPED": "stopped", "EXITED": "exited",
-                 "FATAL": "FATAL: supervisord gave up starting it", "UNKNOWN": "unknown"}
+PROGRAM_WORDS = {
+    "RUNNING": "running",
+    "STARTING": "starting",
+    "BACKOFF": "restarting (it exited; retrying)",
+    "STOPPING": "stopping",
+    "STOPPED": "stopped",
+    "EXITED": "exited",
+    "FATAL": "FATAL: supervisord gave up starting it",
+    "UNKNOWN": "unknown",
+}
 #: a consumer group this many messages behind is worth a line (one second at 20,000 readings/s)
 BACKLOG_WARN = 20_000
 #: the store has not written for this long while a board sent lines
@@ -33,21 +41,21 @@ STORE_QUIET_S = 10.0
 @dataclass(frozen=True)
 class Program:
     name: str
-    state: str          # supervisord's statename
-    description: str    # supervisord's: "pid 12, uptime 0:01:02", the spawn error, ...
+    state: str  # supervisord's statename
+    description: str  # supervisord's: "pid 12, uptime 0:01:02", the spawn error, ...
     exit_status: int = 0
-    expected_exit: bool = True   # an EXITED program whose exit code supervisord was told to expect
+    expected_exit: bool = True  # an EXITED program whose exit code supervisord was told to expect
 
 
 @dataclass(frozen=True)
 class SystemHealth:
     now: float
-    programs: list[Program] | None         # None: supervisord not reachable (see supervisor_error)
+    programs: list[Program] | None  # None: supervisord not reachable (see supervisor_error)
     supervisor_error: str | None
     boards: list[ProducerStatus]
-    backlog: dict[str, int] | None         # None: the transport cannot tell
+    backlog: dict[str, int] | None  # None: the transport cannot tell
     backlog_error: str | None
-    store_last_write: float | None         # None: no write recorded yet
+    store_last_write: float | None  # None: no write recorded yet
     problems: list[str] = field(default_factory=list)
 
 
@@ -56,6 +64,7 @@ def program_states(data_dir) -> list[Program]:
     import xmlrpc.client
 
     from lib.supervision import rpc
+
     try:
         infos = rpc(data_dir).supervisor.getAllProcessInfo()
     except xmlrpc.client.Error as exc:
@@ -66,16 +75,23 @@ def program_states(data_dir) -> list[Program]:
         description = info.get("description", "")
         if info["statename"] in ("STOPPED", "EXITED"):
             # supervisord's own text is a 12-hour clock time in its zone: say how long instead
-            description = (f"for {_ago(info['now'] - info['stop'])}" if info.get("start") else "not started")
-        out.append(Program(name=name, state=info["statename"], description=description,
-                           exit_status=int(info.get("exitstatus", 0) or 0),
-                           expected_exit=info["statename"] != "EXITED" or int(info.get("exitstatus", 0) or 0) == 0))
+            description = f"for {_ago(info['now'] - info['stop'])}" if info.get("start") else "not started"
+        out.append(
+            Program(
+                name=name,
+                state=info["statename"],
+                description=description,
+                exit_status=int(info.get("exitstatus", 0) or 0),
+                expected_exit=info["statename"] != "EXITED" or int(info.get("exitstatus", 0) or 0) == 0,
+            )
+        )
     return sorted(out, key=lambda p: p.name)
 
 
 def check(config, now: float | None = None, transport=None) -> SystemHealth:
     """Read every source once (each failure is reported, not raised)."""
     from lib.store.status import read_store_status
+
     now = time.time() if now is None else now
     try:
         programs, supervisor_error = program_states(config.data_dir), None
@@ -85,9 +101,10 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
     backlog, backlog_error = None, None
     try:
         if transport is None and config.transport.kind == "embedded" and not config.bus_path.exists():
-            backlog = {}   # no transport log yet: nothing waits (and the page creates no file)
+            backlog = {}  # no transport log yet: nothing waits (and the page creates no file)
         elif transport is None:
             from lib.transport import open_transport
+
             transport = open_transport(config)
             try:
                 backlog = transport.backlog()
@@ -95,12 +112,18 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
                 transport.close()
         else:
             backlog = transport.backlog()
-    except Exception as exc:   # a broker away, a locked log: the health panel says so and goes on
+    except Exception as exc:  # a broker away, a locked log: the health panel says so and goes on
         backlog_error = f"{type(exc).__name__}: {exc}"
     store = read_store_status(config.run_dir)
-    health = SystemHealth(now=now, programs=programs, supervisor_error=supervisor_error, boards=boards,
-                          backlog=backlog, backlog_error=backlog_error,
-                          store_last_write=store.get("last_write_at") if store else None)
+    health = SystemHealth(
+        now=now,
+        programs=programs,
+        supervisor_error=supervisor_error,
+        boards=boards,
+        backlog=backlog,
+        backlog_error=backlog_error,
+        store_last_write=store.get("last_write_at") if store else None,
+    )
     return SystemHealth(**{**health.__dict__, "problems": problems(health)})
 
 
@@ -147,8 +170,11 @@ def problems(h: SystemHealth) -> list[str]:
             out.append(found)
     last_line = max((s.last_line_at or 0.0 for s in h.boards if s.alive), default=0.0)
     if last_line and (h.store_last_write is None or last_line - h.store_last_write > STORE_QUIET_S):
-        quiet = "has not written yet" if h.store_last_write is None else \
-            f"has not written for {_ago(h.now - h.store_last_write)}"
+        quiet = (
+            "has not written yet"
+            if h.store_last_write is None
+            else f"has not written for {_ago(h.now - h.store_last_write)}"
+        )
         out.append(f"the **store** {quiet} while boards send lines (disk full, or the store stopped?)")
     for group, waiting in sorted((h.backlog or {}).items()):
         if waiting >= BACKLOG_WARN:

@@ -4,6 +4,7 @@ The app never writes the DuckDB file (one writer: workers/store.py). A label tra
 other fact: the app sends it on the internal `_vigie.labels` topic, the store files it in the
 `labels` table (lib/store/sink.py, lib/store/writer.py). The latest verdict on a reading wins.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,7 +25,7 @@ class Label:
     session: str
     seq: int
     sensor: str
-    ts: datetime          # the reading's time (UTC, naive as DuckDB returns it)
+    ts: datetime  # the reading's time (UTC, naive as DuckDB returns it)
     verdict: str
     detector: str | None = None
     note: str | None = None
@@ -34,9 +35,16 @@ class Label:
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r} (known: {', '.join(VERDICTS)})")
         ts = self.ts if self.ts.tzinfo else self.ts.replace(tzinfo=timezone.utc)
-        return messages.Label(self.session, int(self.seq), self.sensor, int(round(ts.timestamp() * 1e6)),
-                              self.verdict, self.detector, self.note or None,
-                              made_us if made_us is not None else time.time_ns() // 1000).message()
+        return messages.Label(
+            self.session,
+            int(self.seq),
+            self.sensor,
+            int(round(ts.timestamp() * 1e6)),
+            self.verdict,
+            self.detector,
+            self.note or None,
+            made_us if made_us is not None else time.time_ns() // 1000,
+        ).message()
 
 
 def send_labels(config, labels: list[Label]) -> None:

@@ -8,6 +8,7 @@ and other viewers within the time to live share one read. Each cached answer kee
 was read, and `oldest_read()` gives the oldest one a page run used: the "as of" time a view that
 does not refresh by itself shows (lib.page.views.as_of_bar).
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,9 +39,11 @@ _OLDEST = "_vigie_oldest_read"
 
 def _cached(ttl: float = TTL_S):
     """`st.cache_data` for a read, noting when the answer it gives was read (`oldest_read`)."""
+
     def wrap(fn):
         def stamped(*args, **kwargs):
             return fn(*args, **kwargs), time.time()
+
         # Streamlit keys a cache by the function's name and source: one name per read.
         stamped.__qualname__ = f"{fn.__qualname__}.stamped"
         cached = st.cache_data(ttl=ttl, max_entries=256, show_spinner=False)(stamped)
@@ -50,8 +53,10 @@ def _cached(ttl: float = TTL_S):
             value, read_at = cached(*args, **kwargs)
             st.session_state[_OLDEST] = min(st.session_state.get(_OLDEST, read_at), read_at)
             return value
+
         read.clear = cached.clear
         return read
+
     return wrap
 
 
@@ -66,6 +71,7 @@ def oldest_read() -> float | None:
 
 
 # --- what exists -------------------------------------------------------------------------------
+
 
 @_cached()
 def sessions(db: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
@@ -99,15 +105,23 @@ def session_sensors(db: str, session: str) -> list[str]:
 
 # --- Live --------------------------------------------------------------------------------------
 
+
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=64, show_spinner=False)
-def live_snapshot(db: str, sensors: tuple[str, ...], since: datetime, now: datetime,
-                  order: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> dict:
+def live_snapshot(
+    db: str,
+    sensors: tuple[str, ...],
+    since: datetime,
+    now: datetime,
+    order: tuple[str, ...] = (),
+    hidden: tuple[str, ...] = (),
+) -> dict:
     """Everything one refresh of the Live view draws; the connection is held for the queries
     only, the frames are split per sensor after (`queries.live_shape`)."""
     return queries.live_shape(ask(db, "live_fetch", sensors, since, now, queries.LIVE_MAX_CHARTS, order, hidden))
 
 
 # --- Overview ----------------------------------------------------------------------------------
+
 
 @_cached()
 def anomaly_strips(db: str, start: datetime, bin_s: int, bins: int, exclude: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -116,11 +130,13 @@ def anomaly_strips(db: str, start: datetime, bin_s: int, bins: int, exclude: tup
 
 # --- health ------------------------------------------------------------------------------------
 
+
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=16, show_spinner=False)
-def system_health(data_dir: str, _config) -> "health.SystemHealth":
+def system_health(data_dir: str, _config):
     """Programs, boards, transport backlog and the store's last write (lib.page.health), read
     at most once a second whatever the number of viewers; `data_dir` is the cache key."""
     from lib.page import health
+
     return health.check(_config)
 
 
@@ -131,6 +147,7 @@ def sensor_health(db: str, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # --- Compare -----------------------------------------------------------------------------------
+
 
 @_cached()
 def per_detector(db: str, f: Filters) -> pd.DataFrame:
@@ -169,6 +186,7 @@ def live_flags(db: str, session: str, sensor: str, detector: str) -> pd.DataFram
 
 # --- Anomalies and Labels ----------------------------------------------------------------------
 
+
 @_cached()
 def anomalies(db: str, f: Filters, limit: int | None = None) -> pd.DataFrame:
     return ask(db, "anomalies", f, limit)
@@ -190,6 +208,7 @@ def labels(db: str, f: Filters = Filters()) -> pd.DataFrame:
 
 
 # --- anomaly events ----------------------------------------------------------------------------
+
 
 @_cached(LIVE_TTL_S)
 def events(db: str, f: queries.EventFilters = queries.EventFilters()) -> pd.DataFrame:

@@ -10,6 +10,7 @@ A line is cut into runs (a `run` number per point, which the chart draws as sepa
 Each cut is returned as a break (from the last point before to the first after, with what it was),
 which the chart marks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,14 @@ BREAK_COLUMNS = ("start", "end", "what", "seconds")
 
 
 def no_breaks() -> pd.DataFrame:
-    return pd.DataFrame({"start": pd.Series(dtype="datetime64[us]"), "end": pd.Series(dtype="datetime64[us]"),
-                         "what": pd.Series(dtype=object), "seconds": pd.Series(dtype=float)})
+    return pd.DataFrame(
+        {
+            "start": pd.Series(dtype="datetime64[us]"),
+            "end": pd.Series(dtype="datetime64[us]"),
+            "what": pd.Series(dtype=object),
+            "seconds": pd.Series(dtype=float),
+        }
+    )
 
 
 def silence_s(ts: pd.Series, bucket_s: float) -> float:
@@ -30,8 +37,9 @@ def silence_s(ts: pd.Series, bucket_s: float) -> float:
     return max(MIN_SILENCE_S, 5 * (usual if np.isfinite(usual) else 0.0), 2.5 * bucket_s)
 
 
-def split_runs(line: pd.DataFrame, gaps: pd.DataFrame | None = None,
-               bucket_s: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_runs(
+    line: pd.DataFrame, gaps: pd.DataFrame | None = None, bucket_s: float = 0.0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`line` (ts, value, session_id; oldest first) with a `run` column, and its breaks (start,
     end, what, seconds). `gaps` (session_id, started_at, ended_at, reason): the recorded gaps."""
     line = line.reset_index(drop=True)

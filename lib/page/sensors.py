@@ -6,6 +6,7 @@ of every view (pickers, charts, tables, counts and CSVs for "all sensors"), and 
 the operator's order: by `order`, then as written in vigie.toml, then the unconfigured ones by
 name (a sensor nobody described, such as a name torn by a second reader, comes last).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -12,6 +12,7 @@ A view file starts with constants the entry point reads without running the file
 Adding a view is adding a file. Streamlit runs the file as the page on every rerun; the file
 reads what the entry point prepared (configuration, database, filters) with `current()`.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,13 +27,17 @@ from lib.page.queries import Filters
 from lib.page.sensors import SensorBook
 
 _CONTEXT_KEY = "_vigie_context"
-_DECLARED = {"TITLE": (str, "a string"), "ORDER": (int, "a whole number"), "FILTERS": (bool, "True or False"),
-             "NEEDS_DATABASE": (bool, "True or False")}
+_DECLARED = {
+    "TITLE": (str, "a string"),
+    "ORDER": (int, "a whole number"),
+    "FILTERS": (bool, "True or False"),
+    "NEEDS_DATABASE": (bool, "True or False"),
+}
 
 
 @dataclass(frozen=True)
 class View:
-    name: str        # the file's stem, also the view's URL path
+    name: str  # the file's stem, also the view's URL path
     path: Path
     title: str
     order: int = 100
@@ -44,8 +49,12 @@ def read_declarations(path: Path) -> dict:
     """The view constants assigned at the top level of `path`, read without running it."""
     found = {}
     for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in _DECLARED):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in _DECLARED
+        ):
             name = node.targets[0].id
             kind, said = _DECLARED[name]
             try:
@@ -66,24 +75,33 @@ def find_views(folder: Path) -> list[View]:
             continue
         declared = read_declarations(path)
         if "TITLE" not in declared:
-            raise ValueError(f"{path}: a view file needs TITLE = \"...\" at its top")
-        found.append(View(name=path.stem, path=path, title=declared["TITLE"], order=declared.get("ORDER", 100),
-                          filters=declared.get("FILTERS", False), needs_database=declared.get("NEEDS_DATABASE", True)))
+            raise ValueError(f'{path}: a view file needs TITLE = "..." at its top')
+        found.append(
+            View(
+                name=path.stem,
+                path=path,
+                title=declared["TITLE"],
+                order=declared.get("ORDER", 100),
+                filters=declared.get("FILTERS", False),
+                needs_database=declared.get("NEEDS_DATABASE", True),
+            )
+        )
     return sorted(found, key=lambda v: (v.order, v.name))
 
 
 @dataclass(frozen=True)
 class Context:
     """What the entry point prepared for the view of this run."""
+
     config: Config
-    clock: Clock               # the operator's time zone: every time shown, typed or picked
-    db: str                    # the DuckDB file, the key of every cached read
-    sessions: pd.DataFrame     # every session, newest first
-    sensors: list[str]         # every sensor with readings, in the operator's order, hidden ones left out
-    detectors: list[str]       # every algorithm with verdicts
-    filters: Filters | None    # the shared filters, for views that declared FILTERS = True
-    pages: dict = field(default_factory=dict)   # view name -> its st.Page, for st.page_link
-    book: SensorBook = field(default_factory=lambda: SensorBook({}))   # labels, units, ranges, order
+    clock: Clock  # the operator's time zone: every time shown, typed or picked
+    db: str  # the DuckDB file, the key of every cached read
+    sessions: pd.DataFrame  # every session, newest first
+    sensors: list[str]  # every sensor with readings, in the operator's order, hidden ones left out
+    detectors: list[str]  # every algorithm with verdicts
+    filters: Filters | None  # the shared filters, for views that declared FILTERS = True
+    pages: dict = field(default_factory=dict)  # view name -> its st.Page, for st.page_link
+    book: SensorBook = field(default_factory=lambda: SensorBook({}))  # labels, units, ranges, order
 
 
 _AS_OF_SLOT = "_vigie_as_of_slot"
@@ -94,6 +112,7 @@ def as_of_bar(clock) -> None:
     (the entry point calls `fill_as_of`; a view that ends early calls `stop`), when its figures
     were read."""
     import streamlit as st
+
     slot, button = st.columns([9, 1], vertical_alignment="center")
     if button.button("Refresh", key="refresh_view", help="Read every figure of this view again."):
         st.cache_data.clear()
@@ -102,10 +121,12 @@ def as_of_bar(clock) -> None:
 
 
 def fill_as_of() -> None:
-    import streamlit as st
     from datetime import datetime, timezone
 
+    import streamlit as st
+
     from lib.page.reads import oldest_read
+
     slot, clock = st.session_state.pop(_AS_OF_SLOT, (None, None))
     read_at = oldest_read()
     if slot is None or read_at is None:
@@ -118,17 +139,20 @@ def stop() -> None:
     """`st.stop()` for a view with an `as_of_bar`: the time is written first (nothing can be
     written once the run is stopped)."""
     import streamlit as st
+
     fill_as_of()
     st.stop()
 
 
 def publish(context: Context) -> None:
     import streamlit as st
+
     st.session_state[_CONTEXT_KEY] = context
 
 
 def current() -> Context:
     import streamlit as st
+
     return st.session_state[_CONTEXT_KEY]
 
 
@@ -145,4 +169,5 @@ def page_title(open_events: int) -> str:
 def show_open_events(open_events: int) -> None:
     """Set the tab's title (Streamlit lets a page set it again on every run, fragments included)."""
     import streamlit as st
+
     st.set_page_config(page_title=page_title(open_events))

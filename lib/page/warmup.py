@@ -4,6 +4,7 @@ Each detector has its own warm-up (`Detector.warmup`: a window of 20 for dbscan,
 likelihood, plus the calibration's own readings), set by the sensor's configured parameters; so N
 comes from the detector built as the worker builds it for that sensor, not from `[detection] window`.
 """
+
 from __future__ import annotations
 
 from lib.detect import detectors
@@ -19,5 +20,5 @@ def warmup(config, sensor: str, detector: str) -> int | None:
     try:
         built, _ = detectors.build(detector, params)
     except ValueError:
-        built, _ = detectors.build(detector, {})   # ran live with parameters no longer configured
+        built, _ = detectors.build(detector, {})  # ran live with parameters no longer configured
     return int(built.warmup)

@@ -3,6 +3,7 @@
 Keys dedupe replays inside a batch (the watermarks and primary keys dedupe them across batches;
 see lib.store.writer). Times are microseconds since the epoch (UTC) until the write.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,13 +24,14 @@ _STATE_DICTIONARY = pa.array(list(STATE_CODES.values()))
 @dataclass
 class Batch:
     """Rows gathered from the transport for one write, a field per table (see `frame`)."""
-    readings: dict = field(default_factory=dict)   # (session, seq) -> (sensor, ts_us, value)
-    states: dict = field(default_factory=dict)     # (session, seq, detector) -> (sensor, ts_us, state, score)
-    rejects: dict = field(default_factory=dict)    # (session, seq) -> (ts_us, reason, raw)
-    sessions: list = field(default_factory=list)   # session events, in order
-    truth: dict = field(default_factory=dict)      # (run, sensor, kind, start_us) -> end_us
-    labels: dict = field(default_factory=dict)     # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
-    events: dict = field(default_factory=dict)     # event id -> its latest snapshot (lib.detect.events payload)
+
+    readings: dict = field(default_factory=dict)  # (session, seq) -> (sensor, ts_us, value)
+    states: dict = field(default_factory=dict)  # (session, seq, detector) -> (sensor, ts_us, state, score)
+    rejects: dict = field(default_factory=dict)  # (session, seq) -> (ts_us, reason, raw)
+    sessions: list = field(default_factory=list)  # session events, in order
+    truth: dict = field(default_factory=dict)  # (run, sensor, kind, start_us) -> end_us
+    labels: dict = field(default_factory=dict)  # (session, seq) -> (sensor, ts_us, verdict, detector, note, made_us)
+    events: dict = field(default_factory=dict)  # event id -> its latest snapshot (lib.detect.events payload)
     event_actions: list = field(default_factory=list)  # operators' acknowledgements and resolutions, in order
     # states as columns (what the detectors send): no Python object per row. One run per
     # add_states call: (session, sensor, detector, rows); seq, ts, codes and scores per row.
@@ -41,19 +43,37 @@ class Batch:
     _state_high: dict = field(default_factory=dict)  # (session, sensor, detector) -> highest seq here
 
     def __len__(self) -> int:
-        return (len(self.readings) + len(self.states) + len(self._seq) + len(self.rejects)
-                + len(self.sessions) + len(self.truth) + len(self.labels) + len(self.events)
-                + len(self.event_actions))
+        return (
+            len(self.readings)
+            + len(self.states)
+            + len(self._seq)
+            + len(self.rejects)
+            + len(self.sessions)
+            + len(self.truth)
+            + len(self.labels)
+            + len(self.events)
+            + len(self.event_actions)
+        )
 
-    def add_states(self, sensor: str, sessions: str | list[str], seqs: list[int], ts_us: list[int],
-                   detector: str, codes: str, scores: list) -> None:
+    def add_states(
+        self,
+        sensor: str,
+        sessions: str | list[str],
+        seqs: list[int],
+        ts_us: list[int],
+        detector: str,
+        codes: str,
+        scores: list,
+    ) -> None:
         """One detector's states (`codes`: a letter of STATE_CODES per reading) for readings of
         one sensor, in the sensor's order. Rows at or below the highest seq already in the batch
         for their (session, sensor, detector) are a replay and are dropped, as the watermarks
         drop one across batches."""
-        if not isinstance(sessions, str):   # a message spanning sessions: row by row
+        if not isinstance(sessions, str):  # a message spanning sessions: row by row
             for i, session in enumerate(sessions):
-                self.add_states(sensor, session, seqs[i:i + 1], ts_us[i:i + 1], detector, codes[i], scores[i:i + 1])
+                self.add_states(
+                    sensor, session, seqs[i : i + 1], ts_us[i : i + 1], detector, codes[i], scores[i : i + 1]
+                )
             return
         key = (sessions, sensor, detector)
         high = self._state_high.get(key)
@@ -84,7 +104,7 @@ class Batch:
         """(session, seq, ts_us) of each state row added with `add_states`."""
         at = 0
         for session, _, _, n in self._runs:
-            for seq, ts in zip(self._seq[at:at + n], self._ts[at:at + n]):
+            for seq, ts in zip(self._seq[at : at + n], self._ts[at : at + n]):
                 yield session, seq, ts
             at += n
 
@@ -109,11 +129,17 @@ class Batch:
         state_index = _CODE_INDEX[letters]
         if (state_index < 0).any():
             raise ValueError(f"unknown state code(s) {sorted(set(chr(c) for c in letters[state_index < 0]))}")
-        return pa.table({
-            "session_id": runs(0), "seq": pa.array(self._seq, type=pa.int64()), "detector": runs(2),
-            "sensor": runs(1), "ts": pa.array(self._ts, type=pa.int64()),
-            "state": pa.DictionaryArray.from_arrays(pa.array(state_index), _STATE_DICTIONARY),
-            "score": pa.array(self._scores, type=pa.float64())})
+        return pa.table(
+            {
+                "session_id": runs(0),
+                "seq": pa.array(self._seq, type=pa.int64()),
+                "detector": runs(2),
+                "sensor": runs(1),
+                "ts": pa.array(self._ts, type=pa.int64()),
+                "state": pa.DictionaryArray.from_arrays(pa.array(state_index), _STATE_DICTIONARY),
+                "score": pa.array(self._scores, type=pa.float64()),
+            }
+        )
 
 
 def _frame(rows: dict, names: list[str]) -> pa.Table:

@@ -6,6 +6,7 @@ the file (a tool, a store shutting down) usually lets go soon. The checks here r
 Vigie's file, or is damaged, with a message that says what was found and what to do; none of them
 writes to the file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,10 +22,23 @@ LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 # is matched here: never DuckDB's wording around it ("Could not write file" came with a
 # permission error and was once taken for a full disk).
 DISK_FULL, PERMISSION, READ_ONLY, GONE, IO_ERROR = (
-    "disk full", "permission denied", "read-only file system", "file or folder gone", "I/O error")
-ERRNO_CAUSES = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EFBIG: DISK_FULL,
-                errno.EACCES: PERMISSION, errno.EPERM: PERMISSION, errno.EROFS: READ_ONLY,
-                errno.ENOENT: GONE, errno.ESTALE: GONE, errno.EIO: IO_ERROR}
+    "disk full",
+    "permission denied",
+    "read-only file system",
+    "file or folder gone",
+    "I/O error",
+)
+ERRNO_CAUSES = {
+    errno.ENOSPC: DISK_FULL,
+    errno.EDQUOT: DISK_FULL,
+    errno.EFBIG: DISK_FULL,
+    errno.EACCES: PERMISSION,
+    errno.EPERM: PERMISSION,
+    errno.EROFS: READ_ONLY,
+    errno.ENOENT: GONE,
+    errno.ESTALE: GONE,
+    errno.EIO: IO_ERROR,
+}
 CORRUPT_MARKERS = ("Corrupt database", "not a valid DuckDB", "Could not read enough bytes", "checksum")
 # DuckDB files carry "DUCK" at byte 8. Anything else at the database path is someone else's file:
 # the store refuses to start rather than open (and possibly rewrite) it.
@@ -33,8 +47,11 @@ DUCKDB_MAGIC, DUCKDB_MAGIC_OFFSET = b"DUCK", 8
 # a reader for it (this machine, and many sites, have no internet). No external access: the
 # database's own files are all a connection of ours touches, so no query (not even a read the store
 # answers for another process) can read, write or attach another file.
-CONNECT_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False,
-                  "enable_external_access": False}
+CONNECT_CONFIG = {
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "enable_external_access": False,
+}
 
 
 class DatabaseFileError(RuntimeError):
@@ -53,7 +70,7 @@ def error_cause(exc: BaseException) -> str | None:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code in ERRNO_CAUSES:
         return ERRNO_CAUSES[code]
-    if isinstance(exc, duckdb.Error):   # an IOException, or a failed commit's TransactionException
+    if isinstance(exc, duckdb.Error):  # an IOException, or a failed commit's TransactionException
         text = str(exc)
         for code, cause in ERRNO_CAUSES.items():
             if os.strerror(code) in text:
@@ -121,10 +138,11 @@ def check_database_file(path: Path) -> None:
         raise DatabaseFileError(f"{path} is not a regular file; move it away (Vigie will not touch it)")
     with open(path, "rb") as f:
         head = f.read(64)
-    if head[DUCKDB_MAGIC_OFFSET:DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC)] != DUCKDB_MAGIC:
+    if head[DUCKDB_MAGIC_OFFSET : DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC)] != DUCKDB_MAGIC:
         raise DatabaseFileError(
             f"{path} exists but is {_describe(head)} ({path.stat().st_size} bytes), not Vigie's DuckDB "
-            "database. Vigie never overwrites it: move the file away, or point [paths] data_dir elsewhere.")
+            "database. Vigie never overwrites it: move the file away, or point [paths] data_dir elsewhere."
+        )
 
 
 def connect_checked(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -135,16 +153,19 @@ def connect_checked(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDB
     except duckdb.Error as exc:
         if is_lock_error(exc) or error_cause(exc) in (DISK_FULL, PERMISSION, READ_ONLY, GONE):
             raise
-        raise DatabaseFileError(f"{path} cannot be opened as a DuckDB database ({exc}); move it away "
-                                "or restore a backup. Vigie will not overwrite it.") from None
+        raise DatabaseFileError(
+            f"{path} cannot be opened as a DuckDB database ({exc}); move it away "
+            "or restore a backup. Vigie will not overwrite it."
+        ) from None
 
 
 def table_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     """{table: [columns]} of the file's own tables."""
     found: dict[str, list[str]] = {}
     for table, column in conn.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
-            " ORDER BY table_name, ordinal_position").fetchall():
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        " ORDER BY table_name, ordinal_position"
+    ).fetchall():
         found.setdefault(table, []).append(column)
     return found
 
@@ -161,8 +182,9 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
     except duckdb.Error as exc:
         if not is_corruption(exc):
             raise
-        raise DatabaseFileError(f"{path} is damaged ({exc}); move it away or restore a backup. "
-                                "Vigie will not overwrite it.") from None
+        raise DatabaseFileError(
+            f"{path} is damaged ({exc}); move it away or restore a backup. Vigie will not overwrite it."
+        ) from None
 
 
 def _quote(name: str) -> str:

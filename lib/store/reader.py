@@ -4,6 +4,7 @@ DuckDB lets no other process open the file while the store holds it for writing,
 through the store when it runs (it answers named queries on a socket: lib.store.readserver) and
 open the file read-only otherwise (tests, tools, a stopped system).
 """
+
 from __future__ import annotations
 
 import time
@@ -30,7 +31,7 @@ def read_db(path: Path, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnecti
         try:
             conn = RemoteConnection(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            pass   # no store runs (or one was killed and left its socket): read the file
+            pass  # no store runs (or one was killed and left its socket): read the file
         if conn is None:
             try:
                 conn = connect(path, True, 0.0)

@@ -27,6 +27,7 @@ the file read-only when no store runs (tests, tools, a stopped system). Code tha
 named functions (`lib.page.queries.totals(conn)` and so on): with a local connection they run SQL,
 with a remote one they send their name (`named` in lib.page.queries).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,6 +78,7 @@ def named(fn: Callable) -> Callable:
         if isinstance(conn, RemoteConnection):
             return conn.call(fn.__name__, *args, **kwargs)
         return fn(conn, *args, **kwargs)
+
     return run
 
 
@@ -112,8 +114,9 @@ def _open_private_dir(path: Path, create: bool) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         if create or not isinstance(exc, FileNotFoundError):
-            raise SocketFolderError(f"{path}: not a usable folder for the read socket ({exc}); "
-                                    "remove whatever is there") from None
+            raise SocketFolderError(
+                f"{path}: not a usable folder for the read socket ({exc}); remove whatever is there"
+            ) from None
         raise
     st = os.fstat(fd)
     if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
@@ -121,7 +124,8 @@ def _open_private_dir(path: Path, create: bool) -> int:
         raise SocketFolderError(
             f"{path} belongs to uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}, not a private 0700 "
             f"folder of uid {os.geteuid()}: Vigie will not serve or read its database through it. Remove it "
-            "(or keep the database in a private folder).")
+            "(or keep the database in a private folder)."
+        )
     return fd
 
 
@@ -135,6 +139,7 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 # -- the wire: JSON with typed values; DataFrames as Arrow IPC parts ------------------------------
+
 
 def _encode(value: Any, blobs: list[bytes]) -> Any:
     if value is None or isinstance(value, (bool, str)):
@@ -167,8 +172,10 @@ def _encode(value: Any, blobs: list[bytes]) -> Any:
     if isinstance(value, Mapping):
         return {"$dict": [[_encode(k, blobs), _encode(v, blobs)] for k, v in value.items()]}
     if dataclasses.is_dataclass(value) and WIRE_TYPES.get(type(value).__name__) is type(value):
-        return {"$dc": type(value).__name__,
-                "fields": {f.name: _encode(getattr(value, f.name), blobs) for f in dataclasses.fields(value)}}
+        return {
+            "$dc": type(value).__name__,
+            "fields": {f.name: _encode(getattr(value, f.name), blobs) for f in dataclasses.fields(value)},
+        }
     raise TypeError(f"a {type(value).__name__} cannot travel on the read socket")
 
 
@@ -248,8 +255,12 @@ class ReadServer:
     `connection()`'s database (called per query: the writer may have reconnected after a write
     error), from a thread per client of this same user."""
 
-    def __init__(self, connection: Callable[[], duckdb.DuckDBPyConnection], db_path: os.PathLike,
-                 queries: Mapping[str, Callable] | None = None):
+    def __init__(
+        self,
+        connection: Callable[[], duckdb.DuckDBPyConnection],
+        db_path: os.PathLike,
+        queries: Mapping[str, Callable] | None = None,
+    ):
         self.path = socket_path(db_path)
         self._connection = connection
         self.queries = NAMED if queries is None else dict(queries)
@@ -287,7 +298,7 @@ class ReadServer:
                 return True
 
         try:
-            os.unlink(SOCKET_NAME, dir_fd=self._dir_fd)   # left by a store that was killed
+            os.unlink(SOCKET_NAME, dir_fd=self._dir_fd)  # left by a store that was killed
         except FileNotFoundError:
             pass
         old_umask = os.umask(0o177)
@@ -297,8 +308,9 @@ class ReadServer:
             os.umask(old_umask)
         st = os.stat(SOCKET_NAME, dir_fd=self._dir_fd)
         self._identity = (st.st_dev, st.st_ino)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="reads", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="reads", daemon=True
+        )
 
     def start(self) -> "ReadServer":
         self._thread.start()
@@ -323,15 +335,21 @@ class ReadServer:
         return True
 
     def answer(self, request: Any) -> dict:
-        if not (isinstance(request, dict) and isinstance(request.get("query"), str)
-                and isinstance(request.get("args", []), list) and isinstance(request.get("kwargs", {}), dict)):
+        if not (
+            isinstance(request, dict)
+            and isinstance(request.get("query"), str)
+            and isinstance(request.get("args", []), list)
+            and isinstance(request.get("kwargs", {}), dict)
+        ):
             return {"error": "Error", "message": "a request is {query: name, args: [...], kwargs: {...}}"}
         name = request["query"]
         fn = self.queries.get(name)
         if fn is None:
-            return {"error": "PermissionException",
-                    "message": f"unknown query {name[:80]!r}: the store answers only its named read queries "
-                               "(lib.page.queries), never SQL"}
+            return {
+                "error": "PermissionException",
+                "message": f"unknown query {name[:80]!r}: the store answers only its named read queries "
+                "(lib.page.queries), never SQL",
+            }
         try:
             cursor = self._connection().cursor()
         except duckdb.Error as exc:
@@ -394,7 +412,8 @@ class RemoteConnection:
     def execute(self, sql: str, params=None):
         raise duckdb.PermissionException(
             "the store's read socket answers named queries only (lib.page.queries), not SQL; "
-            "stop the store to open the file yourself")
+            "stop the store to open the file yourself"
+        )
 
     def close(self) -> None:
         self._sock.close()

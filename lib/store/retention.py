@@ -6,6 +6,7 @@ the file. One transaction exports and deletes; the export is written under a tem
 renamed once the delete is committed, so a crash in between leaves either the rows in the database
 or a `.tmp` export holding them, never neither.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ TABLES = ("readings", "states", "rejects")
 FORMATS = ("parquet", "csv", "none")
 
 
-def prune(db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str = "parquet",
-          wait_s: float = 60.0) -> dict[str, int]:
+def prune(
+    db_path: Path, older_than: datetime, export_dir: Path | None, fmt: str = "parquet", wait_s: float = 60.0
+) -> dict[str, int]:
     """Delete rows with `ts < older_than` (naive UTC) from TABLES, exporting them first unless
     `fmt` is "none". Returns {table: rows removed}."""
     if fmt not in FORMATS:
@@ -87,8 +89,15 @@ def _export(rows: duckdb.DuckDBPyRelation, target: Path, fmt: str) -> None:
 class Retention:
     """Called by the store between batches; prunes at most every `check_s` seconds."""
 
-    def __init__(self, db_path: Path, days: float, export_dir: Path, fmt: str = "parquet",
-                 check_s: float = 600.0, clock=time.monotonic):
+    def __init__(
+        self,
+        db_path: Path,
+        days: float,
+        export_dir: Path,
+        fmt: str = "parquet",
+        check_s: float = 600.0,
+        clock=time.monotonic,
+    ):
         self.db_path, self.days, self.export_dir, self.fmt = Path(db_path), days, Path(export_dir), fmt
         self.check_s, self.clock = check_s, clock
         self._next = clock()  # first check soon after start-up
@@ -104,7 +113,10 @@ class Retention:
             log.error("retention: pruning rows before %s failed (%s); will retry in %.0fs", cutoff, exc, self.check_s)
             return None
         if removed:
-            log.info("retention: removed rows older than %s: %s%s", cutoff,
-                     ", ".join(f"{t} {n}" for t, n in removed.items()),
-                     f" (exported to {self.export_dir})" if self.fmt != "none" else "")
+            log.info(
+                "retention: removed rows older than %s: %s%s",
+                cutoff,
+                ", ".join(f"{t} {n}" for t, n in removed.items()),
+                f" (exported to {self.export_dir})" if self.fmt != "none" else "",
+            )
         return removed

@@ -12,6 +12,7 @@ as the rows they come from, answer it instead:
 Both are derived: `rebuild` makes them again from readings and states (the migration that adds
 them does, on files written before), and retention deletes them with the rows they summarise.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -91,12 +92,15 @@ def prune(conn: duckdb.DuckDBPyConnection, older_than) -> None:
     """After readings and states older than `older_than` were deleted: the same for these tables,
     the minute cut in two summarising the readings that are left of it."""
     conn.execute("DELETE FROM flags WHERE ts < ?", [older_than])
-    conn.execute("DELETE FROM readings_1m WHERE minute <= time_bucket(INTERVAL 1 MINUTE, ?::TIMESTAMP)",
-                 [older_than])
-    conn.execute(_ROLLUP.format(source="""
+    conn.execute("DELETE FROM readings_1m WHERE minute <= time_bucket(INTERVAL 1 MINUTE, ?::TIMESTAMP)", [older_than])
+    conn.execute(
+        _ROLLUP.format(
+            source="""
         SELECT sensor, session_id, ts, value FROM readings
-        WHERE ts >= $cut AND ts < time_bucket(INTERVAL 1 MINUTE, $cut::TIMESTAMP) + INTERVAL 1 MINUTE"""),
-        {"cut": older_than})
+        WHERE ts >= $cut AND ts < time_bucket(INTERVAL 1 MINUTE, $cut::TIMESTAMP) + INTERVAL 1 MINUTE"""
+        ),
+        {"cut": older_than},
+    )
 
 
 def rebuild(conn: duckdb.DuckDBPyConnection) -> None:

@@ -25,6 +25,7 @@ For example::
         ALTER TABLE sessions ADD COLUMN firmware VARCHAR;
     '''),
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 class Migration:
     version: int
     name: str
-    change: str | Callable[[duckdb.DuckDBPyConnection], None]   # SQL statements, or a function
+    change: str | Callable[[duckdb.DuckDBPyConnection], None]  # SQL statements, or a function
 
     def apply(self, conn: duckdb.DuckDBPyConnection) -> None:
         if callable(self.change):
@@ -57,7 +58,10 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "sessions, readings, states, watermarks, rejects, gaps, truth, labels", """
+    Migration(
+        1,
+        "sessions, readings, states, watermarks, rejects, gaps, truth, labels",
+        """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id VARCHAR PRIMARY KEY,
     port       VARCHAR,
@@ -123,9 +127,13 @@ CREATE TABLE IF NOT EXISTS labels (
     made_at    TIMESTAMP NOT NULL,   -- the latest verdict on a reading wins
     PRIMARY KEY (session_id, seq)
 );
-"""),
+""",
+    ),
     # IF NOT EXISTS: a file written in the short while when events came before versions has it.
-    Migration(2, "events: one row per anomaly event", """
+    Migration(
+        2,
+        "events: one row per anomaly event",
+        """
 CREATE TABLE IF NOT EXISTS events (
     event_id    VARCHAR PRIMARY KEY,  -- <session>:<sensor>:<start seq> (lib.detect.events)
     sensor      VARCHAR NOT NULL,
@@ -154,11 +162,11 @@ CREATE TABLE IF NOT EXISTS events (
     resolved_at TIMESTAMP,
     resolve_note VARCHAR
 );
-"""),
+""",
+    ),
     # Derived from readings and states, kept by the writer (lib.store.rollups); built here from
     # what a file already holds.
-    Migration(3, "readings_1m and flags: per-minute rollups and flagged readings, for long spans",
-              rollups.rebuild),
+    Migration(3, "readings_1m and flags: per-minute rollups and flagged readings, for long spans", rollups.rebuild),
 )
 
 VERSION_TABLE = "schema_version"
@@ -189,8 +197,10 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection, after: int = 0) -> None:
             migration.apply(conn)
         except Exception as exc:
             raise MigrationError(f"migration {migration.version} ({migration.name}) failed: {exc}") from exc
-        conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, ?, ?)",
-                     (migration.version, migration.name, datetime.now(timezone.utc).replace(tzinfo=None)))
+        conn.execute(
+            f"INSERT INTO {VERSION_TABLE} VALUES (?, ?, ?)",
+            (migration.version, migration.name, datetime.now(timezone.utc).replace(tzinfo=None)),
+        )
 
 
 def _first_tables() -> dict[str, list[str]]:
@@ -215,17 +225,21 @@ def file_version(conn: duckdb.DuckDBPyConnection, path: Path) -> int:
             raise DatabaseFileError(
                 f"{path} has schema version {version}, written by a newer Vigie; this one knows versions up to "
                 f"{current_version()}. Run the newer Vigie, or point [paths] data_dir elsewhere. "
-                "Vigie leaves the file untouched.")
+                "Vigie leaves the file untouched."
+            )
         return version
     if "readings" not in found:
         raise DatabaseFileError(
             f"{path} is a DuckDB database of something else (tables: {', '.join(sorted(found)[:8])}); "
-            "Vigie will not add its tables to it: move it away, or point [paths] data_dir elsewhere.")
+            "Vigie will not add its tables to it: move it away, or point [paths] data_dir elsewhere."
+        )
     for table, columns in _first_tables().items():
         if table in found and not set(columns) <= set(found[table]):
             missing = ", ".join(sorted(set(columns) - set(found[table])))
-            raise DatabaseFileError(f"{path}: table {table} lacks column(s) {missing}; this file was not written "
-                                    "by this version of Vigie. Move it away (or export it) before starting.")
+            raise DatabaseFileError(
+                f"{path}: table {table} lacks column(s) {missing}; this file was not written "
+                "by this version of Vigie. Move it away (or export it) before starting."
+            )
     return 0
 
 
@@ -277,11 +291,17 @@ def upgrade(path: Path, version: int, wait_s: float = 30.0, copy_first: bool = T
         _copy_database(backup, path)
         raise DatabaseFileError(
             f"{path}: upgrading from schema version {version} to {current_version()} stopped: {exc}. The file "
-            f"is as it was (a copy is at {backup}); keep running the previous Vigie, or report this.") from exc
+            f"is as it was (a copy is at {backup}); keep running the previous Vigie, or report this."
+        ) from exc
     conn.close()
     if backup is not None:
-        log.info("%s upgraded from schema version %d to %d; the file as it was is at %s",
-                 path, version, current_version(), backup)
+        log.info(
+            "%s upgraded from schema version %d to %d; the file as it was is at %s",
+            path,
+            version,
+            current_version(),
+            backup,
+        )
 
 
 def _wal(path: Path) -> Path:
@@ -291,15 +311,17 @@ def _wal(path: Path) -> Path:
 def _backup(path: Path, first: int) -> Path:
     """Copy the file (and its write-ahead log, if any) before migration `first` changes it."""
     backup = path.with_name(f"{path.name}.pre-v{first}.bak")
-    if backup.exists():   # an earlier copy (an upgrade that failed, say) is kept as it is
+    if backup.exists():  # an earlier copy (an upgrade that failed, say) is kept as it is
         backup = path.with_name(f"{path.name}.pre-v{first}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.bak")
     try:
         _copy_database(path, backup)
     except OSError as exc:
         for p in (backup, _wal(backup)):
             p.unlink(missing_ok=True)
-        raise DatabaseFileError(f"{path}: cannot copy the file to {backup} before upgrading it ({exc}); "
-                                "the file is unchanged. Free some space and start again.") from exc
+        raise DatabaseFileError(
+            f"{path}: cannot copy the file to {backup} before upgrading it ({exc}); "
+            "the file is unchanged. Free some space and start again."
+        ) from exc
     return backup
 
 

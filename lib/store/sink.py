@@ -1,4 +1,5 @@
 """The store's side of the transport: turn consumed messages into a `Batch`."""
+
 from __future__ import annotations
 
 import logging
@@ -6,8 +7,25 @@ import time
 
 import duckdb
 
-from lib.messages import (EVENTS, LABELS, REJECTS, SESSION, SEQ, SESSIONS, STATES, TRUTH, TS_US, EventAction, Label,
-                          Message, Reject, StatesBatch, Truth, parse_session_event, parse_states)
+from lib.messages import (
+    EVENTS,
+    LABELS,
+    REJECTS,
+    SEQ,
+    SESSION,
+    SESSIONS,
+    STATES,
+    TRUTH,
+    TS_US,
+    EventAction,
+    Label,
+    Message,
+    Reject,
+    StatesBatch,
+    Truth,
+    parse_session_event,
+    parse_states,
+)
 from lib.states import CODE_OF_STATE
 from lib.store.batch import Batch
 from lib.store.files import DatabaseFileError, error_cause, is_corruption
@@ -23,13 +41,14 @@ def add_message(batch: Batch, msg: Message) -> None:
     try:
         if msg.topic == STATES:
             for part in parse_states(msg):
-                if isinstance(part, StatesBatch):   # column by column, as the detectors send them
+                if isinstance(part, StatesBatch):  # column by column, as the detectors send them
                     for detector, (states, scores) in part.judged.items():
                         batch.add_states(part.sensor, part.session, part.seq, part.ts_us, detector, states, scores)
-                else:   # one reading's states spelled out
+                else:  # one reading's states spelled out
                     for detector, state, score in part.states:
-                        batch.add_states(part.sensor, part.session, [part.seq], [part.ts_us], detector,
-                                         CODE_OF_STATE[state], [score])
+                        batch.add_states(
+                            part.sensor, part.session, [part.seq], [part.ts_us], detector, CODE_OF_STATE[state], [score]
+                        )
         elif msg.topic == REJECTS:
             r = Reject.parse(msg)
             batch.rejects[(r.session, r.seq)] = (r.ts_us, r.reason, r.raw)
@@ -43,8 +62,14 @@ def add_message(batch: Batch, msg: Message) -> None:
             key = (label.session, label.seq)
             old = batch.labels.get(key)
             if old is None or label.made_us >= old[5]:
-                batch.labels[key] = (label.sensor, label.ts_us, label.verdict, label.detector, label.note,
-                                     label.made_us)
+                batch.labels[key] = (
+                    label.sensor,
+                    label.ts_us,
+                    label.verdict,
+                    label.detector,
+                    label.note,
+                    label.made_us,
+                )
         elif msg.topic == EVENTS:
             p = msg.json()
             if p["type"] == "event":
@@ -71,8 +96,17 @@ POLL_SLICE = 2000
 QUIET_ROWS = 1000
 
 
-def run_store(db_path, consumer, stop, flush_interval: float = 0.1, max_batch: int = 50_000,
-              on_flush=None, maintenance=None, quiet_flush_interval: float = 0.0, queries=None) -> int:
+def run_store(
+    db_path,
+    consumer,
+    stop,
+    flush_interval: float = 0.1,
+    max_batch: int = 50_000,
+    on_flush=None,
+    maintenance=None,
+    quiet_flush_interval: float = 0.0,
+    queries=None,
+) -> int:
     """The single writer's loop: gather messages for `flush_interval` (or `max_batch` rows), write
     them to DuckDB in one transaction, and only then commit the consumer's position (at-least-once;
     primary keys and watermarks make a replay harmless). A batch of fewer than QUIET_ROWS rows
@@ -85,35 +119,42 @@ def run_store(db_path, consumer, stop, flush_interval: float = 0.1, max_batch: i
     # The store holds the file for its whole run; the page's queries come to it (lib.store.readserver).
     server = ReadServer(writer.connection, db_path, queries).start()
     try:
-        return _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance,
-                           quiet_flush_interval, server)
+        return _store_loop(
+            writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance, quiet_flush_interval, server
+        )
     finally:
         server.close()
         writer.close()
 
 
-def _store_loop(writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance, quiet_flush_interval,
-                server=None) -> int:
+def _store_loop(
+    writer, consumer, stop, flush_interval, max_batch, on_flush, maintenance, quiet_flush_interval, server=None
+) -> int:
     stored = 0
     while True:
         stopping = stop.is_set()
         batch, n = Batch(), 0
         deadline = time.monotonic() + flush_interval
-        first_at = None    # when this batch's first message came
+        first_at = None  # when this batch's first message came
         # `max_batch` bounds the rows (memory and write time); a message may carry many rows (a
         # detector's states for a whole poll), so messages are polled a slice at a time.
         while len(batch) < max_batch:
             remaining = deadline - time.monotonic()
-            messages = consumer.poll(min(POLL_SLICE, max_batch - len(batch)),
-                                     max(0.0, remaining) if not stopping else 0.0)
+            messages = consumer.poll(
+                min(POLL_SLICE, max_batch - len(batch)), max(0.0, remaining) if not stopping else 0.0
+            )
             for m in messages:
                 add_message(batch, m)
             if messages and first_at is None:
                 first_at = time.monotonic()
             n += len(messages)
             if remaining <= 0 or (stopping and not messages):
-                if (n and not stopping and len(batch) < QUIET_ROWS
-                        and time.monotonic() < first_at + quiet_flush_interval):
+                if (
+                    n
+                    and not stopping
+                    and len(batch) < QUIET_ROWS
+                    and time.monotonic() < first_at + quiet_flush_interval
+                ):
                     deadline = first_at + quiet_flush_interval
                     continue
                 break
@@ -156,8 +197,15 @@ def write_until_done(db_path, batch, stop, write) -> bool:
             if failed_since is None:
                 failed_since = time.monotonic()
                 what = error_cause(exc) or "write failed"
-                log.error("%s: cannot write %d rows to %s (%s); keeping them on the transport and retrying "
-                          "with backoff up to %.0fs", what, len(batch), db_path, exc, WRITE_BACKOFF_MAX_S)
+                log.error(
+                    "%s: cannot write %d rows to %s (%s); keeping them on the transport and retrying "
+                    "with backoff up to %.0fs",
+                    what,
+                    len(batch),
+                    db_path,
+                    exc,
+                    WRITE_BACKOFF_MAX_S,
+                )
             else:
                 log.debug("write retry %d failed: %s", attempts, exc)
             if stop.wait(backoff):
@@ -166,6 +214,9 @@ def write_until_done(db_path, batch, stop, write) -> bool:
             backoff = min(backoff * 2, WRITE_BACKOFF_MAX_S)
             continue
         if failed_since is not None:
-            log.warning("writing again after %.1fs and %d failed attempts; catching up",
-                        time.monotonic() - failed_since, attempts)
+            log.warning(
+                "writing again after %.1fs and %d failed attempts; catching up",
+                time.monotonic() - failed_since,
+                attempts,
+            )
         return True

@@ -8,6 +8,7 @@ the store records when its last write committed (at most once a second), and the
 >>> s = StoreStatus(d, clock=lambda: 100.0); s.wrote(12); read_store_status(d)["messages"]
 12
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ class StoreStatus:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"pid": os.getpid(), "last_write_at": now, "messages": self.messages}),
-                           encoding="utf-8")
+            tmp.write_text(
+                json.dumps({"pid": os.getpid(), "last_write_at": now, "messages": self.messages}), encoding="utf-8"
+            )
             os.replace(tmp, self.path)
         except OSError as exc:
             # For display only: never let it stop a write.

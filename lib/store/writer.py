@@ -13,6 +13,7 @@ readings/s). They get the same guarantee from `watermarks`: the highest sequence
 (session, sensor, kind), updated in the same transaction. The transport delivers each sensor's
 messages in order, so a row at or below its watermark was stored before and is dropped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,6 +46,7 @@ class TableWrite:
     derived from this one up to date (lib.store.rollups), given the SQL of the rows just inserted
     (times as TIMESTAMP).
     """
+
     table: str
     columns: tuple[str, ...]
     times: tuple[str, ...] = ("ts",)
@@ -59,8 +61,10 @@ class TableWrite:
         source = "batch_df"
         if self.watermark:
             # New rows only: above the watermark of their (session, sensor, kind).
-            source = (f"(SELECT b.* FROM batch_df b LEFT JOIN watermarks w ON w.session_id = b.session_id"
-                      f" AND w.sensor = b.sensor AND w.kind = {self.watermark} WHERE w.seq IS NULL OR b.seq > w.seq)")
+            source = (
+                f"(SELECT b.* FROM batch_df b LEFT JOIN watermarks w ON w.session_id = b.session_id"
+                f" AND w.sensor = b.sensor AND w.kind = {self.watermark} WHERE w.seq IS NULL OR b.seq > w.seq)"
+            )
         return f"SELECT {select} FROM {source}"
 
     def statements(self) -> list[str]:
@@ -68,26 +72,40 @@ class TableWrite:
         conflict = f" ON CONFLICT {self.conflict}" if self.conflict else ""
         out = [f"INSERT INTO {self.table} BY NAME {self.new_rows()}{conflict}"]
         if self.watermark:
-            out.append(f"INSERT INTO watermarks SELECT session_id, sensor, {self.watermark}, max(seq) FROM batch_df"
-                       " GROUP BY ALL ON CONFLICT DO UPDATE SET seq = greatest(watermarks.seq, excluded.seq)")
+            out.append(
+                f"INSERT INTO watermarks SELECT session_id, sensor, {self.watermark}, max(seq) FROM batch_df"
+                " GROUP BY ALL ON CONFLICT DO UPDATE SET seq = greatest(watermarks.seq, excluded.seq)"
+            )
         return out
 
 
 # The tables the store fills from a batch, in the order they are written. Session events (start,
 # end, gap) and operators' actions on events are few, and each its own statement.
 WRITES = (
-    TableWrite("readings", ("session_id", "seq", "sensor", "ts", "value"), watermark="'reading'",
-               derived=rollups.add_readings),
-    TableWrite("states", ("session_id", "seq", "detector", "sensor", "ts", "state", "score"), watermark="detector",
-               derived=rollups.add_states),
+    TableWrite(
+        "readings", ("session_id", "seq", "sensor", "ts", "value"), watermark="'reading'", derived=rollups.add_readings
+    ),
+    TableWrite(
+        "states",
+        ("session_id", "seq", "detector", "sensor", "ts", "state", "score"),
+        watermark="detector",
+        derived=rollups.add_states,
+    ),
     TableWrite("rejects", ("session_id", "seq", "ts", "reason", "raw"), conflict="DO NOTHING"),
-    TableWrite("truth", ("run_id", "sensor", "kind", "started_at", "ended_at"), times=("started_at", "ended_at"),
-               conflict="DO NOTHING"),
+    TableWrite(
+        "truth",
+        ("run_id", "sensor", "kind", "started_at", "ended_at"),
+        times=("started_at", "ended_at"),
+        conflict="DO NOTHING",
+    ),
     # The latest verdict on a reading wins.
-    TableWrite("labels", ("session_id", "seq", "sensor", "ts", "verdict", "detector", "note", "made_at"),
-               times=("ts", "made_at"),
-               conflict="DO UPDATE SET verdict = excluded.verdict, detector = excluded.detector, note = excluded.note,"
-                        " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at"),
+    TableWrite(
+        "labels",
+        ("session_id", "seq", "sensor", "ts", "verdict", "detector", "note", "made_at"),
+        times=("ts", "made_at"),
+        conflict="DO UPDATE SET verdict = excluded.verdict, detector = excluded.detector, note = excluded.note,"
+        " made_at = excluded.made_at WHERE excluded.made_at >= labels.made_at",
+    ),
     TableWrite("events", events.COLUMNS, times=events.TIMES, conflict=events.CONFLICT),
 )
 _STATEMENTS = [(w, w.statements(), w.new_rows()) for w in WRITES]
@@ -96,15 +114,20 @@ _STATEMENTS = [(w, w.statements(), w.new_rows()) for w in WRITES]
 def _write_session_events(conn: duckdb.DuckDBPyConnection, events: list[SessionEvent]) -> None:
     for event in events:
         if isinstance(event, SessionStart):
-            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, make_timestamp(?), NULL) ON CONFLICT DO NOTHING",
-                         (event.session, event.port, event.baud, event.host, event.ts_us))
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, make_timestamp(?), NULL) ON CONFLICT DO NOTHING",
+                (event.session, event.port, event.baud, event.host, event.ts_us),
+            )
         elif isinstance(event, SessionEnd):
-            conn.execute("UPDATE sessions SET ended_at = make_timestamp(?) WHERE session_id = ?",
-                         (event.ts_us, event.session))
+            conn.execute(
+                "UPDATE sessions SET ended_at = make_timestamp(?) WHERE session_id = ?", (event.ts_us, event.session)
+            )
         elif isinstance(event, SessionGap):
-            conn.execute("INSERT INTO gaps VALUES (?, make_timestamp(?), make_timestamp(?), ?) "
-                         "ON CONFLICT DO UPDATE SET ended_at = excluded.ended_at",
-                         (event.session, event.start_us, event.end_us, event.reason))
+            conn.execute(
+                "INSERT INTO gaps VALUES (?, make_timestamp(?), make_timestamp(?), ?) "
+                "ON CONFLICT DO UPDATE SET ended_at = excluded.ended_at",
+                (event.session, event.start_us, event.end_us, event.reason),
+            )
         else:
             log.warning("unknown session event %r ignored", event)
 
@@ -142,7 +165,7 @@ class Writer:
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._identity: tuple[int, int] | None = None
         self._lock = threading.Lock()
-        self.replaced = 0   # times the file was found deleted or replaced
+        self.replaced = 0  # times the file was found deleted or replaced
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -163,10 +186,13 @@ class Writer:
         if now == self._identity:
             return
         self.replaced += 1
-        log.error("THE DATABASE FILE %s WAS %s WHILE THE STORE HELD IT: what was stored before is no longer at "
-                  "that path. Writing on in %s at the same path, so nothing that arrives from now on is lost.",
-                  self.path, "DELETED" if now is None else "REPLACED BY ANOTHER FILE",
-                  "a new file" if now is None else "the file now there (after checking it)")
+        log.error(
+            "THE DATABASE FILE %s WAS %s WHILE THE STORE HELD IT: what was stored before is no longer at "
+            "that path. Writing on in %s at the same path, so nothing that arrives from now on is lost.",
+            self.path,
+            "DELETED" if now is None else "REPLACED BY ANOTHER FILE",
+            "a new file" if now is None else "the file now there (after checking it)",
+        )
         self.reset()
         # The new file gets the same checks and tables as at start-up: a foreign one stops the store.
         open_checked(self.path)

@@ -4,6 +4,7 @@ over an embedded SQLite log or a Kafka cluster.
 Adding a transport: a module with a `Transport` subclass, and one line in TRANSPORTS (its name is
 also one of [transport] kind's choices in lib/config.py; tests/test_layout.py checks they agree).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -7,6 +7,7 @@ that poll and then commit what they have finished.
 Optional abilities (`create_topics`, `prune`, `owned_sensors`, `moved`) are methods with a default
 here, so callers never ask whether a transport has them.
 """
+
 from __future__ import annotations
 
 import abc

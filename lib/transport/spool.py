@@ -21,6 +21,7 @@ than filling the disk; the oldest readings, already safe here, are the ones kept
 Several processes may append to one spool file (SQLite serialises them); one of them at a time,
 the holder of the file's lock, delivers (see `DeliveryLock`).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -59,6 +60,7 @@ _ROW_OVERHEAD = 32
 @dataclass(slots=True)
 class Batch:
     """One spool row: `n` messages of one topic and key, oldest first."""
+
     id: int
     topic: str
     key: str | None
@@ -78,7 +80,7 @@ def _rows(messages: Sequence[Message]) -> list[tuple]:
     rows = []
     for (topic, key), msgs in groups.items():
         for i in range(0, len(msgs), MAX_MESSAGES):
-            part = msgs[i:i + MAX_MESSAGES]
+            part = msgs[i : i + MAX_MESSAGES]
             body = encode(part)
             ts_us = part[-1].headers.get(TS_US)
             ts_ms = int(ts_us) // 1000 if ts_us and ts_us.isdigit() else None
@@ -104,14 +106,24 @@ class Spool:
         messages move into batches, in order, so an upgrade loses none of them."""
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone():
+            if not self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+            ).fetchone():
                 return
-            old = [Message(t, k, v, json.loads(h) if h else {}) for t, k, v, h in self._conn.execute(
-                "SELECT topic, key, value, headers FROM outbox WHERE acked IS NULL ORDER BY id")]
+            old = [
+                Message(t, k, v, json.loads(h) if h else {})
+                for t, k, v, h in self._conn.execute(
+                    "SELECT topic, key, value, headers FROM outbox WHERE acked IS NULL ORDER BY id"
+                )
+            ]
             rows = _rows(old) if old else []
-            self._conn.executemany("INSERT INTO batches (topic, key, n, body, ts_ms, size) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._conn.executemany(
+                "INSERT INTO batches (topic, key, n, body, ts_ms, size) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
             self._conn.execute("DROP TABLE outbox")
-            self._conn.execute("UPDATE totals SET bytes = (SELECT coalesce(sum(size), 0) FROM batches WHERE acked IS NULL)")
+            self._conn.execute(
+                "UPDATE totals SET bytes = (SELECT coalesce(sum(size), 0) FROM batches WHERE acked IS NULL)"
+            )
 
     def append(self, messages: Sequence[Message]) -> int:
         """Store messages durably, in order; returns how many were refused because the spool is
@@ -128,10 +140,12 @@ class Spool:
                 kept, rows = _fitting_prefix(messages, room)
             if rows:
                 self._conn.executemany(
-                    "INSERT INTO batches (topic, key, n, body, ts_ms, size) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    "INSERT INTO batches (topic, key, n, body, ts_ms, size) VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
             refused = len(messages) - kept
-            self._conn.execute("UPDATE totals SET bytes = bytes + ?, refused = refused + ?",
-                               (sum(r[5] for r in rows), refused))
+            self._conn.execute(
+                "UPDATE totals SET bytes = bytes + ?, refused = refused + ?", (sum(r[5] for r in rows), refused)
+            )
         return refused
 
     def peek(self, limit: int) -> list[Batch]:
@@ -153,8 +167,9 @@ class Spool:
         now = time.time()
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            freed = self._conn.execute("SELECT coalesce(sum(size), 0) FROM batches WHERE id <= ? AND acked IS NULL",
-                                       (up_to_id,)).fetchone()[0]
+            freed = self._conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM batches WHERE id <= ? AND acked IS NULL", (up_to_id,)
+            ).fetchone()[0]
             self._conn.execute("UPDATE batches SET acked = ? WHERE id <= ? AND acked IS NULL", (now, up_to_id))
             self._conn.execute("DELETE FROM batches WHERE acked IS NOT NULL AND acked < ?", (now - self.retain_s,))
             self._conn.execute("UPDATE totals SET bytes = max(0, bytes - ?)", (freed,))
@@ -163,8 +178,9 @@ class Spool:
         """Send the recently acknowledged messages again (the broker lost them); returns how many."""
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            n, size = self._conn.execute("SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM batches "
-                                         "WHERE acked IS NOT NULL").fetchone()
+            n, size = self._conn.execute(
+                "SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM batches WHERE acked IS NOT NULL"
+            ).fetchone()
             self._conn.execute("UPDATE batches SET acked = NULL WHERE acked IS NOT NULL")
             self._conn.execute("UPDATE totals SET bytes = bytes + ?", (size,))
         return n

@@ -1,5 +1,6 @@
 """A board the test drives itself: a pseudo-terminal published at a path, that can be unplugged
 (the device disappears) and plugged back, and told to write good lines or garbage."""
+
 from __future__ import annotations
 
 import errno
@@ -18,7 +19,7 @@ class DrivenBoard:
     def __init__(self, link: Path):
         self.link = Path(link)
         self.master = self.slave = None
-        self.ledger: list[bytes] = []     # every good line written, in order
+        self.ledger: list[bytes] = []  # every good line written, in order
 
     def plug(self) -> None:
         self.master, slave = pty.openpty()
@@ -40,7 +41,7 @@ class DrivenBoard:
             if select.select([self.master], [], [], 0.1)[0]:
                 try:
                     packet = os.read(self.master, 1024)
-                except OSError as exc:   # EIO: no one has the port open yet (we keep no descriptor)
+                except OSError as exc:  # EIO: no one has the port open yet (we keep no descriptor)
                     if exc.errno != errno.EIO:
                         raise
                     time.sleep(0.05)
@@ -52,7 +53,7 @@ class DrivenBoard:
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self.master, view):]
+            view = view[os.write(self.master, view) :]
 
     def line(self, sensor: str, value: float) -> None:
         raw = f"{sensor}!{value:.2f}\r\n".encode()
@@ -62,7 +63,7 @@ class DrivenBoard:
     def drain(self, timeout: float = 30) -> None:
         """Wait until the reader has taken every byte written."""
         deadline = time.monotonic() + timeout
-        fd = os.open(self.slave, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)   # a look, not a read
+        fd = os.open(self.slave, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)  # a look, not a read
         try:
             while time.monotonic() < deadline:
                 waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]

@@ -1,5 +1,6 @@
 """What the fault tests share: the simulator's ledger as the truth of what was written, checks
 of "stored exactly once, judged exactly once per algorithm", and the figures for the README."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,19 @@ from pathlib import Path
 
 from lib.config import load_config
 from lib.ingest.protocol import Parsed, parse_line
-from tests.system import System, ask, stored, wait_for
+from tests.system import System, ask, stored
 
 # Where the figures go besides stdout (`pytest -s tests/faults | grep FAULT` prints them too).
 REPORT = Path(os.environ.get("FAULT_REPORT", "/tmp/vigie-fault-report.jsonl"))
 
 
 def sim_env(ledger: Path, rate: float, count: int, scenario: str = "data/scenarios/spikes.toml") -> dict:
-    return {"VIGIE_SIMULATOR_SCENARIO": scenario, "VIGIE_SIMULATOR_RATE": str(rate),
-            "VIGIE_SIMULATOR_COUNT": str(count), "VIGIE_SIMULATOR_LEDGER": str(ledger)}
+    return {
+        "VIGIE_SIMULATOR_SCENARIO": scenario,
+        "VIGIE_SIMULATOR_RATE": str(rate),
+        "VIGIE_SIMULATOR_COUNT": str(count),
+        "VIGIE_SIMULATOR_LEDGER": str(ledger),
+    }
 
 
 def written(ledger: Path) -> Counter:
@@ -101,9 +106,21 @@ def assert_exactly_once(db: Path, ledger: Path) -> tuple[int, int]:
 
 
 def report(fault: str, times: int, lost: int, dup: int, recoveries: list[float], note: str = "") -> None:
-    rec = (f"median {statistics.median(recoveries):.1f} s, max {max(recoveries):.1f} s" if recoveries else "-")
+    rec = f"median {statistics.median(recoveries):.1f} s, max {max(recoveries):.1f} s" if recoveries else "-"
     line = f"FAULT | {fault} | {times} | {lost} | {dup} | {rec} | {note}"
     print("\n" + line, flush=True)
     with open(REPORT, "a") as f:
-        f.write(json.dumps({"fault": fault, "times": times, "lost": lost, "duplicated": dup,
-                            "recovery_s": recoveries, "note": note, "at": time.time()}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "fault": fault,
+                    "times": times,
+                    "lost": lost,
+                    "duplicated": dup,
+                    "recovery_s": recoveries,
+                    "note": note,
+                    "at": time.time(),
+                }
+            )
+            + "\n"
+        )

@@ -1,9 +1,9 @@
 """The board unplugged and plugged back 10 times, and a board sending garbage for a while: the
 producer waits for the port, records a gap per absence, rejects every bad line with a reason, and
 every good line the board wrote is stored exactly once and judged once per algorithm."""
+
 from __future__ import annotations
 
-import os
 import random
 import time
 
@@ -12,7 +12,7 @@ import pytest
 from lib.ingest.protocol import REASONS
 from tests.faults.board import DrivenBoard
 from tests.faults.common import expected_detectors, lost_and_duplicated, report, wait_all_judged
-from tests.system import System, wait_for
+from tests.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -74,10 +74,17 @@ def test_unplug_replug_and_garbage(tmp_path):
         rejects = system.ask("reject_reasons")
         gaps = len(system.ask("gap_list"))
         assert system.stop() == 0
-    report("board unplugged and replugged", UNPLUGS, lost, dup, recoveries,
-           note=f"{n} good lines; {gaps} gaps recorded; recovery = replug to port reopened")
-    report("board sending garbage for 3 s", 1, lost, dup, [],
-           note=f"{chunks} garbage lines; rejects by reason {rejects}")
+    report(
+        "board unplugged and replugged",
+        UNPLUGS,
+        lost,
+        dup,
+        recoveries,
+        note=f"{n} good lines; {gaps} gaps recorded; recovery = replug to port reopened",
+    )
+    report(
+        "board sending garbage for 3 s", 1, lost, dup, [], note=f"{chunks} garbage lines; rejects by reason {rejects}"
+    )
     assert (lost, dup) == (0, 0)
     assert all(j == {"missing": 0, "extra": 0} for j in judged.values()), judged
     assert set(judged) == set(expected_detectors())

@@ -1,8 +1,8 @@
 """Faults around the DuckDB file: an outside process reading it for several seconds, a full disk,
 and (see test_foreign_file.py) a file that is not ours."""
+
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +16,7 @@ import pytest
 from lib.config import PROJECT_ROOT
 from lib.ingest.protocol import Parsed, parse_line
 from lib.store.schema import open_checked
-from tests.faults.common import (assert_exactly_once, ledger_lines, lost_and_duplicated, report, sim_env,
-                                 wait_all_judged)
+from tests.faults.common import assert_exactly_once, ledger_lines, lost_and_duplicated, report, sim_env, wait_all_judged
 from tests.system import System, stored, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
@@ -48,11 +47,14 @@ def test_outside_readers_do_not_stop_the_writer(tmp_path):
     ledger = tmp_path / "ledger.txt"
     rounds, read_s, grew, reads = 3, 6.0, [], []
     with System(tmp_path, sim_env(ledger, RATE, int(RATE * 600))) as system:
-        wait_for(lambda: stored(system.db, "states") > 100, 180, interval=0.5,
-                 what="data flowing")
+        wait_for(lambda: stored(system.db, "states") > 100, 180, interval=0.5, what="data flowing")
         for _ in range(rounds):
-            reader = subprocess.Popen([sys.executable, "-c", READER, str(system.db), str(read_s)],
-                                      stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+            reader = subprocess.Popen(
+                [sys.executable, "-c", READER, str(system.db), str(read_s)],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=PROJECT_ROOT,
+            )
             try:
                 assert reader.stdout.readline().strip() == "reading"
                 before = stored(system.db)
@@ -73,8 +75,14 @@ def test_outside_readers_do_not_stop_the_writer(tmp_path):
         n = ledger_lines(ledger)
         wait_all_judged(system, system.db, n)
         lost, dup, _ = lost_and_duplicated(system.db, ledger)
-        report("an outside process reading the database in a loop for 6 s", rounds, lost, dup, [],
-               note=f"readings stored in 3 s of each reading round: {grew}; reads per round: {reads}")
+        report(
+            "an outside process reading the database in a loop for 6 s",
+            rounds,
+            lost,
+            dup,
+            [],
+            note=f"readings stored in 3 s of each reading round: {grew}; reads per round: {reads}",
+        )
         # ~RATE readings/s keep arriving: 3 s of reading must not have stopped the writer
         assert all(g >= RATE for g in grew), grew
         assert_exactly_once(system.db, ledger)
@@ -85,8 +93,9 @@ def test_outside_readers_do_not_stop_the_writer(tmp_path):
 def small_disk(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
     try:
@@ -123,8 +132,7 @@ def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
         ballast.unlink()  # space returns
         t0 = time.monotonic()
         target = ledger_lines(ledger)
-        wait_for(lambda: stored(db) >= target, 180, interval=0.5,
-                 what="the store catching up after space returned")
+        wait_for(lambda: stored(db) >= target, 180, interval=0.5, what="the store catching up after space returned")
         recovery = time.monotonic() - t0
         system.ctl("stop", "simulator")
         n = ledger_lines(ledger)
@@ -132,8 +140,14 @@ def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
         lost, dup, _ = lost_and_duplicated(db, ledger)
         store_log = [line for line in system.log().splitlines() if "disk full" in line or "writing again" in line]
         assert system.stop() == 0
-    report("full disk under the DuckDB file (tmpfs, ~10 s)", 1, lost, dup, [recovery],
-           note=f"reported {reported_s:.1f}s after filling; recovery = space back to caught up")
+    report(
+        "full disk under the DuckDB file (tmpfs, ~10 s)",
+        1,
+        lost,
+        dup,
+        [recovery],
+        note=f"reported {reported_s:.1f}s after filling; recovery = space back to caught up",
+    )
     assert store_log and "No space left on device" in store_log[0], store_log
     assert any("writing again" in line for line in store_log)
     assert_exactly_once(db, ledger)
@@ -172,11 +186,18 @@ def test_database_deleted_while_running_goes_on_in_a_new_file(tmp_path):
         def missing():
             found = Counter({(s, round(v, 2)): n for s, v, n in system.ask("value_counts")})
             return sum((after - found).values())
+
         wait_for(lambda: missing() == 0 or None, 120, interval=1, what="every line since the deletion stored")
         lost, dup = missing(), system.ask("repeated_readings")
         assert system.stop() == 0
-    report("database files deleted while running (`rm data/vigie.duckdb*`)", 1, lost, dup, [recovery_s],
-           note=f"reported {reported_s:.1f}s after the rm; lost/duplicated count the {sum(after.values())} lines "
-                "written after the rm (what the file held before is gone with it); recovery = rm to readings "
-                "in the new file, read through the socket")
+    report(
+        "database files deleted while running (`rm data/vigie.duckdb*`)",
+        1,
+        lost,
+        dup,
+        [recovery_s],
+        note=f"reported {reported_s:.1f}s after the rm; lost/duplicated count the {sum(after.values())} lines "
+        "written after the rm (what the file held before is gone with it); recovery = rm to readings "
+        "in the new file, read through the socket",
+    )
     assert (lost, dup) == (0, 0)

@@ -3,6 +3,7 @@
 the system keeps taking the board's lines into the transport, and once the operator moves the file
 away and starts the store, everything is stored. The same running system shows the control
 socket's permissions and that supervisord opens no TCP port."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,13 +13,20 @@ import time
 import psutil
 import pytest
 
-from tests.faults.common import (assert_exactly_once, ledger_lines, lost_and_duplicated, report, sim_env, status,
-                                 wait_all_judged)
+from tests.faults.common import (
+    assert_exactly_once,
+    ledger_lines,
+    lost_and_duplicated,
+    report,
+    sim_env,
+    status,
+    wait_all_judged,
+)
 from tests.system import System, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
-FOREIGN = b"SQLite format 3\x00" + bytes(range(256)) * 64   # someone's SQLite file, say
+FOREIGN = b"SQLite format 3\x00" + bytes(range(256)) * 64  # someone's SQLite file, say
 
 
 def test_foreign_file_refused_untouched_then_recovered_and_control_socket_private(tmp_path):
@@ -28,8 +36,12 @@ def test_foreign_file_refused_untouched_then_recovered_and_control_socket_privat
     (data / "vigie.duckdb").write_bytes(FOREIGN)
     digest = hashlib.sha256(FOREIGN).hexdigest()
     with System(tmp_path, sim_env(ledger, 100.0, 1500)) as system:
-        wait_for(lambda: status(system).get("store", ("",))[0] in ("EXITED", "FATAL"), 180, interval=0.5,
-                 what="the store refusing the file")
+        wait_for(
+            lambda: status(system).get("store", ("",))[0] in ("EXITED", "FATAL"),
+            180,
+            interval=0.5,
+            what="the store refusing the file",
+        )
         first_state = status(system)["store"][0]
         time.sleep(5)  # long enough for a crash loop to show
         assert status(system)["store"][0] == first_state
@@ -62,6 +74,12 @@ def test_foreign_file_refused_untouched_then_recovered_and_control_socket_privat
         assert_exactly_once(system.db, ledger)
         assert system.stop() == 0
     assert hashlib.sha256((data / "not-vigie.sqlite").read_bytes()).hexdigest() == digest
-    report("foreign file at the database path", 1, lost, dup, [recovery],
-           note="store exits 3 once, not restarted; file untouched; recovery = `start store` after moving "
-                "the file to everything stored")
+    report(
+        "foreign file at the database path",
+        1,
+        lost,
+        dup,
+        [recovery],
+        note="store exits 3 once, not restarted; file untouched; recovery = `start store` after moving "
+        "the file to everything stored",
+    )

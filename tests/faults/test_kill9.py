@@ -6,6 +6,7 @@ kill lands anywhere in a batch), then waits for each to work again. Recovery tim
 program's kill to the first sign that it works again: a reading received after the kill is in
 DuckDB (producer, store), a state for such a reading is (detector), or the page answers (app).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.faults.common import (assert_exactly_once, ledger_lines, lost_and_duplicated, report,
-                                 running_pid, sim_env, wait_all_judged)
+from tests.faults.common import (
+    assert_exactly_once,
+    ledger_lines,
+    lost_and_duplicated,
+    report,
+    running_pid,
+    sim_env,
+    wait_all_judged,
+)
 from tests.system import System, stored, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
@@ -73,7 +81,13 @@ def test_kill9_repeatedly_loses_and_duplicates_nothing(tmp_path, programs):
         wait_all_judged(system, system.db, n)
         lost, dup, judged = lost_and_duplicated(system.db, ledger)
         for program in programs:
-            report(f"kill -9 {program}", ROUNDS, lost, dup, recoveries[program],
-                   note=f"{n} lines at {RATE:.0f}/s, killed with {', '.join(programs)}; judged {judged}")
+            report(
+                f"kill -9 {program}",
+                ROUNDS,
+                lost,
+                dup,
+                recoveries[program],
+                note=f"{n} lines at {RATE:.0f}/s, killed with {', '.join(programs)}; judged {judged}",
+            )
         assert_exactly_once(system.db, ledger)
         assert system.stop() == 0

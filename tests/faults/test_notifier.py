@@ -1,6 +1,7 @@
 """The real notifier process (`python -m workers.notifier`) killed with -9 in the middle of a
 delivery, then its receiver down for 60 s: every notification arrives, and any message that
 arrives twice carries the same idempotency key both times."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,14 @@ def deliveries(data) -> list[tuple[str, str]]:
 
 
 def start_notifier(env, log):
-    return subprocess.Popen([sys.executable, "-m", "workers.notifier"], cwd=PROJECT_ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.notifier"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_only_with_the_same_key(tmp_path):
@@ -68,30 +75,38 @@ def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_onl
     receiver = WebhookReceiver().start()
     # One message per notification (no grouping), quick retries: the test is about loss and repeats.
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
-    env.update(VIGIE_PATHS_DATA_DIR=str(data), PYTHONUNBUFFERED="1",
-               VIGIE_ALERTS_CHANNELS=json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
-               VIGIE_ALERTS_GROUP_WAIT_S="0", VIGIE_ALERTS_GROUP_INTERVAL_S="0", VIGIE_ALERTS_RETRY_MAX_S="10")
+    env.update(
+        VIGIE_PATHS_DATA_DIR=str(data),
+        PYTHONUNBUFFERED="1",
+        VIGIE_ALERTS_CHANNELS=json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
+        VIGIE_ALERTS_GROUP_WAIT_S="0",
+        VIGIE_ALERTS_GROUP_INTERVAL_S="0",
+        VIGIE_ALERTS_RETRY_MAX_S="10",
+    )
     log = open(tmp_path / "notifier.log", "wb")
     procs = []
     try:
-        receiver.delay_s = 4.0             # the first message is held: the kill lands mid-delivery
+        receiver.delay_s = 4.0  # the first message is held: the kill lands mid-delivery
         procs.append(start_notifier(env, log))
         assert receiver.arrived.wait(60), (tmp_path / "notifier.log").read_text()
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait(10)
         in_flight = [k for k, state in deliveries(data) if state != "sent"]
-        receiver.stop()                   # ... and the receiver goes down for DOWN_S
+        receiver.stop()  # ... and the receiver goes down for DOWN_S
         receiver.delay_s = 0.0
         down_at = time.monotonic()
         procs.append(start_notifier(env, log))
-        publish(bus, event_messages(time.time(), range(2, SENSORS)))   # more events while it is down
+        publish(bus, event_messages(time.time(), range(2, SENSORS)))  # more events while it is down
         time.sleep(DOWN_S)
         assert procs[1].poll() is None, "the notifier died while the receiver was down"
         assert all(state == "retrying" for _, state in deliveries(data))
         receiver.start()
         back_at = time.monotonic()
-        wait_for(lambda: (lambda d: d and all(state == "sent" for _, state in d))(deliveries(data)), timeout=120,
-                 what="every delivery sent")
+        wait_for(
+            lambda: (lambda d: d and all(state == "sent" for _, state in d))(deliveries(data)),
+            timeout=120,
+            what="every delivery sent",
+        )
         caught_up = time.monotonic() - back_at
     finally:
         for proc in procs:
@@ -113,6 +128,8 @@ def test_kill_9_mid_delivery_and_a_receiver_down_60s_lose_nothing_and_repeat_onl
     assert sum(1 for r in receiver.received if r["headers"]["Idempotency-Key"] == in_flight[0]) == 2
     text = (tmp_path / "notifier.log").read_text()
     assert "failed (URLError" in text and "Connection refused" in text
-    print(f"\nFAULT notifier: kill -9 mid-delivery, receiver down {DOWN_S}s ({time.monotonic() - down_at:.0f}s"
-          f" in all): {len(expected)} notifications, {len(receiver.received)} messages received, {repeats}"
-          f" repeated with their key; caught up {caught_up:.1f}s after the receiver came back")
+    print(
+        f"\nFAULT notifier: kill -9 mid-delivery, receiver down {DOWN_S}s ({time.monotonic() - down_at:.0f}s"
+        f" in all): {len(expected)} notifications, {len(receiver.received)} messages received, {repeats}"
+        f" repeated with their key; caught up {caught_up:.1f}s after the receiver came back"
+    )

@@ -6,6 +6,7 @@ Before: it exited on SQLite's "database or disk is full", its restarts failed fa
 supervisord's startsecs, it went FATAL, and a board does not re-send: every line of the outage
 was lost.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from lib.config import PROJECT_ROOT
 from lib.ingest.simulator import SignalModel, load_scenario, scenario_ticks
 from lib.ingest.status import BUFFERING, read_statuses
-from lib.config import PROJECT_ROOT
 from tests.faults.common import report
 from tests.serial_rig import Rig, expected
 from tests.system import wait_for
@@ -32,8 +33,9 @@ def small_data(tmp_path):
     """The data folder on a 16 MB tmpfs."""
     mnt = tmp_path / "data"
     mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
     try:
@@ -63,22 +65,38 @@ def test_full_disk_under_the_transport_producer_holds_lines_and_loses_none(tmp_p
         rig.play(board, ticks, ledger, count=int(RATE * 30))
         with open(log_path, "wb") as out:
             proc = rig.producer_process(board.link, output=out)
-            wait_for(lambda: ledger.exists() and len(ledger.read_bytes().splitlines()) > RATE * 2, 60, 0.2,
-                     what="the board writing")
+            wait_for(
+                lambda: ledger.exists() and len(ledger.read_bytes().splitlines()) > RATE * 2,
+                60,
+                0.2,
+                what="the board writing",
+            )
             ballast = _fill(small_data)
             t_full = time.monotonic()
-            wait_for(lambda: "disk full: cannot write to the transport" in log_path.read_text(errors="replace"),
-                     60, 0.2, what="the producer reporting the full disk")
+            wait_for(
+                lambda: "disk full: cannot write to the transport" in log_path.read_text(errors="replace"),
+                60,
+                0.2,
+                what="the producer reporting the full disk",
+            )
             reported_s = time.monotonic() - t_full
-            statuses = wait_for(lambda: [s for s in read_statuses(small_data / "run") if s.state == BUFFERING], 30,
-                                0.2, what="the status saying buffering")
-            time.sleep(8)   # the board writes on, the disk stays full
+            statuses = wait_for(
+                lambda: [s for s in read_statuses(small_data / "run") if s.state == BUFFERING],
+                30,
+                0.2,
+                what="the status saying buffering",
+            )
+            time.sleep(8)  # the board writes on, the disk stays full
             assert proc.poll() is None, "the producer exited on a full disk"
             held_at_end = len(ledger.read_bytes().splitlines())
             ballast.unlink()
             t_back = time.monotonic()
-            wait_for(lambda: "the transport writes again" in log_path.read_text(errors="replace"), 60, 0.2,
-                     what="the producer writing again")
+            wait_for(
+                lambda: "the transport writes again" in log_path.read_text(errors="replace"),
+                60,
+                0.2,
+                what="the producer writing again",
+            )
             recovery_s = time.monotonic() - t_back
             wait_for(lambda: len(ledger.read_bytes().splitlines()) >= RATE * 30, 120, 0.5, what="the board done")
             time.sleep(1.0)
@@ -91,9 +109,15 @@ def test_full_disk_under_the_transport_producer_holds_lines_and_loses_none(tmp_p
     found = Counter({(s, v): n for s, v, n in stored})
     lost, dup = sum((good - found).values()), sum((found - good).values())
     text = log_path.read_text(errors="replace")
-    report("full disk under the transport log (producer, 16 MB tmpfs filled ~8 s)", 1, lost, dup, [recovery_s],
-           note=f"reported {reported_s:.1f}s after filling; {held_at_end} lines written by then; the producer "
-                "never exited; recovery = space back to the held lines flushed")
+    report(
+        "full disk under the transport log (producer, 16 MB tmpfs filled ~8 s)",
+        1,
+        lost,
+        dup,
+        [recovery_s],
+        note=f"reported {reported_s:.1f}s after filling; {held_at_end} lines written by then; the producer "
+        "never exited; recovery = space back to the held lines flushed",
+    )
     assert text.count("cannot write to the transport") == 1, "said once, not per line"
     assert statuses[0].buffered_lines > 0
     assert (lost, dup) == (0, 0)

@@ -1,6 +1,7 @@
 """The page binds 127.0.0.1 by default, and `workers/app.py` warns when told to serve on another
 address without the password gate (the socket and TCP checks run on a live system in
 test_foreign_file.py)."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@ launcher: each program flushes and exits by itself within its stopwaitsecs (supe
 has to SIGKILL it), and nothing acknowledged is lost: every line the producer took from the port
 is stored, and what was not yet judged when the detector stopped is judged, once, after the
 restart. Ctrl-C stops in order (the board first, the store last), so then nothing at all is lost."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,7 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
     n_first = 20000  # 200 s at RATE: each run is still writing when its stop comes, even on a loaded machine
     with System(tmp_path, sim_env(ledger, RATE, n_first)) as system:
         sup_log = system.data / "supervisord.log"
-        wait_for(lambda: system.count("states") > 0, 180, interval=0.5,
-                 what="data flowing")
+        wait_for(lambda: system.count("states") > 0, 180, interval=0.5, what="data flowing")
         # Mid-stream: the board is still writing when everything is told to stop.
         assert ledger_lines(ledger) < n_first
         mark = len(sup_log.read_text())
@@ -52,7 +52,7 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
         n = ledger_lines(ledger)
         stored = _stored_in_order(system)
         truth = _ledger_in_order(ledger)
-        assert stored == truth[:len(stored)], "stored readings are not the board's lines in order"
+        assert stored == truth[: len(stored)], "stored readings are not the board's lines in order"
         unread = n - len(stored)
         assert 0 <= unread <= RATE * 2, f"{unread} lines not stored"
         _, dup, judged = lost_and_duplicated(system.db, ledger)
@@ -65,10 +65,16 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
         # Every program up and working again, the detector judging the new session's readings (a
         # program signalled while still importing dies by the signal: harmless, it has taken
         # nothing yet, but not the clean stop checked here).
-        wait_for(lambda: system.count() > n - unread + 300
-                 and system.ask("latest_session_states") > 0
-                 and all(status(system).get(p, ("",))[0] == "RUNNING" for p in PROGRAMS), 300, interval=0.5,
-                 what="the second run flowing and judged")
+        wait_for(
+            lambda: (
+                system.count() > n - unread + 300
+                and system.ask("latest_session_states") > 0
+                and all(status(system).get(p, ("",))[0] == "RUNNING" for p in PROGRAMS)
+            ),
+            300,
+            interval=0.5,
+            what="the second run flowing and judged",
+        )
         restart_s = time.monotonic() - t1
         assert ledger_lines(ledger) < n + n_first, "the second run ended before the Ctrl-C"
         # Ctrl-C of the launcher mid-stream: supervisord stops the board first and the store last.
@@ -95,11 +101,18 @@ def test_stop_all_and_ctrl_c_flush_everything(tmp_path):
         assert again.stop() == 0
     assert (lost, dup, extra2) == (unread, 0, extra), (lost, dup, extra2, unread, extra)
     assert all(j == {"missing": 0, "extra": 0} for j in judged.values()), judged
-    report("SIGTERM: `supervisorctl stop all` mid-stream, then Ctrl-C mid-stream", 2, lost - unread, dup,
-           [restart_s], note=f"stop all took {stop_s:.1f}s, every program exit 0 both times, no SIGKILL; {unread} "
-           f"lines the board wrote after `stop all` had stopped the producer were never acknowledged (not counted "
-           f"as lost); {extra} lines the stopping simulator sent but did not ledger were stored once; readings not judged at the stops {unjudged} judged once after the restart; recovery = "
-           f"`start all` to data flowing")
+    report(
+        "SIGTERM: `supervisorctl stop all` mid-stream, then Ctrl-C mid-stream",
+        2,
+        lost - unread,
+        dup,
+        [restart_s],
+        note=f"stop all took {stop_s:.1f}s, every program exit 0 both times, no SIGKILL; {unread} "
+        f"lines the board wrote after `stop all` had stopped the producer were never acknowledged (not counted "
+        f"as lost); {extra} lines the stopping simulator sent but did not ledger were stored once; "
+        f"readings not judged at the stops {unjudged} judged once after the restart; recovery = "
+        f"`start all` to data flowing",
+    )
 
 
 def _db_duplicates(system: System) -> int:
@@ -107,8 +120,12 @@ def _db_duplicates(system: System) -> int:
 
 
 def _stored_in_order(system: System) -> list[tuple[str, float]]:
-    rows = system.query("SELECT r.sensor, r.value FROM readings r JOIN sessions s USING (session_id) "
-                        "ORDER BY s.started_at, r.seq") or []
+    rows = (
+        system.query(
+            "SELECT r.sensor, r.value FROM readings r JOIN sessions s USING (session_id) ORDER BY s.started_at, r.seq"
+        )
+        or []
+    )
     return [(sensor, round(value, 2)) for sensor, value in rows]
 
 

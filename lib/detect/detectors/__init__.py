@@ -10,6 +10,7 @@ against the sensor's own history ("more novel than anything lately", "a one-in-N
 alarms grow rarer as they learn a sensor, and a per-sensor calibration, which holds every sensor
 to a constant alarm rate, cost them most of their NAB score (novelty 74.4 -> 49.0 before its
 sequence channel, likelihood 42.2 -> 0.7)."""
+
 from __future__ import annotations
 
 import inspect
@@ -35,8 +36,9 @@ def check_params(name: str, params: Mapping[str, Any]) -> None:
     known = set(sig.parameters) | DECISION_PARAMS
     bad = set(params) - known
     if bad:
-        raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(sorted(bad))}"
-                         f" (known: {', '.join(sorted(known))})")
+        raise ValueError(
+            f"detector {name!r}: unknown parameter(s) {', '.join(sorted(bad))} (known: {', '.join(sorted(known))})"
+        )
 
 
 def build(name: str, params: Mapping[str, Any] | None = None) -> tuple[Detector, Decision]:

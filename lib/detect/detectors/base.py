@@ -10,6 +10,7 @@ Contract, checked for every registered detector by tests/test_detector_contract.
 - Constructors only store parameters and empty state; same parameters and seed, same scores.
 - Detectors are picklable, and `warmup` readings of history rebuild their state after a restart.
 """
+
 from __future__ import annotations
 
 import abc
@@ -72,8 +73,9 @@ class Detector(abc.ABC):
             self.learn_one(x)
 
     @classmethod
-    def score_learn_groups(cls, groups: Sequence[tuple["Detector", Sequence[float]]]
-                           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def score_learn_groups(
+        cls, groups: Sequence[tuple["Detector", Sequence[float]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """`score_learn_many` for several detectors of this class at once (a worker's sensors, one
         detector each), as (ready, scores) arrays per detector. Classes override it where one
         numpy pass over every sensor's windows costs less than a pass per sensor: at 100 sensors
@@ -81,14 +83,19 @@ class Detector(abc.ABC):
         out = []
         for det, xs in groups:
             rows = det.score_learn_many(xs)
-            out.append((np.fromiter((r for r, _ in rows), dtype=bool, count=len(rows)),
-                        np.fromiter((s for _, s in rows), dtype=float, count=len(rows))))
+            out.append(
+                (
+                    np.fromiter((r for r, _ in rows), dtype=bool, count=len(rows)),
+                    np.fromiter((s for _, s in rows), dtype=float, count=len(rows)),
+                )
+            )
         return out
 
 
 @dataclass(frozen=True)
 class Decision:
     """Score -> state: anomaly when the score is above the threshold."""
+
     threshold: float
 
     def state(self, ready: bool, score: float) -> str:

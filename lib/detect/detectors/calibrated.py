@@ -8,7 +8,8 @@ thousand normal readings" for every detector and every sensor.
 
 Raw scores in [0, 1] are squashed near 1 (`z / (z + 3)`, `1 - eps / 2d`), which hides how far
 apart two extreme readings are, so the tail is modelled on `-log(1 - s)`, which undoes that
-squashing for the usual shapes. P comes from the last `memory` such scores: below their `tail` quantile `u` it is the empirical
+squashing for the usual shapes. P comes from the last `memory` such scores: below their `tail` quantile `u` it is the
+empirical
 share of scores at or above `s`; above `u` the excesses `s - u` follow a generalised Pareto tail
 (fitted on quantiles of the excesses; peaks-over-threshold, as in SPOT, Siffer et al. 2017), so
 rates rarer than the memory holds (0.99999 from 5,000 scores) are extrapolated rather than read
@@ -25,6 +26,7 @@ still) could otherwise call every later reading an anomaly and never learn other
 wrapper is ready once the detector is and `min_scores` raw scores are in memory; `history`
 covers the detector's own history plus 1,000 raw scores, so a restarted worker rebuilds both.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +36,8 @@ import numpy as np
 
 from lib.detect.detectors.base import Detector
 
-_XI_LIMIT = 0.5     # tail shapes beyond this are fitting noise on a few hundred excesses
-_P_EDGE = 1e-9      # rarer than this, the tail continues as an exponential (see `exceedance`)
+_XI_LIMIT = 0.5  # tail shapes beyond this are fitting noise on a few hundred excesses
+_P_EDGE = 1e-9  # rarer than this, the tail continues as an exponential (see `exceedance`)
 
 
 # GPD quantiles of excesses: Q(p) = sigma * ((1 - p)^-xi - 1) / xi. The ratio Q(0.9) / Q(0.5)
@@ -99,15 +101,15 @@ class TailModel:
         return -np.log1p(-np.clip(np.asarray(scores, dtype=float), 0.0, 1.0 - 1e-15))
 
     def learn_many(self, scores: np.ndarray) -> None:
-        scores = self.unsquash(scores)[-self.memory:]
+        scores = self.unsquash(scores)[-self.memory :]
         at = self._n % self.memory
         first = min(len(scores), self.memory - at)
-        self._buf[at:at + first] = scores[:first]
-        self._buf[:len(scores) - first] = scores[first:]
+        self._buf[at : at + first] = scores[:first]
+        self._buf[: len(scores) - first] = scores[first:]
         self._n += len(scores)
 
     def fit(self) -> None:
-        s = np.sort(self._buf[:self.count])
+        s = np.sort(self._buf[: self.count])
         self._sorted = s
         if len(s) < 2:
             return
@@ -176,17 +178,26 @@ class Calibrated(Detector):
     >>> d.ready, d.score_one(0.1) < 0.9, d.score_one(8.0) > 0.999
     (True, True, True)
     """
+
     default_threshold = 0.999
 
-    def __init__(self, detector: Detector, memory: int = 5000, tail: float = 0.9, min_scores: int = 200,
-                 refresh: int = 200, protect: float = 0.999, protect_share: float = 0.01):
+    def __init__(
+        self,
+        detector: Detector,
+        memory: int = 5000,
+        tail: float = 0.9,
+        min_scores: int = 200,
+        refresh: int = 200,
+        protect: float = 0.999,
+        protect_share: float = 0.01,
+    ):
         if not 1 <= min_scores <= memory or refresh < 1:
             raise ValueError(f"min_scores must be in [1, memory] and refresh at least 1, got {min_scores}, {refresh}")
         self.detector = detector
         self.name = detector.name
         self.min_scores, self.refresh = min_scores, refresh
         self.protect, self.protect_share = protect, protect_share
-        self._cut = (0, 0)     # (period of `memory` readings, readings cut down in it)
+        self._cut = (0, 0)  # (period of `memory` readings, readings cut down in it)
         self.tail_model = TailModel(memory, tail)
         self.seen = 0
 

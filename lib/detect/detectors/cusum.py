@@ -7,14 +7,15 @@ a sum reaches `h`; the score is `S / (S + h)`, so the default threshold 0.5 is t
 alarm `S > h`. After an alarm the sums restart, so a lasting shift alarms again only if it keeps
 going once the baseline has caught up.
 """
+
 from __future__ import annotations
 
 import math
 
 from lib.detect.detectors.base import Detector
 
-_MAX_R = 1e6        # a residual beyond this many deviations is certain: keep sums finite
-_MAX_VAR = 1e300    # readings near the float limit: squared differences overflow to inf
+_MAX_R = 1e6  # a residual beyond this many deviations is certain: keep sums finite
+_MAX_VAR = 1e300  # readings near the float limit: squared differences overflow to inf
 
 
 def _residual(x: float, mean: float, var: float) -> float:
@@ -35,6 +36,7 @@ class CUSUMDetector(Detector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "cusum"
     default_threshold = 0.5
 

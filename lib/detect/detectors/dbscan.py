@@ -15,6 +15,7 @@ The score is graded: 0 for a core point; for a border point, half its distance t
 core point over `eps`; for noise, above 0.5 and rising towards 1 with the distance. So the default
 threshold 0.5 flags exactly DBSCAN's noise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,9 +42,9 @@ def new_point_distances(windows: np.ndarray, xs: np.ndarray, eps: float, min_sam
     """`new_point_distance` for many (window, x) pairs at once: windows is (n, w), xs is (n,).
     All pairwise distances of w + 1 points are cheap for windows of a few tens, and one numpy
     pass over a batch costs far less than a Python call per reading."""
-    pts = np.concatenate((windows, xs[:, None]), axis=1)                 # (n, w + 1)
-    near = np.abs(pts[:, :, None] - pts[:, None, :]) <= eps              # (n, w + 1, w + 1)
-    core = near.sum(axis=2) >= min_samples                               # (n, w + 1)
+    pts = np.concatenate((windows, xs[:, None]), axis=1)  # (n, w + 1)
+    near = np.abs(pts[:, :, None] - pts[:, None, :]) <= eps  # (n, w + 1, w + 1)
+    core = near.sum(axis=2) >= min_samples  # (n, w + 1)
     d = np.abs(pts - xs[:, None])
     d = np.where(core, d, np.inf).min(axis=1)
     return np.where(core[:, -1], 0.0, d)
@@ -64,6 +65,7 @@ class DBSCANDetector(WindowDetector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "dbscan"
     default_threshold = 0.5
 

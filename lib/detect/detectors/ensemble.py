@@ -9,6 +9,7 @@ last `memory` scores, in their standard deviations), since members' scores live 
 scales; the largest deviation, squashed as `z / (z + 4.26)`, is the score, and after a score that
 high only a larger surprise within `suppress` readings counts.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -31,11 +32,17 @@ class EnsembleDetector(Detector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "ensemble"
     default_threshold = 0.5
 
-    def __init__(self, members: tuple[str, ...] | list[str] = ("likelihood", "cusum"),
-                 combine: str = "mean", memory: int = 1000, suppress: int = 10):
+    def __init__(
+        self,
+        members: tuple[str, ...] | list[str] = ("likelihood", "cusum"),
+        combine: str = "mean",
+        memory: int = 1000,
+        suppress: int = 10,
+    ):
         members = tuple(members)
         bad = [m for m in members if m not in REGISTRY or m == self.name]
         if not members or bad:
@@ -48,7 +55,7 @@ class EnsembleDetector(Detector):
         self._dets = [REGISTRY[m]() for m in members]
         self.warmup = max(d.warmup for d in self._dets)
         self.seen = 0
-        self._past = [deque(maxlen=memory) for _ in self._dets]    # members' recent scores
+        self._past = [deque(maxlen=memory) for _ in self._dets]  # members' recent scores
         self._stats = [(0.0, 1.0) for _ in self._dets]
         self._suppression = Suppression(suppress, _ALARM_Z)
         self._since = 0

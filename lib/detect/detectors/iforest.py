@@ -18,6 +18,7 @@ so a reading's score does not depend on how readings were batched. See docs/orig
 The score is scikit-learn's anomaly score `-score_samples(x)`, in (0, 1]: 0.5 is the forest's own
 "no clear structure" point, values near 1 are isolated at once.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,9 +41,11 @@ def _path_keys(seed: int, reading: np.ndarray, tree: np.ndarray) -> np.ndarray:
     """A 64-bit key per (reading, tree): splitmix64 of (seed, reading number, tree), so a
     reading's draws do not depend on how readings (and sensors) are batched together."""
     with np.errstate(over="ignore"):
-        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-             + reading.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-             + tree.astype(np.uint64)[None, :] * np.uint64(0xABC98388FB8FAC03))
+        z = (
+            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+            + reading.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+            + tree.astype(np.uint64)[None, :] * np.uint64(0xABC98388FB8FAC03)
+        )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
@@ -50,9 +53,19 @@ def _path_keys(seed: int, reading: np.ndarray, tree: np.ndarray) -> np.ndarray:
 
 # one odd multiplier per tree level: the top bits of key * multiplier are a fresh draw per level
 # (multiplicative hashing), a third of the work of mixing (reading, tree, level) anew each level
-_LEVEL_MULTIPLIERS = [np.uint64(m) for m in (0x8CB92BA72F3D8DD7, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                                             0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
-                                             0x9FB21C651E98DF25, 0xA0761D6478BD642F)]
+_LEVEL_MULTIPLIERS = [
+    np.uint64(m)
+    for m in (
+        0x8CB92BA72F3D8DD7,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0xD6E8FEB86659FD93,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+        0x9FB21C651E98DF25,
+        0xA0761D6478BD642F,
+    )
+]
 
 
 def _level_multiplier(level: int) -> np.uint64:
@@ -69,8 +82,9 @@ def _uniform(keys: np.ndarray, level: int) -> np.ndarray:
     return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / (1 << 24))
 
 
-def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed: int,
-                        readings: int | np.ndarray) -> np.ndarray:
+def sampled_path_scores(
+    windows: np.ndarray, xs: np.ndarray, n_trees: int, seed: int, readings: int | np.ndarray
+) -> np.ndarray:
     """Anomaly scores of xs[i] by a fresh isolation forest of `n_trees` fitted on windows[i]
     (n, w), drawing only each reading's path (see the module docstring). `readings`: each
     reading's number in its sensor's stream (the random draws' counter), or the first one's."""
@@ -89,8 +103,8 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
     x = ((np.asarray(xs, dtype=float)[:, None] - low) / span).astype(np.float32)
     flat = ordered.ravel()
     base = (np.arange(n, dtype=np.int32 if n * w < 2**31 else np.intp) * w)[:, None]
-    columns = [ordered[:, j:j + 1] for j in range(w)]
-    lo_i = np.repeat(base, n_trees, axis=1)               # each path's node: flat[lo_i:hi_i], sorted
+    columns = [ordered[:, j : j + 1] for j in range(w)]
+    lo_i = np.repeat(base, n_trees, axis=1)  # each path's node: flat[lo_i:hi_i], sorted
     hi_i = lo_i + w
     depth = np.zeros((n, n_trees), dtype=np.uint8)
     keys = _path_keys(seed, readings, np.arange(n_trees))
@@ -104,7 +118,7 @@ def sampled_path_scores(windows: np.ndarray, xs: np.ndarray, n_trees: int, seed:
         if not split.any():
             break
         thr = lo_v + _uniform(keys, level) * (hi_v - lo_v)
-        np.copyto(thr, lo_v, where=thr >= hi_v)          # scikit-learn's guard against max
+        np.copyto(thr, lo_v, where=thr >= hi_v)  # scikit-learn's guard against max
         # training values <= thr go left; in sorted order that is a prefix of the node
         count.fill(0)
         for col in columns:
@@ -131,6 +145,7 @@ class IsolationForestDetector(WindowDetector):
     >>> d.score_one(10.2) < d.score_one(50.0)
     True
     """
+
     name = "iforest"
     default_threshold = 0.6
     _chunk = 1024

@@ -18,6 +18,7 @@ Memory is long on purpose (`memory` readings, default 1000): twenty readings are
 context for real series. Scores count from `warmup` readings (300) on; a restarted worker feeds
 `history` (memory + horizon) readings, which rebuilds the state.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,8 @@ from lib.detect.detectors.base import Detector
 from lib.detect.detectors.suppress import Suppression
 
 _ALARM_Z = 4.26
-_MAX_Z = 1e6          # a surprise beyond this is certain: keep z (and the score) finite
-_MAX_ERROR = 1e300    # readings near the float limit: their differences overflow to inf
+_MAX_Z = 1e6  # a surprise beyond this is certain: keep z (and the score) finite
+_MAX_ERROR = 1e300  # readings near the float limit: their differences overflow to inf
 
 
 class LikelihoodDetector(Detector):
@@ -43,6 +44,7 @@ class LikelihoodDetector(Detector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "likelihood"
     # 0.5 is a one-in-100,000 surprise, but successive surprises are not independent: on plain
     # Gaussian noise it flagged 0.55% of readings, at 0.6 0.02% (NAB's best threshold is 0.6 too)
@@ -51,8 +53,7 @@ class LikelihoodDetector(Detector):
     # top, it held every sensor to a constant alarm rate and fell from 42.2 to 0.7 on NAB
     calibrate_default = False
 
-    def __init__(self, horizon: int = 3, memory: int = 1000, short: int = 3, suppress: int = 10,
-                 warmup: int = 300):
+    def __init__(self, horizon: int = 3, memory: int = 1000, short: int = 3, suppress: int = 10, warmup: int = 300):
         if min(horizon, memory, short, warmup) < 1 or suppress < 0:
             raise ValueError("horizon, memory, short and warmup must be at least 1, suppress at least 0")
         self.horizon, self.memory, self.short, self.warmup = horizon, memory, short, warmup
@@ -63,8 +64,8 @@ class LikelihoodDetector(Detector):
         self._errors: deque[float] = deque(maxlen=memory)
         self._surprises: deque[float] = deque(maxlen=memory)
         self._last_surprises: deque[float] = deque(maxlen=max(short - 1, 1))
-        self._scale = (0.0, 1.0)        # median and MAD of the errors, refreshed now and then
-        self._stats = (0.0, 1.0)        # mean and deviation of the surprises, likewise
+        self._scale = (0.0, 1.0)  # median and MAD of the errors, refreshed now and then
+        self._stats = (0.0, 1.0)  # mean and deviation of the surprises, likewise
         self._since = 0
 
     @property
@@ -75,7 +76,7 @@ class LikelihoodDetector(Detector):
         recent = self._recent
         if not recent:
             return None
-        if len(recent) == 3:            # the default horizon: a median of three without numpy
+        if len(recent) == 3:  # the default horizon: a median of three without numpy
             a, b, c = recent
             forecast = max(min(a, b), min(max(a, b), c))
         else:

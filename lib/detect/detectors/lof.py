@@ -7,6 +7,7 @@ DBSCAN's) so that exact ties in a quantised signal do not make densities infinit
 and a window of 20 readings, all the distances are a small numpy array, for a batch at once.
 The score is `1 - 1 / LOF` clipped at 0: 0 for an inlier (LOF <= 1), 0.5 at LOF = 2.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,15 +22,15 @@ def lof_scores(windows: np.ndarray, xs: np.ndarray, k: int) -> np.ndarray:
     p, q = standardise_rows(windows, xs)
     n, w = p.shape
     k = min(k, w - 1)
-    d = np.abs(p[:, :, None] - p[:, None, :])                       # (n, w, w)
-    d[:, np.arange(w), np.arange(w)] = np.inf                        # a point is not its own neighbour
+    d = np.abs(p[:, :, None] - p[:, None, :])  # (n, w, w)
+    d[:, np.arange(w), np.arange(w)] = np.inf  # a point is not its own neighbour
     d = np.maximum(d, _TINY)
-    order = np.argsort(d, axis=2)[:, :, :k]                          # k nearest of each window point
+    order = np.argsort(d, axis=2)[:, :, :k]  # k nearest of each window point
     knn_d = np.take_along_axis(d, order, axis=2)
-    k_dist = knn_d[:, :, -1]                                         # (n, w)
+    k_dist = knn_d[:, :, -1]  # (n, w)
     reach = np.maximum(knn_d, np.take_along_axis(np.broadcast_to(k_dist[:, None, :], d.shape), order, axis=2))
-    lrd = 1.0 / reach.mean(axis=2)                                   # (n, w)
-    dq = np.maximum(np.abs(p - q[:, None]), _TINY)                   # (n, w)
+    lrd = 1.0 / reach.mean(axis=2)  # (n, w)
+    dq = np.maximum(np.abs(p - q[:, None]), _TINY)  # (n, w)
     nq = np.argsort(dq, axis=1)[:, :k]
     reach_q = np.maximum(np.take_along_axis(dq, nq, axis=1), np.take_along_axis(k_dist, nq, axis=1))
     lrd_q = 1.0 / reach_q.mean(axis=1)
@@ -45,6 +46,7 @@ class LOFDetector(WindowDetector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "lof"
     default_threshold = 0.5
     _chunk = 1024

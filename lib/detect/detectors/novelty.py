@@ -39,6 +39,7 @@ computed from the history before x):
 Its score is its own scale (0.49 is the alarm point, chosen on the NAB development series), not
 calibrated per sensor: see lib.detect.detectors for why.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,6 @@ from collections import deque
 import numpy as np
 
 from lib.detect.detectors.base import Detector
-
 
 _CLIP = 1e150
 _LN10 = math.log(10.0)
@@ -75,7 +75,7 @@ class _Likelihood:
         self.spread = 0.0
         self.sur = deque(maxlen=max(windows))
         self.lik = [[deque(), 0.0, 0.0] for _ in windows]
-        self._means: tuple = (None, -1, [])    # (r, readings, window means) of the last z(r)
+        self._means: tuple = (None, -1, [])  # (r, readings, window means) of the last z(r)
 
     def surprisal(self, v):
         srt = self.sorted
@@ -154,7 +154,7 @@ class _Likelihood:
                 o = st[0].popleft()
                 st[1] -= o
                 st[2] -= o * o
-            if seen % 10000 == 0:           # re-sum now and then (rounding drift)
+            if seen % 10000 == 0:  # re-sum now and then (rounding drift)
                 st[1] = sum(st[0])
                 st[2] = sum(v * v for v in st[0])
 
@@ -201,41 +201,115 @@ class NoveltyDetector(Detector):
     >>> d.score_one(10.2) < d.default_threshold < d.score_one(50.0)
     True
     """
+
     name = "novelty"
     default_threshold = 0.49
-    calibrate_default = False     # its score is already relative to the sensor's history
+    calibrate_default = False  # its score is already relative to the sensor's history
     #: the knobs the cross-validation re-chooses without the left-out category (60 sets; the
     #: other parameters were tuned on the same 29 NAB series by the components' authors)
     nab_grid = {"glitch": [0.0, 1.0, 2.0, 3.0], "e0": [0.02, 0.05, 0.08], "shift": [0.20, 0.22, 0.24, 0.26, 0.28]}
 
-    def __init__(self, step: int = 5, window: int = 8, memory: int = 2000, calib_len: int = 200,
-                 floor: float = 0.03, lsb_floor: float = 3.0, e0: float = 0.05, r0: float = 1.25,
-                 min_calib: int = 30, range_len: int = 10000, glitch: float = 2.0, wild: float = 20.0,
-                 wild_run: int = 3, nbins: int = 8, order: int = 5, max_ngrams: int = 50_000, hist: int = 2000,
-                 bw: float = 0.1, lmem: int = 2000, lik_windows: tuple[int, ...] | list[int] = (1, 8),
-                 sd_floor: float = 0.5, squash: float = 20.0, weight: float = 0.5, shift: float = 0.24,
-                 suppress: int = 150, warmup: int = 150):
-        p = dict(step=step, window=window, memory=memory, calib_len=calib_len, floor=floor, lsb_floor=lsb_floor,
-                 e0=e0, r0=r0, min_calib=min_calib, range_len=range_len, glitch=glitch, wild=wild,
-                 wild_run=wild_run, nbins=nbins, order=order, max_ngrams=max_ngrams, hist=hist, bw=bw, lmem=lmem,
-                 lik_windows=tuple(int(w) for w in lik_windows), sd_floor=sd_floor, squash=squash,
-                 weight=weight, shift=shift, suppress=suppress, warmup=warmup)
-        for k in ("step", "window", "memory", "calib_len", "min_calib", "range_len", "wild_run", "nbins",
-                  "order", "max_ngrams", "hist", "lmem", "suppress", "warmup"):
+    def __init__(
+        self,
+        step: int = 5,
+        window: int = 8,
+        memory: int = 2000,
+        calib_len: int = 200,
+        floor: float = 0.03,
+        lsb_floor: float = 3.0,
+        e0: float = 0.05,
+        r0: float = 1.25,
+        min_calib: int = 30,
+        range_len: int = 10000,
+        glitch: float = 2.0,
+        wild: float = 20.0,
+        wild_run: int = 3,
+        nbins: int = 8,
+        order: int = 5,
+        max_ngrams: int = 50_000,
+        hist: int = 2000,
+        bw: float = 0.1,
+        lmem: int = 2000,
+        lik_windows: tuple[int, ...] | list[int] = (1, 8),
+        sd_floor: float = 0.5,
+        squash: float = 20.0,
+        weight: float = 0.5,
+        shift: float = 0.24,
+        suppress: int = 150,
+        warmup: int = 150,
+    ):
+        p = dict(
+            step=step,
+            window=window,
+            memory=memory,
+            calib_len=calib_len,
+            floor=floor,
+            lsb_floor=lsb_floor,
+            e0=e0,
+            r0=r0,
+            min_calib=min_calib,
+            range_len=range_len,
+            glitch=glitch,
+            wild=wild,
+            wild_run=wild_run,
+            nbins=nbins,
+            order=order,
+            max_ngrams=max_ngrams,
+            hist=hist,
+            bw=bw,
+            lmem=lmem,
+            lik_windows=tuple(int(w) for w in lik_windows),
+            sd_floor=sd_floor,
+            squash=squash,
+            weight=weight,
+            shift=shift,
+            suppress=suppress,
+            warmup=warmup,
+        )
+        for k in (
+            "step",
+            "window",
+            "memory",
+            "calib_len",
+            "min_calib",
+            "range_len",
+            "wild_run",
+            "nbins",
+            "order",
+            "max_ngrams",
+            "hist",
+            "lmem",
+            "suppress",
+            "warmup",
+        ):
             p[k] = int(p[k])
-        if min(p["step"], p["window"], p["calib_len"], p["range_len"], p["nbins"], p["order"],
-               p["hist"], p["lmem"], p["suppress"]) < 1 or p["memory"] <= p["window"] or not p["lik_windows"]:
+        if (
+            min(
+                p["step"],
+                p["window"],
+                p["calib_len"],
+                p["range_len"],
+                p["nbins"],
+                p["order"],
+                p["hist"],
+                p["lmem"],
+                p["suppress"],
+            )
+            < 1
+            or p["memory"] <= p["window"]
+            or not p["lik_windows"]
+        ):
             raise ValueError("sizes must be at least 1, memory above window, lik_windows not empty")
         if p["e0"] <= 0 or p["r0"] <= 0 or p["floor"] < 0 or p["lsb_floor"] < 0 or p["glitch"] < 0 or p["squash"] <= 0:
             raise ValueError("e0, r0 and squash must be positive; floor, lsb_floor and glitch not negative")
         for k, v in p.items():
             setattr(self, k, v)
-        self.n = 0                                    # readings learnt
+        self.n = 0  # readings learnt
         # envelope
         self.lo, self.hi = math.inf, -math.inf
         self._hiq = _SlidingMax(self.range_len)
-        self._loq = _SlidingMax(self.range_len)       # holds -x
-        self._lsb = math.inf                          # smallest nonzero step between learnt readings
+        self._loq = _SlidingMax(self.range_len)  # holds -x
+        self._lsb = math.inf  # smallest nonzero step between learnt readings
         self._lastx = None
         # shape channel
         self._need = self.step
@@ -252,9 +326,9 @@ class NoveltyDetector(Detector):
         self._res = _Likelihood(*la)
         self._val = _Likelihood(*la)
         # output
-        self._rawq: deque = deque()                   # (index, raw), decreasing: sliding max
-        self._seen = 0                                # readings scored and passed to learn_one
-        self._wildq: list = []                        # wild readings waiting for confirmation
+        self._rawq: deque = deque()  # (index, raw), decreasing: sliding max
+        self._seen = 0  # readings scored and passed to learn_one
+        self._wildq: list = []  # wild readings waiting for confirmation
         self._pending = None
 
     @property
@@ -290,7 +364,7 @@ class NoveltyDetector(Detector):
         if rng <= 0.0:
             return 0 if x == lo else (-1 if x < lo else self.nbins)
         q = (x - lo) / rng * (self.nbins - 1)
-        lim = 4 * self.nbins                          # far beyond the envelope: one level
+        lim = 4 * self.nbins  # far beyond the envelope: one level
         return int(math.floor(min(max(q, -lim), lim)))
 
     def _sequence(self, s: int) -> float:
@@ -359,12 +433,12 @@ class NoveltyDetector(Detector):
             if len(self._means) + 1 >= self.window:
                 feat = np.empty(self.window)
                 if self.window > 1:
-                    feat[:-1] = list(self._means)[1 - self.window:]
+                    feat[:-1] = list(self._means)[1 - self.window :]
                 feat[-1] = (self._bsum + xl) / (self._bn + 1)
                 dist = self._nearest(feat)
                 if dist >= 0.0 and len(self._dists) >= self.min_calib and ready:
                     fl = self.floor * span
-                    if self._lsb < math.inf:          # resolution floor (quantised sensors)
+                    if self._lsb < math.inf:  # resolution floor (quantised sensors)
                         fl = max(fl, self.lsb_floor * self._lsb / (self.step * math.sqrt(self.window)))
                     ref = max(max(self._dists), fl)
                     if ref > 0.0:
@@ -384,7 +458,7 @@ class NoveltyDetector(Detector):
             L += _neglog10_tail(zz)
         f = self.weight * seq + (1.0 - self.weight) * L / (L + self.squash)
         raw = max(a, f - self.shift) if ready else 0.0
-        if not (raw >= 0.0):                          # NaN guard (should not happen)
+        if not (raw >= 0.0):  # NaN guard (should not happen)
             raw = 1.0
         return raw, xl, shape, (a, f), (s, e, rr, rv)
 
@@ -392,7 +466,7 @@ class NoveltyDetector(Detector):
     def score_one(self, x: float) -> float:
         """Anomaly score of x in [0, 1) given everything learnt so far (state unchanged)."""
         x = float(x)
-        if not math.isfinite(x):                      # missing / broken reading: no opinion
+        if not math.isfinite(x):  # missing / broken reading: no opinion
             return 0.0
         x = min(max(x, -_CLIP), _CLIP)
         ev = self._evaluate(x)
@@ -423,8 +497,12 @@ class NoveltyDetector(Detector):
         # wild readings (beyond `wild` envelope widths) are learnt only once `wild_run` of them
         # come in a row: a lone glitch is scored but never enters the history
         span = self.hi - self.lo
-        if self.wild > 0.0 and self.n >= self.warmup and span > 0.0 and \
-                (x > self.hi + self.wild * span or x < self.lo - self.wild * span):
+        if (
+            self.wild > 0.0
+            and self.n >= self.warmup
+            and span > 0.0
+            and (x > self.hi + self.wild * span or x < self.lo - self.wild * span)
+        ):
             self._wildq.append(x)
             if len(self._wildq) < self.wild_run:
                 return
@@ -439,7 +517,7 @@ class NoveltyDetector(Detector):
         """Learn x (ev: its _evaluate result, or None to compute it)."""
         if ev is None:
             ev = self._evaluate(x)
-        raw, xl, shape = ev[0], ev[1], ev[2]
+        xl, shape = ev[1], ev[2]
         i = self.n
         # shape channel
         self._bsum += xl
@@ -462,7 +540,7 @@ class NoveltyDetector(Detector):
         # sequence channel (level of xl against the envelope before it)
         if xl == x:
             s, e, rr, rv = ev[4]
-        else:                                         # a glitch: learn the clipped value
+        else:  # a glitch: learn the clipped value
             s, e = self._level(xl), self._residual(xl)
             rr, rv = self._res.surprisal(e), self._val.surprisal(xl)
         full = tuple(self._syms) + (s,)
@@ -470,7 +548,7 @@ class NoveltyDetector(Detector):
         for k in range(1, len(full) + 1):
             key = full[-k:]
             ng[key] = ng.get(key, 0) + 1
-        if len(ng) > self.max_ngrams:                 # bounded memory: halve counts, drop rare
+        if len(ng) > self.max_ngrams:  # bounded memory: halve counts, drop rare
             self._ngrams = {k: c // 2 for k, c in ng.items() if c > 1}
         self._syms.append(s)
         seen = i + 1

@@ -1,6 +1,7 @@
 """REGISTRY: one name per detector class (lib.detect.detectors builds through it). A module of its
 own so that the ensemble, which builds its members through it, imports it without a cycle; the
 ensemble itself is registered by lib.detect.detectors."""
+
 from __future__ import annotations
 
 from lib.detect.detectors.base import Detector
@@ -13,6 +14,14 @@ from lib.detect.detectors.novelty import NoveltyDetector
 from lib.detect.detectors.zscore import RobustZScoreDetector
 
 REGISTRY: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (DBSCANDetector, IsolationForestDetector, RobustZScoreDetector,
-                              CUSUMDetector, LOFDetector, LikelihoodDetector, NoveltyDetector)
+    cls.name: cls
+    for cls in (
+        DBSCANDetector,
+        IsolationForestDetector,
+        RobustZScoreDetector,
+        CUSUMDetector,
+        LOFDetector,
+        LikelihoodDetector,
+        NoveltyDetector,
+    )
 }

@@ -4,6 +4,7 @@ An operator (and NAB's scoring) counts every further alarm of one event outside 
 false alarm, so detectors whose scores stay high for a few readings after an anomaly pass their
 surprise through this before squashing it into a score.
 """
+
 from __future__ import annotations
 
 from collections import deque

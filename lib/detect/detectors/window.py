@@ -1,5 +1,6 @@
 """The original program's FIFO (docs/origins.md): the last `size` readings, as a numpy array when
 a detector needs one."""
+
 from __future__ import annotations
 
 import abc
@@ -55,6 +56,7 @@ def sliding_previous(history: np.ndarray, xs: np.ndarray, size: int) -> np.ndarr
     """For each x in `xs`, the `size` readings before it (oldest first), as rows of an (n, size)
     view: `history` holds at least the `size` readings before xs[0]."""
     from numpy.lib.stride_tricks import sliding_window_view
+
     allv = np.concatenate((history[-size:], xs))
     return sliding_window_view(allv, size)[: len(xs)]
 
@@ -63,6 +65,7 @@ def stacked_previous(windows: list[np.ndarray], xss: list[np.ndarray], size: int
     """`sliding_previous` for many sensors at once, rows stacked in order: one strided view over
     every sensor's history and readings, then a gather of the rows wanted."""
     from numpy.lib.stride_tricks import sliding_window_view
+
     parts, starts, lens = [], [], []
     at = 0
     for history, xs in zip(windows, xss):
@@ -90,8 +93,8 @@ def robust_scale_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Readings near the float limit (a sensor sending +-1.7e308) overflow the differences that robust
 # units are made of, and inf / inf is nan, which compares as "normal". Rows holding such readings
 # are first divided by a power of two (exact, and robust units do not depend on the scale).
-_HUGE = 2.0 ** 500
-_SHRINK = 2.0 ** -600
+_HUGE = 2.0**500
+_SHRINK = 2.0**-600
 _FAR = 1e12
 
 
@@ -156,8 +159,9 @@ class WindowDetector(Detector):
         return ()
 
     def score_one(self, x: float) -> float:
-        return float(self._score_rows(self._window.values()[None, :], np.array([x], dtype=float),
-                                      np.array([self.seen]))[0])
+        return float(
+            self._score_rows(self._window.values()[None, :], np.array([x], dtype=float), np.array([self.seen]))[0]
+        )
 
     def learn_one(self, x: float) -> None:
         self._window.push(x)
@@ -180,12 +184,17 @@ class WindowDetector(Detector):
             xs_all = np.concatenate([warm for *_, warm in items])
             numbers = np.concatenate([det.seen + np.arange(len(warm)) for _, det, warm in items])
             scorer = items[0][1]
-            scores_all = np.concatenate([
-                scorer._score_rows(prev[i:i + cls._chunk], xs_all[i:i + cls._chunk], numbers[i:i + cls._chunk])
-                for i in range(0, len(xs_all), cls._chunk)])
+            scores_all = np.concatenate(
+                [
+                    scorer._score_rows(
+                        prev[i : i + cls._chunk], xs_all[i : i + cls._chunk], numbers[i : i + cls._chunk]
+                    )
+                    for i in range(0, len(xs_all), cls._chunk)
+                ]
+            )
             at = 0
             for k, det, warm in items:
-                out[k][1][len(out[k][1]) - len(warm):] = scores_all[at:at + len(warm)]
+                out[k][1][len(out[k][1]) - len(warm) :] = scores_all[at : at + len(warm)]
                 at += len(warm)
                 for x in warm:
                     det._window.push(float(x))

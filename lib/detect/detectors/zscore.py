@@ -5,6 +5,7 @@ readings stand for the mean and the standard deviation: a spike inside the windo
 so one anomaly does not hide the next. The score is `z / (z + 3)`: 0.5 at three deviations
 (the default threshold), rising towards 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,7 @@ class RobustZScoreDetector(WindowDetector):
     >>> d.score_one(10.2) < 0.5 < d.score_one(50.0)
     True
     """
+
     name = "zscore"
     default_threshold = 0.5
     seed_window = False

@@ -16,6 +16,7 @@ shadow kafka-python's `kafka`.
   sides: the producer sends its recently acknowledged rows again, consumers re-read what the
   cluster has. Replays are harmless downstream.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence

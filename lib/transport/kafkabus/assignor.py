@@ -1,4 +1,5 @@
 """The consumer group's partition assignor."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """kafka-python's clients as Vigie uses them: quiet during outages, closed without fuss."""
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,14 @@ class KafkaClients:
         self.batch = t.kafka_batch
 
     def common(self) -> dict:
-        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id,
-                "reconnect_backoff_max_ms": 1000, "metadata_max_age_ms": self.settings.metadata_max_age_ms,
-                "request_timeout_ms": 15000, "bootstrap_timeout_ms": 5000}
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "reconnect_backoff_max_ms": 1000,
+            "metadata_max_age_ms": self.settings.metadata_max_age_ms,
+            "request_timeout_ms": 15000,
+            "bootstrap_timeout_ms": 5000,
+        }
 
     def client(self) -> dict:
         """`common` plus what producers and consumers take: no kafka-python metrics (Vigie never
@@ -32,14 +38,29 @@ class KafkaClients:
         return {**self.common(), "metrics_enabled": False}
 
     def kafka_producer(self) -> KafkaProducer:
-        return KafkaProducer(**self.client(), acks="all", enable_idempotence=True, linger_ms=5,
-                             batch_size=256 * 1024, max_block_ms=10000, delivery_timeout_ms=30000)
+        return KafkaProducer(
+            **self.client(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_block_ms=10000,
+            delivery_timeout_ms=30000,
+        )
 
 
 class _NoConnectionNoise(logging.Filter):
     """Drops kafka-python's per-attempt connection errors (several a second during an outage)."""
-    MARKERS = ("KafkaConnectionError", "ECONNREFUSED", "NodeNotReady", "NoBrokersAvailable",
-               "Unable to bootstrap", "socket disconnected", "Marking the coordinator dead")
+
+    MARKERS = (
+        "KafkaConnectionError",
+        "ECONNREFUSED",
+        "NodeNotReady",
+        "NoBrokersAvailable",
+        "Unable to bootstrap",
+        "socket disconnected",
+        "Marking the coordinator dead",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -55,8 +76,14 @@ def quiet_kafka_logs() -> None:
     if os.environ.get("VIGIE_LOG_LEVEL", "").upper() != "DEBUG":
         for name in ("kafka.net", "kafka.conn", "kafka.client_async", "kafka.cluster"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        for name in ("kafka.coordinator", "kafka.coordinator.consumer", "kafka.coordinator.heartbeat",
-                     "kafka.consumer.fetcher", "kafka.producer.sender", "kafka.producer.kafka"):
+        for name in (
+            "kafka.coordinator",
+            "kafka.coordinator.consumer",
+            "kafka.coordinator.heartbeat",
+            "kafka.consumer.fetcher",
+            "kafka.producer.sender",
+            "kafka.producer.kafka",
+        ):
             logger = logging.getLogger(name)
             if not any(isinstance(f, _NoConnectionNoise) for f in logger.filters):
                 logger.addFilter(_NoConnectionNoise())

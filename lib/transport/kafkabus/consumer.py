@@ -9,6 +9,7 @@ log end are reset to the earliest offset, and before each commit the group's com
 checked against ours; if they went back, the consumer re-reads from what the cluster has. Replays
 are harmless downstream (primary keys and watermarks in the store).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,11 +43,18 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked):
         if revoked:
-            log.info("pid %d: partitions revoked: %s", os.getpid(), ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
+            log.info(
+                "pid %d: partitions revoked: %s",
+                os.getpid(),
+                ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)),
+            )
 
     def on_partitions_assigned(self, assigned):
-        log.info("pid %d: partitions assigned: %s", os.getpid(),
-                 ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none")
+        log.info(
+            "pid %d: partitions assigned: %s",
+            os.getpid(),
+            ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none",
+        )
 
 
 class KafkaGroupConsumer(Consumer):
@@ -64,10 +72,10 @@ class KafkaGroupConsumer(Consumer):
         self._consumer = self._connect(group, topics, sensors)
         self._history = None
         self._outputs = None
-        self._last: dict = {}        # TopicPartition -> last offset polled
-        self._committed: dict = {}   # TopicPartition -> offset this process committed last
+        self._last: dict = {}  # TopicPartition -> last offset polled
+        self._committed: dict = {}  # TopicPartition -> offset this process committed last
         self._moved: set[str] = set()
-        self._per_record = 50.0      # messages per record lately, to size polls and history reads
+        self._per_record = 50.0  # messages per record lately, to size polls and history reads
 
     def _connect(self, group, topics, sensors):
         s = self.clients.settings
@@ -76,8 +84,11 @@ class KafkaGroupConsumer(Consumer):
         while True:
             try:
                 c = KafkaConsumer(
-                    **self.clients.client(), group_id=group, enable_auto_commit=False,
-                    auto_offset_reset="earliest", max_poll_interval_ms=s.max_poll_interval_ms,
+                    **self.clients.client(),
+                    group_id=group,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_interval_ms=s.max_poll_interval_ms,
                     # Producers create topics (with [transport] partitions); a consumer asking for
                     # a topic a restarted, empty broker has lost must not create it with defaults.
                     allow_auto_create_topics=False,
@@ -86,7 +97,8 @@ class KafkaGroupConsumer(Consumer):
                     fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                     # One partition per sensor topic: round-robin spreads topics over the members
                     # (the range assignor would give every topic's partition 0 to one member).
-                    partition_assignment_strategy=(RoundRobin,))
+                    partition_assignment_strategy=(RoundRobin,),
+                )
                 break
             except KafkaError as exc:
                 if not warned:
@@ -142,7 +154,7 @@ class KafkaGroupConsumer(Consumer):
                 break
             self._per_record = max(1.0, 0.5 * self._per_record + 0.5 * (len(out) - got) / n)
             if n < want:
-                break     # nothing more buffered: what there is now is the poll
+                break  # nothing more buffered: what there is now is the poll
         return out
 
     def owned_sensors(self) -> set[str]:
@@ -158,8 +170,11 @@ class KafkaGroupConsumer(Consumer):
         if outputs:
             self._produce(outputs)
         assigned = self._consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(last + 1, "", -1) for tp, last in self._last.items()
-                   if tp in assigned and self._committed.get(tp) != last + 1}
+        offsets = {
+            tp: OffsetAndMetadata(last + 1, "", -1)
+            for tp, last in self._last.items()
+            if tp in assigned and self._committed.get(tp) != last + 1
+        }
         if not offsets:
             return
         try:
@@ -185,8 +200,12 @@ class KafkaGroupConsumer(Consumer):
         if not behind:
             return False
         assigned = self._consumer.assignment()
-        log.warning("group %s: committed offsets went back (a new or emptied cluster?): re-reading %d "
-                    "partition(s) from what the cluster has; downstream writes are idempotent", self.group, len(assigned))
+        log.warning(
+            "group %s: committed offsets went back (a new or emptied cluster?): re-reading %d "
+            "partition(s) from what the cluster has; downstream writes are idempotent",
+            self.group,
+            len(assigned),
+        )
         all_committed = self._consumer._coordinator.fetch_committed_offsets(list(assigned), timeout_ms=10000)
         for tp in assigned:
             c = all_committed.get(tp)
@@ -220,7 +239,9 @@ class KafkaGroupConsumer(Consumer):
             except Exception as exc:  # broker or network failure: retry with a fresh client
                 error = exc
             if not warned:
-                log.warning("Kafka broker unreachable (%s): holding %d output record(s) until it is back", error, len(records))
+                log.warning(
+                    "Kafka broker unreachable (%s): holding %d output record(s) until it is back", error, len(records)
+                )
                 warned = True
             close_quietly(self._outputs, "producer", timeout=0)
             self._outputs = None
@@ -238,8 +259,9 @@ class KafkaGroupConsumer(Consumer):
             except KafkaError as exc:
                 # No judging without the window: wait for the broker rather than start "initializing".
                 if not warned:
-                    log.warning("Kafka broker unreachable (%s) while rebuilding %s's window; retrying",
-                                exc, message.topic)
+                    log.warning(
+                        "Kafka broker unreachable (%s) while rebuilding %s's window; retrying", exc, message.topic
+                    )
                     warned = True
                 close_quietly(self._history, "history consumer")
                 self._history = None
@@ -249,8 +271,13 @@ class KafkaGroupConsumer(Consumer):
         """Reads records backwards from the one holding `message`, a span at a time (doubling),
         until `n` earlier messages are found or the partition's start is reached."""
         if self._history is None:
-            self._history = KafkaConsumer(**self.clients.client(), group_id=None, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", allow_auto_create_topics=False)
+            self._history = KafkaConsumer(
+                **self.clients.client(),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                allow_auto_create_topics=False,
+            )
         hc = self._history
         tp = TopicPartition(message.topic, message.partition)
         hc.assign([tp])

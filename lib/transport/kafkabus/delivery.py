@@ -3,6 +3,7 @@ spool (`lib.transport.spool`), and a delivery thread (`SpoolDelivery`) moves the
 the broker in order, acknowledging them in the spool only once the broker has (acks=all,
 idempotent producer). A broker outage costs no reading: the rows wait, and a warning says so every
 OUTAGE_WARN_EVERY_S."""
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,23 @@ OUTAGE_WARN_EVERY_S = 10.0
 DELIVERY_TIMEOUT_S = 10.0
 
 
-def deliver(kafka_producer, maker: TopicMaker, records: Sequence[OutRecord], timeout_s: float,
-            ends: dict | None = None) -> list[bool]:
+def deliver(
+    kafka_producer, maker: TopicMaker, records: Sequence[OutRecord], timeout_s: float, ends: dict | None = None
+) -> list[bool]:
     """Send records in order and wait for the broker's acknowledgements; returns, per record,
     whether it was acknowledged. `ends` collects {(topic, partition): offset after the last
     acknowledged record}."""
     maker.ensure({r.topic for r in records})
-    futures = [kafka_producer.send(r.topic, key=r.key.encode() if r.key is not None else None, value=r.value.encode(),
-                                   headers=r.headers, timestamp_ms=r.timestamp_ms) for r in records]
+    futures = [
+        kafka_producer.send(
+            r.topic,
+            key=r.key.encode() if r.key is not None else None,
+            value=r.value.encode(),
+            headers=r.headers,
+            timestamp_ms=r.timestamp_ms,
+        )
+        for r in records
+    ]
     kafka_producer.flush(timeout=timeout_s)
     acked = []
     for f in futures:
@@ -79,9 +89,15 @@ class SpooledProducer(Producer):
         self._pending.clear()
         if refused:
             n, used = self.spool.pending()
-            log.error("SPOOL FULL (%d messages, %.1f MB of [transport] spool_max_bytes %.1f MB) while the broker "
-                      "is unreachable: %d message(s) just refused and LOST. Bring the broker back or raise "
-                      "spool_max_bytes.", n, used / 1e6, self.spool.max_bytes / 1e6, refused)
+            log.error(
+                "SPOOL FULL (%d messages, %.1f MB of [transport] spool_max_bytes %.1f MB) while the broker "
+                "is unreachable: %d message(s) just refused and LOST. Bring the broker back or raise "
+                "spool_max_bytes.",
+                n,
+                used / 1e6,
+                self.spool.max_bytes / 1e6,
+                refused,
+            )
         self._wake.set()
 
     def close(self, drain_timeout: float = 10.0) -> None:
@@ -97,8 +113,11 @@ class SpooledProducer(Producer):
         self._thread.join(timeout=drain_timeout + 5)
         n, _ = self.spool.pending()
         if n:
-            log.warning("%d message(s) still in the spool %s: the next producer on this data folder delivers them",
-                        n, self.spool.path)
+            log.warning(
+                "%d message(s) still in the spool %s: the next producer on this data folder delivers them",
+                n,
+                self.spool.path,
+            )
         self._lock.close()
         self.spool.close()
 
@@ -110,8 +129,7 @@ class SpoolDelivery:
     without records it had acknowledged (a new or emptied cluster): if so the spool's recently
     acknowledged rows go again. Only the holder of the spool's DeliveryLock delivers."""
 
-    def __init__(self, clients: KafkaClients, lock: DeliveryLock, wake: threading.Event,
-                 closing: threading.Event):
+    def __init__(self, clients: KafkaClients, lock: DeliveryLock, wake: threading.Event, closing: threading.Event):
         self.clients, self.lock, self.wake, self.closing = clients, lock, wake, closing
         self.spool = Spool(clients.spool_path, clients.settings.spool_max_bytes)
         self.maker = TopicMaker(clients)
@@ -119,8 +137,8 @@ class SpoolDelivery:
         self.backoff = BACKOFF_START_S
         self.outage_since: float | None = None
         self.last_warn = 0.0
-        self.acked_ends: dict = {}     # (topic, partition) -> offset after what the broker acknowledged
-        self.check_lost = False        # after a failure: did the broker come back without those records?
+        self.acked_ends: dict = {}  # (topic, partition) -> offset after what the broker acknowledged
+        self.check_lost = False  # after a failure: did the broker come back without those records?
 
     def run(self) -> None:
         try:
@@ -183,9 +201,13 @@ class SpoolDelivery:
     def requeue_if_lost(self, rows: list[Batch]) -> list[Batch]:
         if self.acked_ends and cluster_lost_records(self.clients, self.maker, self.acked_ends):
             n = self.spool.requeue_retained()
-            log.warning("the broker came back without records it had acknowledged (a new or emptied cluster): "
-                        "sending the %d message(s) of the last %.0f s again, in order (duplicates are harmless "
-                        "downstream)", n, self.spool.retain_s)
+            log.warning(
+                "the broker came back without records it had acknowledged (a new or emptied cluster): "
+                "sending the %d message(s) of the last %.0f s again, in order (duplicates are harmless "
+                "downstream)",
+                n,
+                self.spool.retain_s,
+            )
             rows = self.spool.peek(DELIVERY_BATCH)
         self.acked_ends.clear()
         self.check_lost = False
@@ -194,8 +216,11 @@ class SpoolDelivery:
     def delivered(self) -> None:
         if self.outage_since is not None:
             n, _ = self.spool.pending()
-            log.warning("broker reachable again after %.0f s; delivering the spool in order (%d message(s) left)",
-                        time.monotonic() - self.outage_since, n)
+            log.warning(
+                "broker reachable again after %.0f s; delivering the spool in order (%d message(s) left)",
+                time.monotonic() - self.outage_since,
+                n,
+            )
             self.outage_since = None
         self.backoff = BACKOFF_START_S
 
@@ -210,10 +235,16 @@ class SpoolDelivery:
         if now - self.last_warn >= OUTAGE_WARN_EVERY_S:
             self.last_warn = now
             n, used = self.spool.pending()
-            log.warning("Kafka broker %s unreachable (%s): readings are kept in the local spool %s "
-                        "(%d message(s), %.1f MB of %.0f MB) and will be delivered in order when it is back",
-                        ",".join(self.clients.bootstrap), error or "not acknowledged", self.spool.path,
-                        n, used / 1e6, self.spool.max_bytes / 1e6)
+            log.warning(
+                "Kafka broker %s unreachable (%s): readings are kept in the local spool %s "
+                "(%d message(s), %.1f MB of %.0f MB) and will be delivered in order when it is back",
+                ",".join(self.clients.bootstrap),
+                error or "not acknowledged",
+                self.spool.path,
+                n,
+                used / 1e6,
+                self.spool.max_bytes / 1e6,
+            )
         # Start over with a fresh client: the broker may come back as a new, empty cluster.
         close_quietly(self.kp, "producer", timeout=0)
         self.kp = None

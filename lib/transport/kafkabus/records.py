@@ -10,6 +10,7 @@ value = the reading as UTF-8 text, headers `session`, `seq`, `ts_us`, timestamp 
 `[transport] kafka_batch = false` sends every message that way. Consumers read both. A consumed
 message's offset is (Kafka offset << SHIFT) + its index in the record, so offsets keep increasing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ class OutRecord:
     """One Kafka record to send: a single message (the original producer's format) or a batch
     (`vigie-batch` header, value = lib.transport.packing's JSON). `first_id`: the first spool row
     it carries."""
+
     topic: str
     key: str | None
     value: str
@@ -43,8 +45,14 @@ class OutRecord:
 
 def plain_record(m: Message, first_id: int = 0) -> OutRecord:
     ts_us = m.headers.get(TS_US)
-    return OutRecord(m.topic, m.key, m.value, [(k, str(v).encode()) for k, v in m.headers.items()],
-                     int(ts_us) // 1000 if ts_us else None, first_id)
+    return OutRecord(
+        m.topic,
+        m.key,
+        m.value,
+        [(k, str(v).encode()) for k, v in m.headers.items()],
+        int(ts_us) // 1000 if ts_us else None,
+        first_id,
+    )
 
 
 def batch_record(topic: str, key: str | None, body: str, ts_ms: int | None, first_id: int = 0) -> OutRecord:
@@ -65,7 +73,7 @@ def pack_messages(messages: Sequence[Message], batch: bool = True) -> list[OutRe
             out.append(plain_record(msgs[0]))
             continue
         for i in range(0, len(msgs), MAX_MESSAGES):
-            part = msgs[i:i + MAX_MESSAGES]
+            part = msgs[i : i + MAX_MESSAGES]
             ts_us = part[-1].headers.get(TS_US)
             out.append(batch_record(topic, key, encode(part), int(ts_us) // 1000 if ts_us else None))
     return out
@@ -110,14 +118,23 @@ def record_messages(r) -> list[Message]:
     for name, version in headers:
         if name == BATCH_HEADER:
             if version != BATCH_VERSION:
-                raise RuntimeError(f"{r.topic}[{r.partition}] offset {r.offset}: batch format "
-                                   f"{version.decode(errors='replace')!r}, this Vigie reads {BATCH_VERSION.decode()!r}; "
-                                   "upgrade this worker")
+                raise RuntimeError(
+                    f"{r.topic}[{r.partition}] offset {r.offset}: batch format "
+                    f"{version.decode(errors='replace')!r}, this Vigie reads {BATCH_VERSION.decode()!r}; "
+                    "upgrade this worker"
+                )
             try:
                 return unpack(r.topic, r.value, r.partition, r.offset)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("skipping malformed batch record %s[%d] offset %d: %s", r.topic, r.partition, r.offset, exc)
                 return []
-    return [Message(r.topic, r.key.decode() if r.key is not None else None,
-                    r.value.decode() if r.value is not None else "",
-                    {k: v.decode() for k, v in headers}, r.partition, r.offset << SHIFT)]
+    return [
+        Message(
+            r.topic,
+            r.key.decode() if r.key is not None else None,
+            r.value.decode() if r.value is not None else "",
+            {k: v.decode() for k, v in headers},
+            r.partition,
+            r.offset << SHIFT,
+        )
+    ]

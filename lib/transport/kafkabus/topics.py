@@ -1,5 +1,6 @@
 """Topic administration: which topics a consumer follows, creating missing ones, and telling
 whether the broker lost what it had acknowledged (a new or emptied cluster)."""
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,7 @@ class TopicMaker:
                 self.admin().create_topics([NewTopic(name, s.partitions, s.replication_factor)])
                 log.info("created topic %s (%d partition(s))", name, s.partitions)
             except TopicAlreadyExistsError:
-                pass   # another process made it first
+                pass  # another process made it first
             self.known.add(name)
 
     def admin(self) -> KafkaAdminClient:
@@ -66,13 +67,12 @@ def cluster_lost_records(clients: KafkaClients, maker: TopicMaker, ends: dict) -
     topics = {t for t, _ in ends}
     if topics - set(maker.admin().list_topics()):
         return True
-    probe = KafkaConsumer(**clients.client(), group_id=None, enable_auto_commit=False,
-                          allow_auto_create_topics=False)
+    probe = KafkaConsumer(**clients.client(), group_id=None, enable_auto_commit=False, allow_auto_create_topics=False)
     try:
         tps = [TopicPartition(t, p) for t, p in ends]
         found = probe.end_offsets(tps, timeout_ms=5000)
     except KafkaTimeoutError:
-        return True   # a partition that no longer exists
+        return True  # a partition that no longer exists
     finally:
         probe.close()
     return any(found.get(tp, 0) < ends[(tp.topic, tp.partition)] for tp in tps)
