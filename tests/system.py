@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -163,3 +164,34 @@ class System:
             # Whatever happened, leave no process behind.
             if self.proc and self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def small_tmpfs(mnt: Path, size_mb: int):
+    """A `size_mb` MB tmpfs mounted at `mnt` (made here) for a full or read-only disk, unmounted
+    after; the test is skipped where mounting needs a root this machine does not give."""
+    import pytest
+
+    mnt.mkdir()
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(folder: Path, chunk: int = 64 * 1024) -> Path:
+    """Write a ballast file until the file system is full; returns it (delete it to free the space)."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * chunk)
+                f.flush()
+        except OSError:
+            pass
+    return ballast

@@ -28,6 +28,7 @@ from lib.store.retention import Retention, prune
 from lib.store.schema import init_db, open_checked
 from lib.store.sink import write_until_done
 from lib.store.writer import Writer, write_batch
+from tests.system import small_tmpfs
 
 
 def _digest(path) -> str:
@@ -412,14 +413,7 @@ def test_a_read_only_disk_is_reported_as_such_not_as_a_full_disk(tmp_path, caplo
     """A real DuckDB file refused by the file system (a tmpfs remounted read-only, the store then
     reopening its file to write) is logged with its own cause; the message text used to make any "Could not write
     file" a full disk."""
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "ro", 16) as mnt:
         db = mnt / "v.duckdb"
         init_db(db)
         writer = Writer(db)
@@ -434,8 +428,6 @@ def test_a_read_only_disk_is_reported_as_such_not_as_a_full_disk(tmp_path, caplo
 
         assert write_until_done(db, _batch(11, 10, 1_700_000_001_000_000), stop, write) is False
         writer.close()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
     logged = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
     assert logged and logged[0].startswith("read-only file system:"), logged
 

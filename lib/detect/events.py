@@ -457,48 +457,9 @@ def open_events(conn, sensors=None) -> list:
     from lib.store.named import open_event_rows  # a named read: a running store answers it
 
     out = []
-    for (
-        _,
-        sensor,
-        session,
-        s_seq,
-        s_ts,
-        s_val,
-        e_seq,
-        e_ts,
-        p_seq,
-        p_ts,
-        p_val,
-        p_score,
-        members,
-        n,
-        agree,
-        severity,
-        silent,
-        rev,
-        baseline,
-    ) in open_event_rows(conn, sensors):
-        out.append(
-            Event(
-                sensor,
-                session,
-                s_seq,
-                s_ts,
-                s_val,
-                e_seq,
-                e_ts,
-                p_seq,
-                p_ts,
-                p_val,
-                p_score,
-                tuple(m for m in members.split(",") if m),
-                n,
-                agree,
-                severity,
-                None,
-                baseline,
-                silent,
-                rev,
-            )
-        )
+    for row in open_event_rows(conn, sensors):
+        # event_id, then sensor .. peak_score in Event's order, then the rest
+        members, n, agree, severity, silent, rev, baseline = row[12:]
+        members = tuple(m for m in members.split(",") if m)
+        out.append(Event(*row[1:12], members, n, agree, severity, None, baseline, silent, rev))
     return out

@@ -17,7 +17,7 @@ from lib.config import PROJECT_ROOT
 from lib.ingest.protocol import Parsed, parse_line
 from lib.store.schema import open_checked
 from tests.faults.common import assert_exactly_once, ledger_lines, lost_and_duplicated, report, sim_env, wait_all_judged
-from tests.system import System, stored, wait_for
+from tests.system import System, fill, small_tmpfs, stored, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -91,29 +91,8 @@ def test_outside_readers_do_not_stop_the_writer(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", 24) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(mnt: Path) -> Path:
-    ballast = mnt / "ballast"
-    with open(ballast, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (256 * 1024))
-                f.flush()
-        except OSError:
-            pass
-    return ballast
 
 
 def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
@@ -122,7 +101,7 @@ def test_full_disk_store_reports_keeps_and_resumes(tmp_path, small_disk):
     env = {**sim_env(ledger, RATE, int(RATE * 600)), "VIGIE_PATHS_DATABASE": str(db)}
     with System(tmp_path, env) as system:
         wait_for(lambda: stored(db, "states") > 100, 180, interval=0.5, what="data flowing")
-        ballast = _fill(small_disk)
+        ballast = fill(small_disk, 256 * 1024)
         t_full = time.monotonic()
         wait_for(lambda: "disk full" in system.log(), 120, interval=0.5, what="the store reporting the full disk")
         reported_s = time.monotonic() - t_full

@@ -9,10 +9,8 @@ was lost.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from lib.ingest.simulator import SignalModel, load_scenario, scenario_ticks
 from lib.ingest.status import BUFFERING, read_statuses
 from tests.faults.common import report
 from tests.serial_rig import Rig, expected
-from tests.system import wait_for
+from tests.system import fill, small_tmpfs, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -31,29 +29,8 @@ RATE = 100.0
 @pytest.fixture
 def small_data(tmp_path):
     """The data folder on a 16 MB tmpfs."""
-    mnt = tmp_path / "data"
-    mnt.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data", 16) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(folder: Path) -> Path:
-    ballast = folder / "ballast"
-    with open(ballast, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (64 * 1024))
-                f.flush()
-        except OSError:
-            pass
-    return ballast
 
 
 def test_full_disk_under_the_transport_producer_holds_lines_and_loses_none(tmp_path, small_data):
@@ -71,7 +48,7 @@ def test_full_disk_under_the_transport_producer_holds_lines_and_loses_none(tmp_p
                 0.2,
                 what="the board writing",
             )
-            ballast = _fill(small_data)
+            ballast = fill(small_data)
             t_full = time.monotonic()
             wait_for(
                 lambda: "disk full: cannot write to the transport" in log_path.read_text(errors="replace"),
