@@ -57,6 +57,8 @@ def run(folder: Path, sensors: int, rate: float, every_s: float, seconds: float,
         "VIGIE_SIMULATOR_RATE": str(rate),
         "VIGIE_DETECTION_DETECTORS": "zscore",
         "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
+        # no rules: the board stops at the end of the run, and its silence would be an event too
+        "VIGIE_DETECTION_RULES": "{}",
         "VIGIE_EVENTS_QUIET_S": "1",
         "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
         "VIGIE_ALERTS_GROUP_INTERVAL_S": str(group_interval),
@@ -94,6 +96,8 @@ def storm(folder: Path, sensors: int, rate: float):
         "VIGIE_SIMULATOR_COUNT": str(int(rate * 12.5)),  # stop right after the storm's round
         "VIGIE_DETECTION_DETECTORS": "zscore",
         "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
+        # no rules: the board stops at the end of the run, and its silence would be an event too
+        "VIGIE_DETECTION_RULES": "{}",
         "VIGIE_EVENTS_QUIET_S": "1",
         "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
     }

@@ -51,6 +51,8 @@ def test_one_spike_one_event_one_notification_then_one_resolved(tmp_path):
         "VIGIE_SIMULATOR_COUNT": str(int((spike_s + 7) * RATE)),
         "VIGIE_DETECTION_DETECTORS": "zscore",
         "VIGIE_DETECTION_PARAMS": RAW_ZSCORE,
+        # no rules: the board stops at the end of the run, and its silence would be an event too
+        "VIGIE_DETECTION_RULES": "{}",
         "VIGIE_EVENTS_QUIET_S": "3",
         "VIGIE_ALERTS_CHANNELS": json.dumps({"hook": {"kind": "webhook", "url": receiver.url}}),
         "VIGIE_ALERTS_GROUP_INTERVAL_S": "2",
