@@ -178,6 +178,9 @@ def small_tmpfs(mnt: Path, size_mb: int):
     )
     if out.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {out.stderr.strip()}")
+    # The ballast is made now, while the disk has room: on a full tmpfs even creating an empty
+    # file can fail (ENOSPC on the inode), and then there would be nothing to delete to free it.
+    (mnt / "ballast").touch()
     try:
         yield mnt
     finally:
@@ -185,9 +188,10 @@ def small_tmpfs(mnt: Path, size_mb: int):
 
 
 def fill(folder: Path, chunk: int = 64 * 1024) -> Path:
-    """Write a ballast file until the file system is full; returns it (delete it to free the space)."""
+    """Grow the ballast file `small_tmpfs` made until the file system is full; returns it (delete it
+    to free the space)."""
     ballast = folder / "ballast"
-    with open(ballast, "wb") as f:
+    with open(ballast, "ab") as f:
         try:
             while True:
                 f.write(b"\0" * chunk)
