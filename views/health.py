@@ -96,7 +96,9 @@ def panel() -> None:
             st.caption("No consumer group has joined the transport yet.")
         else:
             st.dataframe(
-                pd.DataFrame({"consumer group": list(h.backlog), "messages waiting": list(h.backlog.values())}),
+                pd.DataFrame(
+                    {"consumer group": list(h.backlog), f"{h.backlog_unit} waiting": list(h.backlog.values())}
+                ),
                 hide_index=True,
                 key="backlog_table",
             )

@@ -6,7 +6,8 @@ Four sources, each read without the database (a stuck store must not hide its ow
   starting, restarting after an exit, FATAL when it gave up, stopped);
 - the producers' status files (lib.ingest.status): each board connected or not, on which port,
   the port held by another program, lines held in memory on a full disk;
-- the transport: messages each consumer group has yet to take (`Transport.backlog`);
+- the transport: what each consumer group has yet to take (`Transport.backlog`: messages on the
+  embedded log, records on Kafka);
 - the store's status file (lib.store.status): when its last write committed.
 
 `check` gathers them; `problems` turns them into sentences for the operator, worst first. Times
@@ -57,6 +58,7 @@ class SystemHealth:
     backlog_error: str | None
     store_last_write: float | None  # None: no write recorded yet
     problems: list[str] = field(default_factory=list)
+    backlog_unit: str = "messages"  # what the backlog counts (`Transport.backlog_unit`)
 
 
 def program_states(data_dir) -> list[Program]:
@@ -98,7 +100,7 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
     except OSError as exc:
         programs, supervisor_error = None, str(exc) or type(exc).__name__
     boards = read_statuses(config.run_dir)
-    backlog, backlog_error = None, None
+    backlog, backlog_error, unit = None, None, "messages"
     try:
         if transport is None and config.transport.kind == "embedded" and not config.bus_path.exists():
             backlog = {}  # no transport log yet: nothing waits (and the page creates no file)
@@ -107,11 +109,11 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
 
             transport = open_transport(config)
             try:
-                backlog = transport.backlog()
+                backlog, unit = transport.backlog(), transport.backlog_unit
             finally:
                 transport.close()
         else:
-            backlog = transport.backlog()
+            backlog, unit = transport.backlog(), transport.backlog_unit
     except Exception as exc:  # a broker away, a locked log: the health panel says so and goes on
         backlog_error = f"{type(exc).__name__}: {exc}"
     store = read_store_status(config.run_dir)
@@ -123,6 +125,7 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
         backlog=backlog,
         backlog_error=backlog_error,
         store_last_write=store.get("last_write_at") if store else None,
+        backlog_unit=unit,
     )
     return SystemHealth(**{**health.__dict__, "problems": problems(health)})
 
@@ -178,7 +181,7 @@ def problems(h: SystemHealth) -> list[str]:
         out.append(f"the **store** {quiet} while boards send lines (disk full, or the store stopped?)")
     for group, waiting in sorted((h.backlog or {}).items()):
         if waiting >= BACKLOG_WARN:
-            out.append(f"**{group}** is {waiting:,} messages behind on the transport")
+            out.append(f"**{group}** is {waiting:,} {h.backlog_unit} behind on the transport")
     return out
 
 

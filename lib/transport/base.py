@@ -65,6 +65,8 @@ class Consumer(abc.ABC):
 class Transport(abc.ABC):
     """A way for programs to pass messages. Subclasses name themselves in lib.transport.TRANSPORTS."""
 
+    backlog_unit = "messages"  # what `backlog` counts, as the page names it
+
     @classmethod
     @abc.abstractmethod
     def from_config(cls, config) -> "Transport":

@@ -29,6 +29,8 @@ from lib.transport.kafkabus.topics import TopicMaker
 
 
 class KafkaTransport(Transport):
+    backlog_unit = "records"  # a record carries many readings (`records`)
+
     def __init__(self, config):
         quiet_kafka_logs()
         self.clients = KafkaClients(config)
@@ -49,3 +51,8 @@ class KafkaTransport(Transport):
             maker.ensure(topics)
         finally:
             maker.reset()
+
+    def backlog(self) -> dict[str, int]:
+        from lib.transport.kafkabus.lag import group_lag
+
+        return group_lag(self.clients)
