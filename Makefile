@@ -37,7 +37,7 @@ status: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

@@ -82,15 +82,19 @@ def test_two_workers_share_sensors_and_survive_a_kill(tmp_path, broker):
     n, rate = 2400, 100.0
     ledger = tmp_path / "ledger.txt"
     with System(tmp_path, kafka_env(broker, ledger, n, rate)) as system:
-        pids = wait_for(
-            lambda: (
-                [system.pid(f"detector:detector-{i}") for i in (0, 1)]
-                if all(system.pid(f"detector:detector-{i}") for i in (0, 1))
-                else None
-            ),
-            timeout=60,
-            what="two detector workers",
-        )
+        try:
+            # a loaded machine (the suite runs two files at once) can take a while to join the group
+            pids = wait_for(
+                lambda: (
+                    [system.pid(f"detector:detector-{i}") for i in (0, 1)]
+                    if all(system.pid(f"detector:detector-{i}") for i in (0, 1))
+                    else None
+                ),
+                timeout=150,
+                what="two detector workers",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{system.ctl('status')}\n{system.log()[-3000:]}") from None
         # Both workers judging, each with one of the two sensors.
         wait_for(
             lambda: (
