@@ -22,13 +22,6 @@ pytestmark = pytest.mark.e2e
 SENSORS = {"humidite", "temperature"}
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(log_path=tmp_path / "broker.log").start()
-    yield b
-    b.stop()
-
-
 def kafka_env(broker: Broker, ledger, n: int, rate: float) -> dict[str, str]:
     return {
         "VIGIE_TRANSPORT_KIND": "kafka",

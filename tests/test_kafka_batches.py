@@ -8,12 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
 from kafka import KafkaConsumer
 
 from lib.config import load_config
 from lib.messages import STATES, json_message, reading_message
-from lib.transport.broker import Broker
 from lib.transport.kafkabus import KafkaTransport
 from lib.transport.kafkabus.records import BATCH_HEADER, pack_messages, pack_spool
 from lib.transport.packing import SHIFT, encode
@@ -21,13 +19,6 @@ from lib.transport.spool import Batch
 from tests.system import wait_for
 
 SENSORS = ("humidite", "temperature", "pression")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(log_path=tmp_path / "broker.log").start()
-    yield b
-    b.stop()
 
 
 def transport(broker, tmp_path, batch: bool = True) -> KafkaTransport:

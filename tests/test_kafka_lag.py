@@ -11,18 +11,10 @@ import pytest
 
 from lib.config import load_config
 from lib.page import health
-from lib.transport.broker import Broker
 from lib.transport.kafkabus import lag
 from tests.test_kafka_batches import consume, produce, readings, transport
 
 SENSORS = ("lag-a", "lag-b", "lag-c")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(log_path=tmp_path / "broker.log").start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(autouse=True)
