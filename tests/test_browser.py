@@ -27,6 +27,7 @@ from types import SimpleNamespace
 import pytest
 
 from lib.config import PROJECT_ROOT
+from workers.app import streamlit_command
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -54,24 +55,9 @@ def served(data_dir: Path, extra_env: dict | None = None, entry: str = "app.py")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(VIGIE_PATHS_DATA_DIR=str(data_dir), **(extra_env or {}))
-    streamlit = Path(sys.executable).parent / "streamlit"
     log = open(data_dir / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [
-            str(streamlit),
-            "run",
-            str(PROJECT_ROOT / entry),
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
+        streamlit_command(PROJECT_ROOT / entry, "127.0.0.1", port),
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log,

@@ -22,6 +22,26 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def streamlit_command(entry, address: str, port: int) -> list[str]:
+    """`streamlit run entry` on address:port, headless, without usage statistics or a file watcher."""
+    streamlit = os.path.join(os.path.dirname(sys.executable), "streamlit")
+    return [
+        streamlit,
+        "run",
+        str(entry),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+
+
 def main(argv=None) -> int:
     log = setup_logging("app")
     die_with_supervisor()
@@ -36,28 +56,13 @@ def main(argv=None) -> int:
             "the data. Set [app] password to turn the gate on.",
             config.app.address,
         )
-    streamlit = os.path.join(os.path.dirname(sys.executable), "streamlit")
     # page_server.py serves app.py behind the download gate (lib.page.auth.MediaGate).
-    args = [
-        streamlit,
-        "run",
-        str(PROJECT_ROOT / "page_server.py"),
-        "--server.address",
-        config.app.address,
-        "--server.port",
-        str(config.app.port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    args = streamlit_command(PROJECT_ROOT / "page_server.py", config.app.address, config.app.port)
     # uvicorn (which serves an st.App) stops gracefully on SIGTERM, then raises the signal again
     # with the handler it found at start: ignored here (an ignored signal survives exec), so a
     # stop ends with exit status 0 instead of "terminated by SIGTERM".
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.execv(streamlit, args)
+    os.execv(args[0], args)
 
 
 if __name__ == "__main__":
