@@ -143,26 +143,15 @@ def program_sections(board_list: list[Board], python: str) -> str:
     """supervisord `[program:...]` sections for the boards' producers and simulators."""
     several = len(board_list) > 1
     parts = ["; Written by workers.launch from [serial] port at each start: edit vigie.toml, not this.\n"]
+
+    def section(program: str, priority: int, options: str, module: str, args: list[str]) -> str:
+        command = " ".join(_quote(a) for a in [python, "-m", module, *args])
+        return PROGRAM.format(program=program, root=PROJECT_ROOT, priority=priority, options=options, command=command)
+
     for b in board_list:
         suffix = f"-{b.name}" if several else ""
         args = ["--port", b.entry, "--name", b.name]
-        parts.append(
-            PROGRAM.format(
-                program=f"producer{suffix}",
-                root=PROJECT_ROOT,
-                priority=30,
-                options=PRODUCER_OPTIONS,
-                command=" ".join(_quote(a) for a in [python, "-m", "workers.producer", *args]),
-            )
-        )
+        parts.append(section(f"producer{suffix}", 30, PRODUCER_OPTIONS, "workers.producer", args))
         if b.simulated:
-            parts.append(
-                PROGRAM.format(
-                    program=f"simulator{suffix}",
-                    root=PROJECT_ROOT,
-                    priority=40,
-                    options=SIMULATOR_OPTIONS,
-                    command=" ".join(_quote(a) for a in [python, "-m", "workers.simulator", "--port", b.entry]),
-                )
-            )
+            parts.append(section(f"simulator{suffix}", 40, SIMULATOR_OPTIONS, "workers.simulator", ["--port", b.entry]))
     return "\n".join(parts)
