@@ -238,9 +238,8 @@ def charts_fetch_readings(
             WHERE s.ts >= ? AND s.ts <= ? AND s.state = 'anomaly' AND {sw}),
         m AS (SELECT DISTINCT sensor, ts, seq FROM f),
         agg AS (
-            SELECT r.sensor, r.session_id, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo, arg_max(r.ts,
-            r.value) AS hi_ts,
-                   max(r.value) AS hi,
+            SELECT r.sensor, r.session_id, arg_min(r.ts, r.value) AS lo_ts, min(r.value) AS lo,
+                   arg_max(r.ts, r.value) AS hi_ts, max(r.value) AS hi,
                    list({{'ts': r.ts, 'seq': r.seq, 'value': r.value}}) FILTER (WHERE m.ts IS NOT NULL) AS flagged
             FROM readings r LEFT JOIN m ON r.sensor = m.sensor AND r.ts = m.ts AND r.seq = m.seq
             WHERE r.ts >= ? AND r.ts <= ? AND {rw}
@@ -250,8 +249,8 @@ def charts_fetch_readings(
                session_id, NULL::BIGINT AS seq, NULL AS flagged_by FROM agg
         UNION ALL SELECT sensor, 'line', hi_ts, hi, NULL, NULL, session_id, NULL, NULL FROM agg
         UNION ALL SELECT f.sensor, 'mark', f.ts, fl.value, f.detector, f.score, f.session_id, f.seq,
-                         string_agg(f.detector, ', ' ORDER BY f.detector) OVER (PARTITION BY f.sensor, f.session_id,
-                         f.seq)
+                         string_agg(f.detector, ', ' ORDER BY f.detector)
+                             OVER (PARTITION BY f.sensor, f.session_id, f.seq)
                   FROM f JOIN fl ON f.sensor = fl.sensor AND f.ts = fl.ts AND f.seq = fl.seq""",
         [start, end, *sp, start, end, *rp, start, buckets, span_us, buckets],
     ).df()
