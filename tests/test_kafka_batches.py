@@ -21,7 +21,8 @@ from tests.system import wait_for
 SENSORS = ("humidite", "temperature", "pression")
 
 
-def transport(broker, tmp_path, batch: bool = True) -> KafkaTransport:
+def kafka_config(broker, tmp_path, batch: bool = True):
+    """The configuration with the Kafka transport on `broker`, data in `tmp_path`."""
     config = load_config()
     t = dataclasses.replace(
         config.transport,
@@ -33,9 +34,11 @@ def transport(broker, tmp_path, batch: bool = True) -> KafkaTransport:
         max_poll_interval_ms=30000,
         metadata_max_age_ms=1000,
     )
-    return KafkaTransport(
-        dataclasses.replace(config, transport=t, paths=dataclasses.replace(config.paths, data_dir=str(tmp_path)))
-    )
+    return dataclasses.replace(config, transport=t, paths=dataclasses.replace(config.paths, data_dir=str(tmp_path)))
+
+
+def transport(broker, tmp_path, batch: bool = True) -> KafkaTransport:
+    return KafkaTransport(kafka_config(broker, tmp_path, batch))
 
 
 def readings(sensors, n, start=0, session="s"):

@@ -12,7 +12,7 @@ import pytest
 from lib.config import load_config
 from lib.page import health
 from lib.transport.kafkabus import lag
-from tests.test_kafka_batches import consume, produce, readings, transport
+from tests.test_kafka_batches import consume, kafka_config, produce, readings, transport
 
 SENSORS = ("lag-a", "lag-b", "lag-c")
 
@@ -44,8 +44,9 @@ def test_each_group_owes_the_records_it_has_not_committed_and_none_once_caught_u
         second.close()
     assert kt.backlog()["lagging"] == 0
 
-    # through the health panel, as the page reads it: counted in records, a big lag in a sentence
-    found = health.check(load_config(), transport=kt)
+    # through the health panel, as the page reads it (it opens the configured transport itself):
+    # counted in records, a big lag in a sentence
+    found = health.check(kafka_config(broker, tmp_path))
     assert (found.backlog["lagging"], found.backlog_unit, found.backlog_error) == (0, "records", None)
     behind = dataclasses.replace(found, backlog={"lagging": health.BACKLOG_WARN})
     assert health.problems(behind) == [f"**lagging** is {health.BACKLOG_WARN:,} records behind on the transport"]
