@@ -358,6 +358,30 @@ def test_a_date_typed_in_sessions_and_confirmed_with_enter_applies(app):
         page.get_by_text(f"2 session(s) between {middle} and").wait_for(timeout=10_000)
 
 
+def test_open_events_are_shaded_on_live_and_counted_in_the_tab_title(tmp_path):
+    """The prepared data with its events made by the real tracker: a background tab says how many
+    events are open, and Live shades each open event's span on its sensor's chart, naming the
+    event on hover."""
+    from lib.config import load_config
+    from tests.test_app_events import prepare_with_events
+
+    data_dir = tmp_path / "data"
+    info = prepare_with_events(load_config(env={"VIGIE_PATHS_DATA_DIR": str(data_dir)}))
+    assert info["open"] > 0
+    with served(data_dir) as url, browser_page() as page:
+        page.goto(url)
+        wait_for_charts(page, 3)
+        page.wait_for_function("n => document.title === `(${n}) Vigie`", arg=info["open"], timeout=30_000)
+        shaded = page.locator('[data-testid="stVegaLiteChart"] .mark-rect path[aria-label*="event"]')
+        shaded.first.wait_for()
+        assert shaded.count() >= 1
+        point_at(page, shaded.first)
+        tip = page.locator("#vg-tooltip-element")
+        tip.wait_for()
+        assert "event" in tip.inner_text() and "severity" in tip.inner_text(), tip.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser-events.png"))
+
+
 def screenshots(out: Path) -> None:
     """Every view of the page on the prepared data, for the README."""
     import tempfile
