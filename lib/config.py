@@ -132,7 +132,7 @@ class Alerts:
 
     page_url: str = ""  # links in notifications ("": http://<[app] address>:<[app] port>)
     min_severity: str = "warning"  # events below it notify no one
-    quiet_hours: str = ""  # e.g. "22:00-07:00", local time: only quiet_min_severity gets through
+    quiet_hours: str = ""  # e.g. "22:00-07:00" in [app] timezone: only quiet_min_severity gets through
     quiet_min_severity: str = "critical"
     group_wait_s: float = 0.2  # a channel's first message waits this long for others to join it
     group_interval_s: float = 60.0  # then at most one message per channel per this many seconds

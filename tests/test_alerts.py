@@ -99,7 +99,7 @@ def test_routes_pick_channels_per_sensor_and_severity():
 
 def planned(tmp_path, settings, payloads, clock=None, local_now=None):
     conn = outbox.connect(tmp_path / "alerts.sqlite")
-    planner = outbox.Planner(conn, settings, clock or Clock(), local_now or datetime.now)
+    planner = outbox.Planner(conn, settings, clock or Clock(), local_now)
     with outbox.transaction(conn):
         for p in payloads:
             planner.add(p)
@@ -156,6 +156,22 @@ def test_minimum_severity_and_quiet_hours_hold_back_what_is_not_urgent(tmp_path)
         ("opened", "critical", None),
         ("resolved", "critical", None),
     ]
+
+
+def test_quiet_hours_are_the_operators_hours_in_app_timezone(tmp_path):
+    """The event opens at 22:15 UTC (T0 + 100 s): 23:15 in Paris, inside "22:00-07:00", held back;
+    17:15 in New York, outside, sent."""
+    hook = {"kind": "webhook", "url": "http://127.0.0.1:1/x"}
+    held = {}
+    for zone in ("Europe/Paris", "America/New_York"):
+        config = load_config(
+            env={},
+            overrides={"alerts": {"channels": {"h": hook}, "quiet_hours": "22:00-07:00"}, "app": {"timezone": zone}},
+        )
+        settings = load_alerts(config, env={})
+        _, rows = planned(tmp_path / zone.replace("/", "-"), settings, spike_events()[:1], local_now=None)
+        held[zone] = [h for *_, h in rows]
+    assert held == {"Europe/Paris": ["quiet hours"], "America/New_York": [None]}
 
 
 # -- grouping and delivery ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from lib.detect.events import SEVERITY_RANK
 
@@ -99,8 +100,14 @@ class Planner:
     transaction): one when an event opens, one when its severity rises, one when it resolves
     (by itself or by an operator), per channel its routes name."""
 
-    def __init__(self, conn: sqlite3.Connection, settings, clock=time.time, local_now=datetime.now):
-        self.conn, self.settings, self.clock, self.local_now = conn, settings, clock, local_now
+    def __init__(self, conn: sqlite3.Connection, settings, clock=time.time, local_now=None):
+        self.conn, self.settings, self.clock = conn, settings, clock
+        self.local_now = local_now or self._wall_now
+
+    def _wall_now(self) -> datetime:
+        """`clock` on the operator's wall clock (`[app] timezone`, else this machine's), for quiet hours."""
+        zone = ZoneInfo(self.settings.timezone) if self.settings.timezone else None
+        return datetime.fromtimestamp(self.clock(), zone)
 
     def add(self, payload: dict) -> int:
         """File one message's notifications; returns how many were added."""

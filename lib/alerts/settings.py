@@ -94,6 +94,7 @@ class AlertSettings:
     retry_max_s: float = 60.0
     give_up_s: float = 86400.0
     timeout_s: float = 10.0
+    timezone: str = ""  # [app] timezone: quiet hours are the operator's hours ("": this machine's)
 
     def channels_for(self, sensor: str, severity: str) -> list[str]:
         """The channels that hear about an event on `sensor` at `severity`, each once."""
@@ -274,4 +275,5 @@ def load_alerts(config, env: Mapping[str, str] | None = None) -> AlertSettings:
         a.retry_max_s,
         a.give_up_s,
         a.timeout_s,
+        config.app.timezone,
     )
