@@ -175,12 +175,6 @@ class EmbeddedConsumer(Consumer):
             cur.close()
         return found[-n:] if n > 0 else []
 
-    def lag(self) -> int:
-        """Messages appended after the last commit (any topic)."""
-        return self._conn.execute(
-            "SELECT coalesce(sum(n), 0) FROM log WHERE id > ?", (self.committed >> SHIFT,)
-        ).fetchone()[0]
-
     def close(self) -> None:
         self._conn.close()
         self._lock.close()
