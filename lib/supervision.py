@@ -53,16 +53,23 @@ def die_with_supervisor() -> None:
         return  # started by hand or by a test: its parent's end is not ours
     die_with_parent(signal.SIGTERM)
     # supervisord may have died between starting this process and the request above.
-    if "supervisord" not in _cmdline(os.getppid()):
+    if not _is_supervisord(os.getppid()):
         log.warning("supervisord is gone already: stopping")
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _cmdline(pid: int) -> str:
+def _argv(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return ""
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def _is_supervisord(pid: int) -> bool:
+    """supervisord itself (its entry script, run by python), not a tool that names it: a
+    supervisorctl's "-c supervisord.conf" once made a relaunch refuse over a system not started yet."""
+    return any(Path(a).name == "supervisord" for a in _argv(pid)[:2])
 
 
 def running_programs(data_dir: Path) -> list[tuple[str, int]]:
@@ -82,9 +89,8 @@ def running_programs(data_dir: Path) -> list[tuple[str, int]]:
         if data is None or str(Path(data.decode(errors="replace")).resolve()) != want:
             continue
         name = env.get(b"SUPERVISOR_PROCESS_NAME", b"").decode(errors="replace")
-        cmd = _cmdline(int(entry.name))
         if not name:
-            if "supervisord" not in cmd:
+            if not _is_supervisord(int(entry.name)):
                 continue  # a shell or tool that has the variable, not one of ours
             name = "supervisord"
         found.append((name, int(entry.name)))
