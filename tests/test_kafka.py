@@ -78,11 +78,7 @@ def test_two_workers_share_sensors_and_survive_a_kill(tmp_path, broker):
         try:
             # a loaded machine (the suite runs two files at once) can take a while to join the group
             pids = wait_for(
-                lambda: (
-                    [system.pid(f"detector:detector-{i}") for i in (0, 1)]
-                    if all(system.pid(f"detector:detector-{i}") for i in (0, 1))
-                    else None
-                ),
+                lambda: found if all(found := [system.pid(f"detector:detector-{i}") for i in (0, 1)]) else None,
                 timeout=150,
                 what="two detector workers",
             )

@@ -93,6 +93,7 @@ def program_states(data_dir) -> list[Program]:
 def check(config, now: float | None = None, transport=None) -> SystemHealth:
     """Read every source once (each failure is reported, not raised)."""
     from lib.store.status import read_store_status
+    from lib.transport import transport_class
 
     now = time.time() if now is None else now
     try:
@@ -100,7 +101,7 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
     except OSError as exc:
         programs, supervisor_error = None, str(exc) or type(exc).__name__
     boards = read_statuses(config.run_dir)
-    backlog, backlog_error, unit = None, None, "messages"
+    backlog, backlog_error = None, None
     try:
         if transport is None and config.transport.kind == "embedded" and not config.bus_path.exists():
             backlog = {}  # no transport log yet: nothing waits (and the page creates no file)
@@ -109,11 +110,11 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
 
             transport = open_transport(config)
             try:
-                backlog, unit = transport.backlog(), transport.backlog_unit
+                backlog = transport.backlog()
             finally:
                 transport.close()
         else:
-            backlog, unit = transport.backlog(), transport.backlog_unit
+            backlog = transport.backlog()
     except Exception as exc:  # a broker away, a locked log: the health panel says so and goes on
         backlog_error = f"{type(exc).__name__}: {exc}"
     store = read_store_status(config.run_dir)
@@ -125,7 +126,7 @@ def check(config, now: float | None = None, transport=None) -> SystemHealth:
         backlog=backlog,
         backlog_error=backlog_error,
         store_last_write=store.get("last_write_at") if store else None,
-        backlog_unit=unit,
+        backlog_unit=(transport or transport_class(config.transport.kind)).backlog_unit,
     )
     return SystemHealth(**{**health.__dict__, "problems": problems(health)})
 
