@@ -190,6 +190,12 @@ def test_two_simulated_boards_from_vigie_toml_alone(tmp_path):
         count = lambda: (system.ask("judged_counts") or {}).get("dbscan", (0, 0))[0]  # noqa: E731
         wait_for(lambda: count() >= 2 * n, 120, what="both boards' readings judged")
         programs = dict(line.split()[:2] for line in system.ctl("status").splitlines() if line.strip())
+        # a status file is rewritten at most once a second: its count can trail what was stored
+        wait_for(
+            lambda: sum(s.lines_read for s in st.read_statuses(system.data / "run")) >= 2 * n,
+            15,
+            what="both status files counting every line",
+        )
         statuses = {s.name: s for s in st.read_statuses(system.data / "run")}
         told = subprocess.run(
             [sys.executable, "-m", "workers.status"],
